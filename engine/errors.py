@@ -1,0 +1,17 @@
+"""Errors the engine raises for bad input: each message is one line a user can act on."""
+
+
+class EngineError(Exception):
+    """Base class: the CLI prints the message on one line and exits 2."""
+
+
+class GGUFFormatError(EngineError):
+    """The file is not a well-formed GGUF v3 file (truncated, hostile, inconsistent)."""
+
+
+class TensorSizeError(GGUFFormatError):
+    """A tensor's byte size matches none of the layouts its type allows."""
+
+
+class UnsupportedModelError(EngineError):
+    """The file is valid GGUF but describes a model this engine does not run."""

@@ -1,0 +1,61 @@
+"""The `bitnet-harness` command: one typer app, one module per group of subcommands."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+import typer
+
+from engine.errors import EngineError
+from harness.errors import HarnessError
+
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="bitnet-harness",
+    help="Run BitNet b1.58 ternary models on the CPU and write verifiable benchmark receipts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def harness_version() -> str:
+    try:
+        return version("bitnet-harness")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"bitnet-harness {harness_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version_: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run BitNet b1.58 ternary models on the CPU and write verifiable benchmark receipts."""
+
+
+def _register_commands() -> None:
+    from harness import cmd_model
+
+    cmd_model.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console entry point: known failures become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app()
+    except (EngineError, HarnessError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise SystemExit(130) from None
