@@ -40,10 +40,16 @@ def _root(
     """Run BitNet b1.58 ternary models on the CPU and write verifiable benchmark receipts."""
 
 
-def _register_commands() -> None:
-    from harness import cmd_model
+model_app = typer.Typer(help="Write and inspect GGUF model files.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
-    cmd_model.register(app)
+
+def _register_commands() -> None:
+    """Each command module adds its commands; the module list is the whole command surface."""
+    from harness import cmd_inspect, cmd_synth
+
+    cmd_inspect.register(model_app)
+    cmd_synth.register(model_app)
 
 
 _register_commands()
