@@ -1,0 +1,237 @@
+"""Float kernels of the transformer around the ternary matmuls: norms, RoPE, attention, gates, logits.
+
+Every kernel takes the trace counter array (`engine.trace.Trace.counts`) as its last argument and adds to
+its own row when its body runs: calls += 1, rows += tokens processed (output rows x tokens for logits),
+elements += values produced (multiply-adds for attention and logits; see each docstring). None of them
+allocates: outputs and scratch space are preallocated by the caller.
+
+Embedding tables arrive as stored: F16 as raw `uint16` bits (numba has no float16) converted through a
+65536-entry lookup table (`half_lut()`), or F32 as is.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from engine.trace import CALLS, ELEMENTS, ROWS, kid
+
+_EMBED = kid("embed_lookup")
+_RMSNORM = kid("rmsnorm")
+_ROPE = kid("rope_neox")
+_ATTN = kid("attention_gqa")
+_RELU2 = kid("relu2_gate")
+_SILU = kid("silu_gate")
+_RESID = kid("residual_add")
+_LOGITS_I8 = kid("logits_i8")
+_LOGITS_F32 = kid("fp32_logits")
+
+
+def half_lut() -> np.ndarray:
+    """float32 value of every float16 bit pattern: exact conversion of F16 tables inside numba kernels."""
+    return np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def _to_f32(value, lut):  # pragma: no cover - replaced by the numba overload below
+    raise NotImplementedError
+
+
+@overload(_to_f32)
+def _to_f32_impl(value, lut):
+    """One table element as float32: F16 bits go through the lookup table, floats are cast."""
+    if isinstance(value, types.Integer):
+        return lambda value, lut: lut[value]
+    if isinstance(value, types.Float):
+        return lambda value, lut: np.float32(value)
+    return None
+
+
+@njit(cache=True)
+def _count(counts, k, rows, elements):
+    counts[k, CALLS] += 1
+    counts[k, ROWS] += rows
+    counts[k, ELEMENTS] += elements
+
+
+@njit(cache=True)
+def embed_lookup(table, lut, tokens, out, counts):
+    """out[t] = table[tokens[t]] as float32. rows = T, elements = T * hidden."""
+    n_tok = tokens.shape[0]
+    hidden = table.shape[1]
+    for t in range(n_tok):
+        row = tokens[t]
+        for c in range(hidden):
+            out[t, c] = _to_f32(table[row, c], lut)
+    _count(counts, _EMBED, n_tok, n_tok * hidden)
+
+
+@njit(cache=True)
+def rmsnorm(x, weight, eps, out, counts):
+    """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, sum of squares in float64.
+
+    rows = T, elements = T * n.
+    """
+    n_tok, n = x.shape
+    for t in range(n_tok):
+        acc = 0.0
+        for c in range(n):
+            v = np.float64(x[t, c])
+            acc += v * v
+        inv = np.float32(1.0 / math.sqrt(acc / n + eps))
+        for c in range(n):
+            out[t, c] = x[t, c] * inv * weight[c]
+    _count(counts, _RMSNORM, n_tok, n_tok * n)
+
+
+@njit(cache=True)
+def rope_neox(x, n_heads, head_dim, pos0, cos_tab, sin_tab, counts):
+    """Rotate every head of x[t] (position pos0 + t) in place, NeoX split-half pairs (i, i + head_dim/2).
+
+    cos_tab/sin_tab are [context, head_dim/2] tables of cos/sin(pos * theta^(-2i/head_dim)).
+    rows = T, elements = T * n_heads * head_dim.
+    """
+    n_tok = x.shape[0]
+    half = head_dim // 2
+    for t in range(n_tok):
+        pos = pos0 + t
+        for h in range(n_heads):
+            base = h * head_dim
+            for i in range(half):
+                c = cos_tab[pos, i]
+                s = sin_tab[pos, i]
+                a = x[t, base + i]
+                b = x[t, base + half + i]
+                x[t, base + i] = a * c - b * s
+                x[t, base + half + i] = a * s + b * c
+    _count(counts, _ROPE, n_tok, n_tok * n_heads * head_dim)
+
+
+@njit(cache=True, parallel=True)
+def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts):
+    """Store k/v of T new tokens at positions pos0.. of the cache, then causal grouped-query attention.
+
+    q: [T, n_heads*head_dim]; k, v: [T, n_kv*head_dim]; caches: [n_kv, context, head_dim]; scores: scratch
+    [n_heads, context]; out: [T, n_heads*head_dim]. Query t sees positions 0..pos0+t; softmax in float32 with
+    the max subtracted; scale 1/sqrt(head_dim). rows = T, elements = 2 * n_heads * head_dim * sum_t(pos0+t+1)
+    (the multiply-adds of q.k and p.v).
+    """
+    n_tok = q.shape[0]
+    n_kv, _, head_dim = k_cache.shape
+    group = n_heads // n_kv
+    for t in range(n_tok):
+        for g in range(n_kv):
+            for d in range(head_dim):
+                k_cache[g, pos0 + t, d] = k[t, g * head_dim + d]
+                v_cache[g, pos0 + t, d] = v[t, g * head_dim + d]
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    for h in prange(n_heads):
+        g = h // group
+        qb = h * head_dim
+        for t in range(n_tok):
+            n_ctx = pos0 + t + 1
+            best = -np.inf
+            for j in range(n_ctx):
+                acc = np.float32(0.0)
+                for d in range(head_dim):
+                    acc += q[t, qb + d] * k_cache[g, j, d]
+                acc *= scale
+                scores[h, j] = acc
+                if acc > best:
+                    best = acc
+            total = np.float32(0.0)
+            for j in range(n_ctx):
+                e = np.float32(math.exp(scores[h, j] - best))
+                scores[h, j] = e
+                total += e
+            inv = np.float32(1.0) / total
+            for d in range(head_dim):
+                out[t, qb + d] = 0.0
+            for j in range(n_ctx):
+                p = scores[h, j] * inv
+                for d in range(head_dim):
+                    out[t, qb + d] += p * v_cache[g, j, d]
+    attended = n_tok * pos0 + n_tok * (n_tok + 1) // 2
+    _count(counts, _ATTN, n_tok, 2 * n_heads * head_dim * attended)
+
+
+@njit(cache=True)
+def relu2_gate(gate, up, out, counts):
+    """out = relu(gate)^2 * up (bitnet-b1.58 FFN). rows = T, elements = T * ffn."""
+    n_tok, n = gate.shape
+    for t in range(n_tok):
+        for c in range(n):
+            g = gate[t, c]
+            out[t, c] = g * g * up[t, c] if g > 0 else np.float32(0.0)
+    _count(counts, _RELU2, n_tok, n_tok * n)
+
+
+@njit(cache=True)
+def silu_gate(gate, up, out, counts):
+    """out = silu(gate) * up (bitnet FFN). rows = T, elements = T * ffn."""
+    n_tok, n = gate.shape
+    for t in range(n_tok):
+        for c in range(n):
+            g = gate[t, c]
+            out[t, c] = g / (np.float32(1.0) + np.float32(math.exp(-g))) * up[t, c]
+    _count(counts, _SILU, n_tok, n_tok * n)
+
+
+@njit(cache=True)
+def residual_add(x, y, counts):
+    """x += y in place (the residual stream). rows = T, elements = T * n."""
+    n_tok, n = x.shape
+    for t in range(n_tok):
+        for c in range(n):
+            x[t, c] += y[t, c]
+    _count(counts, _RESID, n_tok, n_tok * n)
+
+
+@njit(cache=True, parallel=True)
+def logits_i8(emb_q, emb_s, q, s, out, counts):
+    """out[v] = emb_s[v] * (emb_q[v] . q) / s with int32 accumulation.
+
+    emb_q: int8 [vocab, hidden], one float scale per row (row absmax / 127); q: the int8 hidden state
+    quantized per token with scale s (q = x * s). rows = vocab, elements = vocab * hidden.
+    """
+    vocab, hidden = emb_q.shape
+    inv = np.float32(1.0) / np.float32(s)
+    for r in prange(vocab):
+        acc = np.int32(0)
+        for c in range(hidden):
+            acc += np.int32(emb_q[r, c]) * np.int32(q[c])
+        out[r] = np.float32(acc) * emb_s[r] * inv
+    _count(counts, _LOGITS_I8, vocab, vocab * hidden)
+
+
+@njit(cache=True, parallel=True)
+def fp32_logits(table, lut, x, out, counts):
+    """out[v] = table[v] . x in float32 over the stored (F16 or F32) embedding: the fallback logits path.
+
+    rows = vocab, elements = vocab * hidden.
+    """
+    vocab, hidden = table.shape
+    for r in prange(vocab):
+        acc = np.float32(0.0)
+        for c in range(hidden):
+            acc += _to_f32(table[r, c], lut) * x[c]
+        out[r] = acc
+    _count(counts, _LOGITS_F32, vocab, vocab * hidden)
+
+
+@njit(cache=True, parallel=True)
+def quantize_embedding_rows(table, lut, q_out, s_out):
+    """Per-row absmax int8 copy of an embedding block (load time, not a traced kernel): row = q * s."""
+    n_rows, hidden = table.shape
+    for r in prange(n_rows):
+        amax = np.float32(0.0)
+        for c in range(hidden):
+            a = abs(_to_f32(table[r, c], lut))
+            if a > amax:
+                amax = a
+        scale = amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
+        inv = np.float32(127.0) / amax if amax > 0 else np.float32(1.0)
+        for c in range(hidden):
+            val = np.rint(_to_f32(table[r, c], lut) * inv)
+            q_out[r, c] = np.int8(min(max(val, -127.0), 127.0))
+        s_out[r] = scale

@@ -1,0 +1,177 @@
+"""The float kernels against plain numpy, and the trace row each one updates."""
+
+import numpy as np
+import pytest
+
+from engine.kernels import ops
+from engine.trace import Trace
+
+RNG = np.random.default_rng(1234)
+
+
+def _f32(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture()
+def trace() -> Trace:
+    return Trace()
+
+
+def test_half_lut_is_exact() -> None:
+    lut = ops.half_lut()
+    bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    expected = bits.view(np.float16).astype(np.float32)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(lut[finite], expected[finite])
+    assert np.isnan(lut[~finite & np.isnan(expected)]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_embed_lookup(trace: Trace, dtype: type) -> None:
+    table = _f32(50, 16).astype(dtype)
+    stored = table.view(np.uint16) if dtype == np.float16 else table
+    tokens = np.array([3, 0, 49, 3], dtype=np.int64)
+    out = np.zeros((4, 16), np.float32)
+    ops.embed_lookup(stored, ops.half_lut(), tokens, out, trace.counts)
+    np.testing.assert_array_equal(out, table[tokens].astype(np.float32))
+    assert trace.snapshot() == {"embed_lookup": {"calls": 1, "rows": 4, "elements": 64}}
+
+
+def test_rmsnorm(trace: Trace) -> None:
+    x, w = _f32(3, 64), _f32(64)
+    out = np.zeros_like(x)
+    ops.rmsnorm(x, w, 1e-5, out, trace.counts)
+    x64 = x.astype(np.float64)
+    expected = x64 / np.sqrt((x64**2).mean(axis=1, keepdims=True) + 1e-5) * w
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert trace.snapshot() == {"rmsnorm": {"calls": 1, "rows": 3, "elements": 192}}
+
+
+def _rope_tables(ctx: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    freqs = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    ang = np.arange(ctx, dtype=np.float64)[:, None] * freqs[None, :]
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def test_rope_neox_split_half(trace: Trace) -> None:
+    n_heads, head_dim, pos0 = 3, 8, 5
+    cos, sin = _rope_tables(16, head_dim, 10000.0)
+    x = _f32(2, n_heads * head_dim)
+    got = x.copy()
+    ops.rope_neox(got, n_heads, head_dim, pos0, cos, sin, trace.counts)
+    for t in range(2):
+        for h in range(n_heads):
+            v = x[t, h * head_dim : (h + 1) * head_dim].astype(np.float64)
+            a, b = v[:4], v[4:]
+            ang = (pos0 + t) * 10000.0 ** (-np.arange(0, 8, 2) / 8)
+            expected = np.concatenate([a * np.cos(ang) - b * np.sin(ang), a * np.sin(ang) + b * np.cos(ang)])
+            got_head = got[t, h * head_dim : (h + 1) * head_dim]
+            np.testing.assert_allclose(got_head, expected, rtol=1e-5, atol=1e-5)
+    assert trace.snapshot() == {"rope_neox": {"calls": 1, "rows": 2, "elements": 48}}
+
+
+def _attention_numpy(q, keys, values, pos0, n_heads):
+    """float64 causal GQA over full key/value histories [n_kv, n_pos, head_dim]."""
+    n_tok = q.shape[0]
+    n_kv, _, head_dim = keys.shape
+    out = np.zeros((n_tok, n_heads * head_dim))
+    for t in range(n_tok):
+        for h in range(n_heads):
+            g = h // (n_heads // n_kv)
+            qh = q[t, h * head_dim : (h + 1) * head_dim].astype(np.float64)
+            sc = keys[g, : pos0 + t + 1] @ qh / np.sqrt(head_dim)
+            p = np.exp(sc - sc.max())
+            p /= p.sum()
+            out[t, h * head_dim : (h + 1) * head_dim] = p @ values[g, : pos0 + t + 1]
+    return out
+
+
+def test_attention_block_matches_numpy_and_stores_cache(trace: Trace) -> None:
+    n_heads, n_kv, head_dim, ctx, pos0, n_tok = 4, 2, 8, 12, 3, 4
+    k_cache = np.zeros((n_kv, ctx, head_dim), np.float32)
+    v_cache = np.zeros_like(k_cache)
+    k_cache[:, :pos0], v_cache[:, :pos0] = _f32(n_kv, pos0, head_dim), _f32(n_kv, pos0, head_dim)
+    q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
+    scores = np.zeros((n_heads, ctx), np.float32)
+    out = np.zeros((n_tok, n_heads * head_dim), np.float32)
+    ops.attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, trace.counts)
+    new = slice(pos0, pos0 + n_tok)
+    np.testing.assert_array_equal(k_cache[:, new], k.reshape(n_tok, n_kv, head_dim).swapaxes(0, 1))
+    np.testing.assert_array_equal(v_cache[:, new], v.reshape(n_tok, n_kv, head_dim).swapaxes(0, 1))
+    expected = _attention_numpy(q, k_cache[:, : pos0 + n_tok], v_cache[:, : pos0 + n_tok], pos0, n_heads)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    attended = sum(pos0 + t + 1 for t in range(n_tok))
+    elements = 2 * n_heads * head_dim * attended
+    assert trace.snapshot() == {"attention_gqa": {"calls": 1, "rows": n_tok, "elements": elements}}
+
+
+def test_attention_block_equals_token_by_token(trace: Trace) -> None:
+    n_heads, n_kv, head_dim, ctx, n_tok = 4, 1, 8, 8, 5
+    q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
+    scores = np.zeros((n_heads, ctx), np.float32)
+    caches = [np.zeros((n_kv, ctx, head_dim), np.float32) for _ in range(4)]
+    block = np.zeros((n_tok, n_heads * head_dim), np.float32)
+    ops.attention_gqa(q, k, v, caches[0], caches[1], 0, n_heads, scores, block, trace.counts)
+    step = np.zeros((1, n_heads * head_dim), np.float32)
+    for t in range(n_tok):
+        ops.attention_gqa(
+            q[t : t + 1],
+            k[t : t + 1],
+            v[t : t + 1],
+            caches[2],
+            caches[3],
+            t,
+            n_heads,
+            scores,
+            step,
+            trace.counts,
+        )
+        np.testing.assert_allclose(step[0], block[t], rtol=1e-6, atol=1e-6)
+
+
+def test_gates(trace: Trace) -> None:
+    gate, up = _f32(2, 32), _f32(2, 32)
+    out = np.zeros_like(gate)
+    ops.relu2_gate(gate, up, out, trace.counts)
+    np.testing.assert_allclose(out, np.maximum(gate, 0) ** 2 * up, rtol=1e-6)
+    ops.silu_gate(gate, up, out, trace.counts)
+    g64 = gate.astype(np.float64)
+    np.testing.assert_allclose(out, g64 / (1 + np.exp(-g64)) * up, rtol=1e-5, atol=1e-7)
+    assert trace.snapshot() == {
+        "relu2_gate": {"calls": 1, "rows": 2, "elements": 64},
+        "silu_gate": {"calls": 1, "rows": 2, "elements": 64},
+    }
+
+
+def test_residual_add(trace: Trace) -> None:
+    x, y = _f32(2, 16), _f32(2, 16)
+    expected = x + y
+    ops.residual_add(x, y, trace.counts)
+    np.testing.assert_array_equal(x, expected)
+    assert trace.snapshot() == {"residual_add": {"calls": 1, "rows": 2, "elements": 32}}
+
+
+def test_int8_logits_and_embedding_copy(trace: Trace) -> None:
+    vocab, hidden = 40, 64
+    table = _f32(vocab, hidden).astype(np.float16)
+    lut = ops.half_lut()
+    emb_q = np.zeros((vocab, hidden), np.int8)
+    emb_s = np.zeros(vocab, np.float32)
+    ops.quantize_embedding_rows(table.view(np.uint16), lut, emb_q, emb_s)
+    t32 = table.astype(np.float32)
+    amax = np.abs(t32).max(axis=1)
+    np.testing.assert_allclose(emb_s, amax / 127, rtol=1e-6)
+    np.testing.assert_array_equal(emb_q, np.clip(np.rint(t32 * (127 / amax)[:, None]), -127, 127))
+    q = RNG.integers(-127, 128, hidden).astype(np.int8)
+    out = np.zeros(vocab, np.float32)
+    ops.logits_i8(emb_q, emb_s, q, 2.5, out, trace.counts)
+    exact = (emb_q.astype(np.int64) @ q.astype(np.int64)) * emb_s.astype(np.float64) / 2.5
+    np.testing.assert_allclose(out, exact, rtol=1e-5)
+    x = _f32(hidden)
+    ops.fp32_logits(table.view(np.uint16), lut, x, out, trace.counts)
+    np.testing.assert_allclose(out, t32.astype(np.float64) @ x, rtol=1e-4, atol=1e-4)
+    assert trace.snapshot() == {
+        "logits_i8": {"calls": 1, "rows": vocab, "elements": vocab * hidden},
+        "fp32_logits": {"calls": 1, "rows": vocab, "elements": vocab * hidden},
+    }
