@@ -2,9 +2,9 @@
 
 Synthetic models carry the same tokenizer keys as the official BitNet b1.58 2B-4T GGUF, so the loader and
 `engine.tokenizer` exercise one code path for both. Layout (like LLaMA-3): regular tokens first (the 256 byte
-tokens in byte order, then the merged tokens in training order, truncated to fit, then unused padding tokens that
-no merge produces), then the special tokens. Special-token count rule: 256 when vocab_size >= 65536 (LLaMA-3:
-128256 = 128000 regular + 256 specials), else 16. BOS is the first special, EOS the second.
+tokens in byte order, then the merged tokens in training order, truncated to fit, then unused padding tokens
+that no merge produces), then the special tokens. Special-token count rule: 256 when vocab_size >= 65536
+(LLaMA-3: 128256 = 128000 regular + 256 specials), else 16. BOS is the first special, EOS the second.
 """
 
 import gzip
@@ -40,7 +40,11 @@ SPECIALS_SMALL = 16
 
 def _bytes_to_unicode() -> list[str]:
     """GPT-2's printable stand-in character for each byte (index = byte value)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table: dict[int, int] = {b: b for b in printable}
     extra = 0
     for b in range(256):
@@ -76,7 +80,7 @@ def read_merges_text(text: str) -> tuple[dict[str, object], list[str]]:
     """Parse the committed merges file: one JSON header line, then one "a b" merge per line."""
     lines = text.split("\n")
     if not lines or not lines[0].startswith(MERGES_HEADER_PREFIX):
-        raise EngineError("BPE merges file has no bitnet-harness header; regenerate it with engine.tokenizer_train")
+        raise EngineError("BPE merges file lacks its header; regenerate it with engine.tokenizer_train")
     header = json.loads(lines[0][len(MERGES_HEADER_PREFIX) :])
     merges = [line for line in lines[1:] if line]
     return header, merges
@@ -104,7 +108,7 @@ def special_tokens(count: int) -> list[str]:
 
 
 def tokenizer_metadata(vocab_size: int) -> dict[str, object]:
-    """GGUF tokenizer keys for a byte-level BPE vocabulary of exactly vocab_size tokens (official 2B-4T layout)."""
+    """GGUF tokenizer keys for a byte-level BPE vocabulary of exactly vocab_size tokens (2B-4T layout)."""
     n_special = special_token_count(vocab_size)
     n_regular = vocab_size - n_special
     if n_regular < len(BYTE_TO_UNICODE):

@@ -1,10 +1,10 @@
 """Offline training of the committed byte-level BPE merges (engine/data/bpe_merges.txt.gz).
 
-Synthetic models need a real tokenizer, and nothing may be downloaded, so the merges are learned once from text
+Synthetic models need a real tokenizer and nothing may be downloaded, so the merges are learned once from text
 every Python installation has (a sorted, size-bounded subset of the standard library's sources) plus the
-project's own docs, and committed. Nothing at run time trains: `engine.tokenizer_data` reads the committed file.
-Regenerate with `python -m engine.tokenizer_train --out engine/data/bpe_merges.txt.gz`; the header line records
-the corpus (file count, bytes, sha256, Python version) so a rerun on the same corpus is checkably identical.
+project's own docs, and committed. Nothing trains at run time: `engine.tokenizer_data` reads the committed
+file. Regenerate with `python -m engine.tokenizer_train --out engine/data/bpe_merges.txt.gz`; the header line
+records the corpus (file count, bytes, sha256, Python version) so a rerun on the same corpus is checkable.
 """
 
 import argparse
@@ -38,7 +38,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def stdlib_sources(max_bytes: int = MAX_CORPUS_BYTES) -> list[Path]:
-    """Sorted UTF-8 *.py files of the running Python's standard library, stopping before max_bytes in total."""
+    """Sorted UTF-8 *.py files of the running Python's standard library, stopping before max_bytes."""
     root = Path(sysconfig.get_paths()["stdlib"])
     chosen: list[Path] = []
     total = 0
@@ -74,8 +74,8 @@ def _texts(paths: Sequence[Path]) -> Iterator[str]:
 def train_bpe(paths: Sequence[Path], n_merges: int) -> tuple[list[str], list[str]]:
     """Learn up to n_merges byte-level BPE merges (LLaMA-3 split pattern) from the files, in training order.
 
-    Returns (tokens, merges): the 256 byte tokens in byte order followed by each new merge result, and the merges
-    as "a b" strings in GPT-2 byte-to-unicode form. Fewer merges come back when the corpus runs out of pairs.
+    Returns (tokens, merges): the 256 byte tokens in byte order followed by each new merge result, and the
+    merges as "a b" strings in GPT-2 byte-to-unicode form. Fewer come back when the corpus runs out of pairs.
     """
     if n_merges < 0:
         raise EngineError(f"n_merges must be >= 0, got {n_merges}")
@@ -111,13 +111,14 @@ def _corpus_digest(paths: Sequence[Path]) -> tuple[int, str]:
 
 def merges_file_bytes(merges: Sequence[str], header: dict[str, object]) -> bytes:
     """The committed file: a JSON header line, one merge per line, gzip with a fixed mtime (reproducible)."""
-    text = MERGES_HEADER_PREFIX + json.dumps(header, sort_keys=True) + "\n" + "".join(m + "\n" for m in merges)
+    lines = [MERGES_HEADER_PREFIX + json.dumps(header, sort_keys=True), *merges]
+    text = "".join(line + "\n" for line in lines)
     return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Train on the standard library subset plus the project docs and write the committed merges file."""
-    parser = argparse.ArgumentParser(prog="python -m engine.tokenizer_train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.tokenizer_train", description=main.__doc__)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "engine" / "data" / MERGES_RESOURCE)
     parser.add_argument("--merges", type=int, default=DEFAULT_MERGES)
     parser.add_argument("--max-bytes", type=int, default=MAX_CORPUS_BYTES)
