@@ -5,8 +5,8 @@ its own row when its body runs: calls += 1, rows += tokens processed (output row
 elements += values produced (multiply-adds for attention and logits; see each docstring). None of them
 allocates: outputs and scratch space are preallocated by the caller.
 
-Embedding tables arrive as stored: F16 as raw `uint16` bits (numba has no float16) converted through a
-65536-entry lookup table (`half_lut()`), or F32 as is.
+Embedding tables arrive as stored: F16 / BF16 as raw `uint16` bits (numba has no float16) converted through a
+65536-entry lookup table (`half_lut()` / `bf16_lut()`), or F32 as is.
 """
 
 import math
@@ -31,6 +31,11 @@ _LOGITS_F32 = kid("fp32_logits")
 def half_lut() -> np.ndarray:
     """float32 value of every float16 bit pattern: exact conversion of F16 tables inside numba kernels."""
     return np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def bf16_lut() -> np.ndarray:
+    """float32 value of every bfloat16 bit pattern (the top half of a float32)."""
+    return (np.arange(65536, dtype=np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def _to_f32(value, lut):  # pragma: no cover - replaced by the numba overload below
