@@ -1,0 +1,211 @@
+"""Ternary kernels against plain integer numpy dots: every flavor, every kernel, GEMV and GEMM, exact."""
+
+import numpy as np
+import pytest
+
+from engine.errors import EngineError
+from engine.formats import FORMATS
+from engine.kernels import KernelInputError, matmul, matvec, prepare_matrix, quantize_activations
+from engine.kernels.lut import CANON3
+from engine.trace import Trace, kid
+
+# (flavor, rows, cols): ragged rows everywhere; cols as each format allows
+SHAPES = {
+    "i2s": [(1, 128), (7, 384), (33, 640), (130, 256)],
+    "tq2_0": [(1, 256), (5, 512), (31, 768)],
+    "tq1_0": [(3, 256), (17, 512)],
+    "bitnet32": [(2, 32), (9, 96), (13, 160), (4, 416)],
+    "qk256": [(1, 1), (6, 100), (11, 256), (3, 300), (5, 513)],
+}
+# tl1 / tl2 also take per-tensor rows of any width (the i2s format only needs whole 128-value blocks overall)
+TL_EXTRA = [("i2s", 64, 6), ("i2s", 128, 5), ("i2s", 32, 4), ("i2s", 128, 1)]
+TERNARY = ("i2s", "tq2_0", "tq1_0", "bitnet32")
+GEMV_ID = {
+    "i2s": "i2s_gemv",
+    "tq2_0": "i2s_blk_gemv",
+    "tq1_0": "i2s_blk_gemv",
+    "bitnet32": "i2s_b32_gemv",
+    "qk256": "i2s_qk256_gemv",
+}
+
+
+def _random_weights(rng, flavor, rows, cols):
+    """(values int8, scales as the format takes them, scales as float32 per row block or None)."""
+    if flavor == "qk256":
+        values = rng.choice(np.array([-2, -1, 1, 2], dtype=np.int8), size=(rows, cols))
+        return values, None
+    values = rng.integers(-1, 2, size=(rows, cols), dtype=np.int8)
+    if flavor == "i2s":
+        return values, np.float32(rng.uniform(0.1, 3.0))
+    if flavor in ("tq2_0", "tq1_0"):
+        return values, rng.uniform(0.01, 2.0, size=(rows, cols // 256)).astype(np.float16)
+    return values, rng.uniform(0.01, 2.0, size=(-(-rows * cols // 32),)).astype(np.float16)
+
+
+def _activations(rng, t, cols):
+    q = rng.integers(-128, 128, size=(t, cols), dtype=np.int8)
+    q[0, : min(cols, 3)] = -128  # the extreme value sits in every test
+    s = rng.uniform(0.5, 200.0, size=t).astype(np.float32)
+    return q, s
+
+
+def _expected(flavor, values, scales, q, s):
+    """y[t, r] from exact int64 dots, then the float32 scaling in the documented order."""
+    rows, cols = values.shape
+    t = q.shape[0]
+    v = values.astype(np.int64)
+    qq = q.astype(np.int64)
+    if flavor in ("i2s", "qk256"):
+        dots = (qq @ v.T).astype(np.float32)  # [t, rows]
+        y = dots / s[:, None]
+        return y * np.float32(scales) if flavor == "i2s" else y
+    block = 256 if flavor in ("tq2_0", "tq1_0") else 32
+    d = np.asarray(scales, dtype=np.float32).reshape(rows, cols // block)
+    y = np.zeros((t, rows), dtype=np.float32)
+    for b in range(cols // block):
+        sl = slice(b * block, (b + 1) * block)
+        ib = (qq[:, sl] @ v[:, sl].T).astype(np.float32)
+        y = y + d[None, :, b] * ib
+    return y / s[:, None]
+
+
+def _cases():
+    for flavor, shapes in SHAPES.items():
+        for rows, cols in shapes:
+            yield flavor, "i2s", rows, cols
+            if flavor in TERNARY:
+                yield flavor, "tl1", rows, cols
+                yield flavor, "tl2", rows, cols
+    for flavor, rows, cols in TL_EXTRA:
+        yield flavor, "tl1", rows, cols
+        yield flavor, "tl2", rows, cols
+
+
+@pytest.mark.parametrize(("flavor", "kernel", "rows", "cols"), list(_cases()))
+def test_gemv_and_gemm_exact(flavor, kernel, rows, cols):
+    rng = np.random.default_rng(rows * 1000 + cols)
+    values, scales = _random_weights(rng, flavor, rows, cols)
+    raw = FORMATS[flavor].pack(values, scales)
+    m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel)
+    assert (m.rows, m.cols, m.kernel, m.flavor) == (rows, cols, kernel, flavor)
+    assert m.gemv_id == (GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv")
+    assert m.gemm_id == m.gemv_id.replace("_gemv", "_gemm")
+    trace = Trace()
+    for t in (1, 3, 19):  # 19 crosses the tl token chunk of 16
+        q, s = _activations(rng, t, cols)
+        want = _expected(flavor, values, scales, q, s)
+        out = np.full((t, rows), np.nan, dtype=np.float32)
+        before = trace.counts.copy()
+        matmul(m, q, s, out, trace.counts)
+        np.testing.assert_array_equal(out, want)
+        delta = trace.counts - before
+        assert delta[kid(m.gemm_id)].tolist() == [1, rows * t, rows * cols * t]
+        assert np.count_nonzero(delta) == 3
+        for i in range(t):
+            y = np.full(rows, np.nan, dtype=np.float32)
+            before = trace.counts.copy()
+            matvec(m, np.ascontiguousarray(q[i]), float(s[i]), y, trace.counts)
+            np.testing.assert_array_equal(y, want[i])
+            delta = trace.counts - before
+            assert delta[kid(m.gemv_id)].tolist() == [1, rows, rows * cols]
+            assert np.count_nonzero(delta) == 3
+
+
+def test_i2s_is_zero_copy_over_the_raw_bytes():
+    rng = np.random.default_rng(1)
+    values, scale = _random_weights(rng, "i2s", 8, 256)
+    raw = FORMATS["i2s"].pack(values, scale)
+    m = prepare_matrix("i2s", raw, 8, 256)
+    assert np.shares_memory(m.arrays["w"], raw)
+    assert m.nbytes_read == 8 * 256 // 4 + 4
+    assert m.variant in ("portable", "avx512vnni")
+
+
+def test_i2s_zero_copy_reads_a_memmap(tmp_path):
+    rng = np.random.default_rng(2)
+    values, scale = _random_weights(rng, "i2s", 5, 384)
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\0" * 32 + FORMATS["i2s"].pack(values, scale).tobytes())
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=32)
+    m = prepare_matrix("i2s", raw, 5, 384)
+    q, s = _activations(rng, 1, 384)
+    y = np.zeros(5, dtype=np.float32)
+    matvec(m, q[0], float(s[0]), y, Trace().counts)
+    np.testing.assert_array_equal(y, _expected("i2s", values, scale, q, s)[0])
+
+
+def test_tl2_canonical_triples_cover_every_ternary_triple_once_up_to_sign():
+    seen = set()
+    for t in CANON3.tolist():
+        seen.add(tuple(t))
+        seen.add(tuple(-x for x in t))
+    assert len(CANON3) == 14 and len(seen) == 27
+
+
+def _numpy_quantize(x):
+    m = np.abs(x).max(axis=1)
+    safe = np.where(m > 0, m, np.float32(1.0))
+    s = np.where(m > 0, np.float32(127.0) / safe, np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(x * s[:, None]), -128, 127).astype(np.int8)
+    return q, s
+
+
+def test_quantize_activations_matches_numpy_exactly():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 300)).astype(np.float32) * np.float32(3.0)
+    x[1] = 0.0  # all-zero token: s = 1, q = 0
+    x[2, :6] = [127.0, 0.5, 1.5, 2.5, -0.5, -2.5]  # ties at s == 1: half to even
+    x[2, 6:] = 0.0
+    x[3] *= np.float32(1e-30)  # tiny values still map max |x| to 127
+    x[4, :] = -7.25  # a constant negative token
+    q = np.zeros_like(x, dtype=np.int8)
+    s = np.zeros(6, dtype=np.float32)
+    trace = Trace()
+    quantize_activations(x, q, s, trace.counts)
+    want_q, want_s = _numpy_quantize(x)
+    np.testing.assert_array_equal(s, want_s)
+    np.testing.assert_array_equal(q, want_q)
+    assert q[1].tolist() == [0] * 300 and s[1] == 1.0
+    assert q[2, :6].tolist() == [127, 0, 2, 2, 0, -2]
+    assert q[4].tolist() == [-127] * 300
+    assert trace.snapshot() == {"act_quant_i8": {"calls": 1, "rows": 6, "elements": 1800}}
+
+
+def test_errors_are_engine_errors_with_one_line_messages():
+    rng = np.random.default_rng(4)
+    values, _ = _random_weights(rng, "qk256", 4, 256)
+    raw = FORMATS["qk256"].pack(values, None)
+    for kernel in ("tl1", "tl2"):
+        with pytest.raises(KernelInputError, match="ternary"):
+            prepare_matrix("qk256", raw, 4, 256, kernel=kernel)
+    with pytest.raises(KernelInputError, match="unknown kernel"):
+        prepare_matrix("qk256", raw, 4, 256, kernel="tl3")
+    with pytest.raises(KernelInputError, match="unknown weight format"):
+        prepare_matrix("q4_0", raw, 4, 256)
+    # i2s read in place needs whole 128-value blocks per row
+    v, sc = _random_weights(rng, "i2s", 128, 5)
+    with pytest.raises(KernelInputError, match="cols % 128"):
+        prepare_matrix("i2s", FORMATS["i2s"].pack(v, sc), 128, 5)
+    # code 3 never occurs in ternary I2_S
+    v, sc = _random_weights(rng, "i2s", 2, 128)
+    bad = FORMATS["i2s"].pack(v, sc)
+    bad[5] = 0xFF
+    with pytest.raises(KernelInputError, match="code 3"):
+        prepare_matrix("i2s", bad, 2, 128)
+    with pytest.raises(KernelInputError, match="at least"):
+        prepare_matrix("i2s", bad[:40], 2, 128)
+    # BitNet-32 blocks that straddle rows
+    v, sc = _random_weights(rng, "bitnet32", 4, 40)
+    with pytest.raises(KernelInputError, match="straddle"):
+        prepare_matrix("bitnet32", FORMATS["bitnet32"].pack(v, sc), 4, 40)
+    # wrong activation shapes never reach a kernel
+    m = prepare_matrix("i2s", FORMATS["i2s"].pack(*_random_weights(rng, "i2s", 2, 128)), 2, 128)
+    counts = Trace().counts
+    with pytest.raises(KernelInputError, match="int8"):
+        matvec(m, np.zeros(64, np.int8), 1.0, np.zeros(2, np.float32), counts)
+    with pytest.raises(KernelInputError, match="float32"):
+        matvec(m, np.zeros(128, np.int8), 1.0, np.zeros(3, np.float32), counts)
+    with pytest.raises(KernelInputError, match="s must be"):
+        matmul(m, np.zeros((2, 128), np.int8), np.ones(3, np.float32), np.zeros((2, 2), np.float32), counts)
+    assert not counts.any()
+    assert issubclass(KernelInputError, EngineError)
