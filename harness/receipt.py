@@ -1,0 +1,192 @@
+"""Canonical JSON, content digests and atomic writes of receipts, plus the summary math they are built with.
+
+The verifier recomputes every summary with the same functions, so a writer that uses them passes by
+construction and a hand-edited number does not.
+"""
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.atomic import atomic_write
+from harness.errors import HarnessError
+from harness.schema import schema_errors
+
+DIGEST_FIELD = "content_digest"
+PERCENTILES = (50, 90, 99)
+_INT32_MAX = 2**31 - 1
+MAX_RECEIPT_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 32
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def canonical_json(obj: object) -> bytes:
+    """Sorted keys, no whitespace, UTF-8, NaN/Infinity refused: the byte string the digest covers."""
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise HarnessError(f"receipt is not canonical JSON: {exc}") from None
+    return text.encode("utf-8")
+
+
+def content_digest(receipt: Mapping[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of the receipt without its content_digest field."""
+    body = {k: v for k, v in receipt.items() if k != DIGEST_FIELD}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def finalize(receipt: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the receipt with its content digest set (any previous digest replaced)."""
+    out = {k: v for k, v in receipt.items() if k != DIGEST_FIELD}
+    out[DIGEST_FIELD] = content_digest(out)
+    return out
+
+
+def token_digest(ids: Sequence[int] | np.ndarray) -> str:
+    """sha256 hex of the token ids encoded as consecutive little-endian int32 values."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise HarnessError("token ids must be a flat sequence of integers")
+    if arr.size and (arr.min() < 0 or arr.max() > _INT32_MAX):
+        raise HarnessError("token ids must lie in 0 .. 2**31-1")
+    return hashlib.sha256(arr.astype("<i4").tobytes()).hexdigest()
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC timestamp with microseconds, e.g. 2025-01-31T12:00:00.123456Z."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99 with linear interpolation (numpy.percentile's default); samples must not be empty."""
+    if len(samples) == 0:
+        raise HarnessError("percentiles of an empty sample list")
+    values = np.percentile(np.asarray(samples, dtype=np.float64), PERCENTILES)
+    return {f"p{p}": float(v) for p, v in zip(PERCENTILES, values, strict=True)}
+
+
+def decode_tokens_per_second(repetitions: Sequence[Mapping[str, Any]]) -> float:
+    """Decode steps of all repetitions over the sum of their latencies; 0.0 when there were no steps."""
+    steps = sum(len(rep["decode_seconds"]) for rep in repetitions)
+    seconds = float(sum(sum(rep["decode_seconds"]) for rep in repetitions))
+    if steps == 0:
+        return 0.0
+    if seconds <= 0.0:
+        raise HarnessError("decode latencies sum to zero; cannot compute tokens per second")
+    return steps / seconds
+
+
+def receipt_filename(receipt: Mapping[str, Any]) -> str:
+    """`<UTC timestamp>_<model>_<backend>_<short commit>.json` from the receipt's own fields."""
+    moment = parse_timestamp(str(receipt["timestamp"]))
+    model = receipt["model"]
+    model_name = model.get("preset") or Path(str(model["path"])).stem
+    commit = (receipt["harness"].get("git_commit") or "nogit")[:10]
+    parts = [moment.strftime("%Y%m%dT%H%M%S.%fZ"), model_name, str(receipt["backend"]), commit]
+    return "_".join(_NAME_UNSAFE.sub("-", p).strip("-") or "x" for p in parts) + ".json"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 timestamp with a time zone as an aware datetime (HarnessError otherwise)."""
+    match = _RFC3339.fullmatch(text)
+    try:
+        if match is None:
+            raise ValueError(text)
+        head, frac, zone = match.groups()
+        micro = f".{(frac or '0')[:6]:0<6}"
+        moment = datetime.fromisoformat(head + micro + ("+00:00" if zone in ("Z", "z") else zone))
+    except ValueError:
+        raise HarnessError(f"not an RFC 3339 timestamp with a time zone: {text[:64]!r}") from None
+    return moment
+
+
+def write_receipt(receipt: Mapping[str, Any], folder: str | Path) -> Path:
+    """Validate against the schema, check the digest, write atomically under a new name; never overwrites."""
+    errors = schema_errors(receipt)
+    if errors:
+        path, message = errors[0]
+        raise HarnessError(
+            f"refusing to write a receipt that fails the schema ({len(errors)} errors; {path}: {message})"
+        )
+    if receipt[DIGEST_FIELD] != content_digest(receipt):
+        raise HarnessError("refusing to write a receipt whose content_digest is stale; call finalize() first")
+    target = Path(folder) / receipt_filename(receipt)
+    data = json.dumps(receipt, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    with atomic_write(target, exclusive=True) as fh:
+        fh.write(data + b"\n")
+    return target
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} overflows a float")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _depth_exceeds(obj: object, limit: int) -> bool:
+    """Whether containers nest deeper than `limit`; iterative, so deep input cannot overflow the stack."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def load_receipt(path: str | Path) -> dict[str, Any]:
+    """Parse a receipt file defensively: size cap, strict UTF-8 JSON, no NaN/Infinity, no duplicate keys,
+    bounded nesting, a JSON object at the top. Anything else is a one-line HarnessError."""
+    p = Path(path)
+    if p.is_dir():
+        raise HarnessError(f"{p} is a directory, not a receipt file")
+    try:
+        with p.open("rb") as fh:
+            data = fh.read(MAX_RECEIPT_BYTES + 1)
+    except OSError as exc:
+        raise HarnessError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if len(data) > MAX_RECEIPT_BYTES:
+        raise HarnessError(f"{p} is larger than {MAX_RECEIPT_BYTES} bytes; not a receipt")
+    try:
+        obj = json.loads(
+            data.decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicates,
+        )
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{p} is not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise HarnessError(f"{p} nests deeper than {MAX_DEPTH} levels; not a receipt") from None
+    except ValueError as exc:
+        raise HarnessError(f"{p} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(obj, dict):
+        raise HarnessError(f"{p} holds a JSON {type(obj).__name__}, not an object; not a receipt")
+    if _depth_exceeds(obj, MAX_DEPTH):
+        raise HarnessError(f"{p} nests deeper than {MAX_DEPTH} levels; not a receipt")
+    return obj

@@ -1,0 +1,228 @@
+"""Builds valid, internally consistent receipts for tests, independently of harness/expectations.py.
+
+The kernel counters come from replaying the engine's call pattern forward by forward (the layer order in
+FORMATS.md), so the verifier's expectation table is checked against a second, separate encoding of it.
+"""
+
+import copy
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from harness.receipt import decode_tokens_per_second, finalize, percentiles, token_digest, utc_timestamp
+
+MODEL = {
+    "path": "models/tiny.gguf",
+    "sha256": "ab" * 32,
+    "size_bytes": 123456,
+    "architecture": "bitnet-b1.58",
+    "preset": "tiny",
+    "preset_seed": 7,
+    "format": "i2s",
+    "n_layers": 2,
+    "hidden": 64,
+    "ffn": 160,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "head_dim": 16,
+    "vocab_size": 300,
+    "tensors_per_format": {"i2s": 14, "f32": 9, "f16": 1},
+}
+PROMPT_IDS = [1, 20, 30, 40, 50]
+OUTPUT_IDS = [11, 12, 13, 14]
+REPETITIONS = 3
+
+
+def _matrices(model: dict[str, Any]) -> list[tuple[int, int]]:
+    """(rows, cols) of the 7 ternary matrices of a layer, in forward order."""
+    h, f = model["hidden"], model["ffn"]
+    q, kv = model["n_heads"] * model["head_dim"], model["n_kv_heads"] * model["head_dim"]
+    return [(q, h), (kv, h), (kv, h), (h, q), (f, h), (f, h), (h, f)]
+
+
+def simulate_counts(model: dict[str, Any], prompt_tokens: int, decode_steps: list[int]) -> dict[str, dict]:
+    """Counters of `len(decode_steps)` generations: one prefill (GEMM) then the given decode steps (GEMV)."""
+    counts: dict[str, dict[str, int]] = {}
+
+    def call(kid: str, rows: int, elements: int) -> None:
+        row = counts.setdefault(kid, {"calls": 0, "rows": 0, "elements": 0})
+        row["calls"] += 1
+        row["rows"] += rows
+        row["elements"] += elements
+
+    def forward(tokens: int, matmul: str) -> None:
+        h = model["hidden"]
+        mats = iter(_matrices(model) * model["n_layers"])
+
+        def mm() -> None:
+            rows, cols = next(mats)
+            call(matmul, rows * tokens, rows * cols * tokens)
+
+        call("embed_lookup", tokens, tokens * h)
+        for _ in range(model["n_layers"]):
+            call("rmsnorm", tokens, tokens * h)
+            call("act_quant_i8", tokens, tokens * h)
+            mm(), mm(), mm()
+            call("rope_neox", tokens, tokens * h)
+            call("attention_gqa", tokens, tokens * h)
+            call("rmsnorm", tokens, tokens * h)
+            call("act_quant_i8", tokens, tokens * h)
+            mm()
+            call("residual_add", tokens, tokens * h)
+            call("rmsnorm", tokens, tokens * h)
+            call("act_quant_i8", tokens, tokens * h)
+            mm(), mm()
+            call("relu2_gate", tokens, tokens * model["ffn"])
+            call("rmsnorm", tokens, tokens * model["ffn"])
+            call("act_quant_i8", tokens, tokens * model["ffn"])
+            mm()
+            call("residual_add", tokens, tokens * h)
+        call("rmsnorm", 1, h)
+        call("act_quant_i8", 1, h)
+        call("logits_i8", model["vocab_size"], model["vocab_size"] * h)
+
+    for steps in decode_steps:
+        forward(prompt_tokens, "i2s_gemm")
+        for _ in range(steps):
+            forward(1, "i2s_gemv")
+    return counts
+
+
+def raw_receipt() -> dict[str, Any]:
+    """A complete receipt without its content digest."""
+    now = datetime.now(timezone.utc)
+    out_digest = token_digest(OUTPUT_IDS)
+    reps = [
+        {
+            "prefill_seconds": 0.010 + 0.001 * i,
+            "ttft_seconds": 0.011 + 0.001 * i,
+            "decode_seconds": [0.004, 0.005 + 0.0005 * i, 0.006],
+            "tokens_generated": len(OUTPUT_IDS),
+            "output_sha256": out_digest,
+        }
+        for i in range(REPETITIONS)
+    ]
+    tps = decode_tokens_per_second(reps)
+    steps = [
+        {"embed": 1e-5, "forward": 0.004, "logits": 0.0005, "sample": 1e-5, "layers": [0.0019, 0.0019]},
+        {"embed": 2e-5, "forward": 0.005, "logits": 0.0006, "sample": 2e-5, "layers": [0.0024, 0.0024]},
+    ]
+    stage = {k: percentiles([s[k] for s in steps]) for k in ("embed", "forward", "logits", "sample")}
+    stage["total"] = percentiles([s["embed"] + s["forward"] + s["logits"] + s["sample"] for s in steps])
+    counts = simulate_counts(MODEL, len(PROMPT_IDS), [len(r["decode_seconds"]) for r in reps])
+    weight_bytes = 40_000
+    floor = 10.0 * 1e9 / weight_bytes
+    return {
+        "schema_version": "1.0.0",
+        "started_at": utc_timestamp(now - timedelta(seconds=10)),
+        "timestamp": utc_timestamp(now - timedelta(seconds=1)),
+        "compute_path": "real",
+        "backend": "cpu",
+        "deterministic": True,
+        "tokens_requested": 4,
+        "tokens_generated": len(OUTPUT_IDS),
+        "tokens_per_second": tps,
+        "kernels": sorted(counts),
+        "kernel_counts": counts,
+        "environment": {"strict_loader": False, "variables": {"NUMBA_NUM_THREADS": "2"}},
+        "model": copy.deepcopy(MODEL),
+        "phases": {
+            "probe": {
+                "tensors": [
+                    {
+                        "name": "blk.0.attn_q.weight",
+                        "format": "I2_S",
+                        "flavor": "i2s",
+                        "shape": [64, 64],
+                        "bytes": 1056,
+                        "kernel": "i2s_gemv",
+                    },
+                    {
+                        "name": "blk.0.attn_norm.weight",
+                        "format": "F32",
+                        "flavor": "f32",
+                        "shape": [64],
+                        "bytes": 256,
+                        "kernel": None,
+                    },
+                ],
+                "candidates": [
+                    {
+                        "shape": [64, 64],
+                        "kernel": "i2s_gemv",
+                        "max_abs_error": 0.0,
+                        "gbps": 1.5,
+                        "gmacs": 2.0,
+                        "seconds": [1e-6, 1.1e-6, 1.2e-6],
+                    },
+                    {
+                        "shape": [64, 64],
+                        "kernel": "tl1_gemv",
+                        "max_abs_error": 1e-6,
+                        "gbps": 1.2,
+                        "gmacs": 1.6,
+                        "seconds": [1.3e-6, 1.4e-6],
+                    },
+                ],
+            },
+            "timing": {"steps": steps, "percentiles": stage},
+            "benchmark": {
+                "warmup_repetitions": 1,
+                "repetitions": reps,
+                "summary": {
+                    "prefill_seconds": percentiles([r["prefill_seconds"] for r in reps]),
+                    "ttft_seconds": percentiles([r["ttft_seconds"] for r in reps]),
+                    "decode_latency_seconds": percentiles([s for r in reps for s in r["decode_seconds"]]),
+                    "tokens_per_second": tps,
+                },
+            },
+        },
+        "prompt": {
+            "text": "hello",
+            "token_count": len(PROMPT_IDS),
+            "token_ids_sha256": token_digest(PROMPT_IDS),
+        },
+        "sampling": {"temperature": 0.0, "top_k": 0, "top_p": 1.0},
+        "seed": 0,
+        "threads": 2,
+        "kernel_choice": {"requested": "auto", "per_shape": [{"shape": [64, 64], "kernel": "i2s"}]},
+        "output_digest": {"sha256": out_digest, "count": len(OUTPUT_IDS)},
+        "harness": {
+            "version": "0.1.0",
+            "git_commit": "0123456789abcdef0123456789abcdef01234567",
+            "git_dirty": False,
+        },
+        "host": {
+            "cpu_model": "Test CPU",
+            "cpu_flags": ["avx2", "fma"],
+            "cores": 2,
+            "memory_bytes": 8 << 30,
+            "os": "Linux",
+            "python": "3.11.7",
+            "numba": "0.68.1",
+            "llvmlite": "0.50.0",
+            "numpy": "2.0.0",
+            "threading_layer": "omp",
+        },
+        "bandwidth": {
+            "read_gbps": 10.0,
+            "weight_bytes_per_token": weight_bytes,
+            "decode_floor_tok_s": floor,
+            "ratio_to_floor": tps / floor,
+        },
+        "jit_seconds": 1.5,
+        "load_seconds": 0.05,
+        "peak_rss_bytes": 100 << 20,
+    }
+
+
+def make_receipt() -> dict[str, Any]:
+    """A valid, finalized receipt that passes every gate."""
+    return finalize(raw_receipt())
+
+
+def mutated(edit: Callable[[dict[str, Any]], object], *, refinalize: bool = True) -> dict[str, Any]:
+    """A valid receipt changed by `edit` (in place), re-digested unless `refinalize` is False."""
+    receipt = make_receipt()
+    edit(receipt)
+    return finalize(receipt) if refinalize else receipt
