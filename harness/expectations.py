@@ -12,13 +12,14 @@ forward of one token with GEMV kernels), in the layer order of /work/shared/FORM
 | relu2_gate + silu_gate  | L                 | whichever the architecture uses                         |
 | residual_add            | 2 L               | after attention and after the FFN                       |
 | logits_i8 + fp32_logits | 1                 | last position only                                      |
-| act_quant_i8            | 4 L .. 7 L + 1    | per distinct matmul input .. per matmul, + int8 logits  |
-| rope_neox               | L .. 2 L          | q and k rotated in one call or in two                   |
+| act_quant_i8            | 4 L (+ 1)         | q/k/v, attn_output, gate/up, down inputs; + int8 logits |
+| rope_neox               | 2 L               | q and k rotated by separate calls                       |
 
 Ternary matmuls are also checked on rows (output rows x tokens) and elements (multiply-accumulates), which
 follow from the model shape. One token through one layer produces q_dim + 2 kv_dim + hidden + 2 ffn + hidden
 rows and 2 hidden q_dim + 2 hidden kv_dim + 3 hidden ffn MACs (q_dim = n_heads head_dim, kv_dim = n_kv_heads
-head_dim). Adjust the table here if the engine's call pattern changes; nothing else encodes it.
+head_dim). engine.model.expected_counts predicts the same trace per tensor (tests/test_verify.py checks that
+the two agree); adjust this table if the engine's call pattern changes.
 """
 
 from collections.abc import Mapping
@@ -71,8 +72,14 @@ def _exact(n: int) -> tuple[int, int]:
     return (n, n)
 
 
-def expected_counts(model: Mapping[str, Any], work: Workload, kernel_ids: list[str]) -> list[Expectation]:
-    """Expectations for a model shape and workload; `kernel_ids` sorts the ternary ids into GEMM and GEMV."""
+def expected_counts(
+    model: Mapping[str, Any], work: Workload, kernel_ids: list[str], int8_logits: int
+) -> list[Expectation]:
+    """Expectations for a model shape and workload.
+
+    `kernel_ids` sorts the ternary ids into GEMM and GEMV; `int8_logits` is the number of forwards whose
+    logits went through logits_i8 (each quantizes the final hidden state once more).
+    """
     n_layers = int(model["n_layers"])
     hidden, ffn = int(model["hidden"]), int(model["ffn"])
     q_dim = int(model["n_heads"]) * int(model["head_dim"])
@@ -103,8 +110,6 @@ def expected_counts(model: Mapping[str, Any], work: Workload, kernel_ids: list[s
         Expectation("ffn activation", ("relu2_gate", "silu_gate"), calls=_exact(n_layers * forwards)),
         Expectation("residual_add", ("residual_add",), calls=_exact(2 * n_layers * forwards)),
         Expectation("logits", ("logits_i8", "fp32_logits"), calls=_exact(forwards)),
-        Expectation(
-            "act_quant_i8", ("act_quant_i8",), calls=(4 * n_layers * forwards, (7 * n_layers + 1) * forwards)
-        ),
-        Expectation("rope_neox", ("rope_neox",), calls=(n_layers * forwards, 2 * n_layers * forwards)),
+        Expectation("act_quant_i8", ("act_quant_i8",), calls=_exact(4 * n_layers * forwards + int8_logits)),
+        Expectation("rope_neox", ("rope_neox",), calls=_exact(2 * n_layers * forwards)),
     ]

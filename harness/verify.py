@@ -208,7 +208,8 @@ def _gate_kernel_expectations(c: _Context) -> None:
     counts = r["kernel_counts"]
     ids = sorted(set(r["kernels"]) | set(counts))
     work = workload_from_receipt(r)
-    for exp in expected_counts(r["model"], work, ids):
+    int8_logits = counts["logits_i8"]["calls"] if "logits_i8" in counts else 0
+    for exp in expected_counts(r["model"], work, ids, int8_logits):
         for counter, bounds in (("calls", exp.calls), ("rows", exp.rows), ("elements", exp.elements)):
             if bounds is None:
                 continue
@@ -454,15 +455,15 @@ def _gate_model_hash(c: _Context) -> None:
     if model["size_bytes"] != size:
         c.fail(
             "model_hash",
-            f"model.size_bytes = {size} (the file given)",
-            model["size_bytes"],
+            f"{size} bytes (the file given)",
+            f"model.size_bytes = {model['size_bytes']}",
             "This receipt was made with a different model file.",
         )
     if model["sha256"] != digest:
         c.fail(
             "model_hash",
-            f"model.sha256 = {digest} (the file given)",
-            model["sha256"],
+            f"sha256 {digest} (the file given)",
+            f"model.sha256 = {model['sha256']}",
             "This receipt was made with a different model file.",
         )
 

@@ -64,6 +64,7 @@ def simulate_counts(model: dict[str, Any], prompt_tokens: int, decode_steps: lis
             call("act_quant_i8", tokens, tokens * h)
             mm(), mm(), mm()
             call("rope_neox", tokens, tokens * h)
+            call("rope_neox", tokens, tokens * h // 2)
             call("attention_gqa", tokens, tokens * h)
             call("rmsnorm", tokens, tokens * h)
             call("act_quant_i8", tokens, tokens * h)

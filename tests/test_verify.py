@@ -385,3 +385,54 @@ def test_every_schema_error_is_reported_up_to_a_cap():
     receipt["phases"]["benchmark"]["repetitions"][0]["decode_seconds"] = ["x"] * 500
     schema_failures = [f for f in verify(receipt).failures if f.gate == "schema"]
     assert len(schema_failures) == 101 and "400 more" in schema_failures[-1].found
+
+
+@pytest.mark.parametrize(("ffn_act", "logits"), [("relu2", "int8"), ("silu", "fp32")])
+def test_expectations_agree_with_the_engines_trace_prediction(ffn_act, logits):
+    """The engine's own per-tensor prediction, summed over repetitions, meets every expectation exactly."""
+    from engine.config import ModelConfig
+    from engine.model import expected_counts as engine_counts
+    from harness.expectations import Workload, expected_counts
+
+    config = ModelConfig(
+        arch="bitnet",
+        n_layers=3,
+        hidden=64,
+        ffn=96,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=16,
+        vocab_size=50,
+        context_length=64,
+        rope_theta=1e4,
+        rms_eps=1e-5,
+        ffn_act=ffn_act,
+        weight_format="tq2_0",
+        file_type=37,
+    )
+    names = [
+        f"blk.{i}.{n}.weight"
+        for i in range(3)
+        for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    ]
+    choice = {
+        n: ("tl1_gemv", "tl1_gemm") if i % 2 else ("i2s_blk_gemv", "i2s_blk_gemm")
+        for i, n in enumerate(names)
+    }
+    total: dict[str, dict[str, int]] = {}
+    for steps in (5, 3):
+        for kid, row in engine_counts(config, 6, steps, choice, logits).items():
+            for key, value in row.items():
+                total.setdefault(kid, {"calls": 0, "rows": 0, "elements": 0})[key] += value
+    model = {
+        k: getattr(config, k) for k in ("n_layers", "hidden", "ffn", "n_heads", "n_kv_heads", "head_dim")
+    }
+    int8 = total.get("logits_i8", {}).get("calls", 0)
+    exps = expected_counts(model, Workload(2, 12, 8), sorted(total), int8)
+    covered = {kid for e in exps for kid in e.ids}
+    assert set(total) <= covered
+    for exp in exps:
+        for counter, bounds in (("calls", exp.calls), ("rows", exp.rows), ("elements", exp.elements)):
+            if bounds is not None:
+                got = sum(total[k][counter] for k in exp.ids if k in total)
+                assert bounds[0] <= got <= bounds[1], (exp.group, counter, got, bounds)
