@@ -78,6 +78,14 @@ def fixed_nbytes(ggml_type: int, shape: tuple[int, ...]) -> int | None:
     return None if flavor is None else expected_nbytes(flavor, shape)
 
 
+def min_nbytes(ggml_type: int, shape: tuple[int, ...]) -> int:
+    """The fewest bytes an acceptable tensor of this type and shape can take (type 36: near misses too)."""
+    if ggml_type != GGMLType.I2_S:
+        return fixed_nbytes(ggml_type, shape) or 0
+    smallest = min(expected_nbytes(flavor, shape) or 0 for flavor in I2S_FLAVORS)
+    return max(smallest - tolerance(smallest), 0)
+
+
 def tolerance(expected: int) -> int:
     """Near-miss tolerance in bytes: max(0.1 % of expected, 8); a whole number since sizes are."""
     return max(expected // 1000, 8)

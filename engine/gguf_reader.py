@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType, GGUFValueType
 
 from engine.constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GGMLType
 from engine.errors import EngineError, GGUFFormatError
-from engine.flavor import fixed_nbytes
+from engine.flavor import fixed_nbytes, min_nbytes
 
 MAX_DIMS = 4
 MAX_ELEMENTS = 1 << 62
@@ -308,17 +308,20 @@ def _place_tensors(
             raise GGUFFormatError(
                 f"{where}: tensors {current.name!r} and {following.name!r} overlap (both at offset {start})"
             )
-        fixed = fixed_nbytes(current.ggml_type, current.shape)
-        if fixed is not None and start + fixed > end:
-            if following is None:
+        if following is None:
+            needed = min_nbytes(current.ggml_type, current.shape)
+            if start + needed > end:
                 raise GGUFFormatError(
-                    f"{where}: tensor {current.name!r} needs {fixed} bytes at offset {start}, "
+                    f"{where}: tensor {current.name!r} needs at least {needed} bytes at offset {start}, "
                     f"past the end of the {file_size}-byte file"
                 )
-            raise GGUFFormatError(
-                f"{where}: tensor {current.name!r} ({fixed} bytes at offset {start}) overlaps "
-                f"tensor {following.name!r} at offset {end}"
-            )
+        else:
+            fixed = fixed_nbytes(current.ggml_type, current.shape)
+            if fixed is not None and start + fixed > end:
+                raise GGUFFormatError(
+                    f"{where}: tensor {current.name!r} ({fixed} bytes at offset {start}) overlaps "
+                    f"tensor {following.name!r} at offset {end}"
+                )
         gaps[current.name] = end - start
     tensors: dict[str, GGUFTensor] = {}
     for info in infos:

@@ -127,7 +127,8 @@ def _print_report(
 
     table = Table(title="tensors")
     for column in ("name", "type", "flavor", "shape", "bytes", "expected", "status"):
-        table.add_column(column, justify="right" if column in ("bytes", "expected") else "left")
+        justify = "right" if column in ("bytes", "expected") else "left"
+        table.add_column(column, justify=justify, overflow="fold")
     for c in checks:
         expected = "-" if c.expected_nbytes is None else f"{c.expected_nbytes:,}"
         status = f"[{STATUS_STYLE[c.status]}]{c.status}[/]"

@@ -44,7 +44,9 @@ def tiny_metadata(arch: str = ARCH_BITNET_B158, fmt: str = "i2s", **dims: int) -
     }
 
 
-def tiny_tensors(fmt: str = "i2s", scales: bool = False, **dims: int) -> list[tuple[str, int, tuple[int, ...]]]:
+def tiny_tensors(
+    fmt: str = "i2s", scales: bool = False, **dims: int
+) -> list[tuple[str, int, tuple[int, ...]]]:
     """(name, ggml_type, shape) of every tensor a tiny model needs, in the official file's order."""
     d = {**TINY, **dims}
     h, f, kv = d["hidden"], d["ffn"], d["hidden"] // d["n_heads"] * d["n_kv_heads"]
@@ -82,7 +84,7 @@ def _flavor_of(ggml_type: int, fmt: str) -> str:
 
 @pytest.fixture
 def make_model(tmp_path: Path) -> Callable[..., Path]:
-    """Factory: make_model(fmt="i2s", arch=..., sizes={name: nbytes}, metadata={...}, drop=[...], ...) -> path."""
+    """Factory: make_model(fmt, arch, sizes={name: nbytes}, metadata={...}, drop=(...), ...) -> path."""
 
     def make(
         fmt: str = "i2s",
@@ -109,4 +111,3 @@ def make_model(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
-

@@ -95,7 +95,10 @@ def test_each_flavor_is_detected_by_size():
     for fmt in ("i2s", "qk256", "bitnet32"):
         found = expected_nbytes(fmt, shape)
         assert exact_i2s_flavor(shape, found, 32) == fmt
-        assert detect_file_flavor([(shape, found), ((2560, 2560), expected_nbytes(fmt, (2560, 2560)))], 32) == fmt
+        assert (
+            detect_file_flavor([(shape, found), ((2560, 2560), expected_nbytes(fmt, (2560, 2560)))], 32)
+            == fmt
+        )
 
 
 def test_qk256_with_row_padding_is_detected():

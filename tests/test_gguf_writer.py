@@ -74,7 +74,10 @@ def test_tensors_are_produced_one_at_a_time(tmp_path):
 
         return produce
 
-    specs = [TensorSpec(f"t{i}", GGMLType.F16, (n // 2,), n, producer(f"t{i}", n)) for i, n in enumerate((6, 64, 2))]
+    specs = [
+        TensorSpec(f"t{i}", GGMLType.F16, (n // 2,), n, producer(f"t{i}", n))
+        for i, n in enumerate((6, 64, 2))
+    ]
     write_gguf(tmp_path / "s.gguf", {}, specs)
     assert events == ["t0", "t1", "t2"]
     f = read_gguf(tmp_path / "s.gguf")
