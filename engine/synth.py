@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.constants import (
+    ARCH_BITNET_B158,
     ARCHITECTURES,
     FORMAT_FILE_TYPE,
     FORMAT_GGML_TYPE,
+    FORMAT_I2S,
     FORMAT_QK256,
+    FORMAT_TQ1_0,
+    FORMAT_TQ2_0,
     WEIGHT_FORMATS,
     GGMLType,
 )
@@ -74,9 +78,8 @@ LAYER_ORDER = (
     "ffn_sub_norm",
 )
 
-ProgressFn = Callable[
-    [int, int, str], None
-]  # (tensors done, tensors total, name of the tensor just produced)
+# Progress callback: (tensors done, tensors total, name of the tensor just produced).
+ProgressFn = Callable[[int, int, str], None]
 
 
 def check_choices(preset: str, fmt: str, arch: str, seed: int) -> Preset:
@@ -105,14 +108,14 @@ def _matrix_bytes(fmt: str, name: str, rows: int, cols: int, seed: int) -> np.nd
     values = _TERNARY[draws]
     del draws
     scale = 1.0 / np.sqrt(TERNARY_NONZERO * cols)
-    if fmt == "i2s":
+    if fmt == FORMAT_I2S:
         return module.pack(values, scale)
-    n_scales = rows * cols // 256 if fmt in ("tq2_0", "tq1_0") else -(-rows * cols // 32)
-    jitter = rng.uniform(1 - BLOCK_SCALE_JITTER, 1 + BLOCK_SCALE_JITTER, size=n_scales)
-    scales = scale * jitter
-    if fmt in ("tq2_0", "tq1_0"):
-        scales = scales.reshape(rows, cols // 256)
-    return module.pack(values, scales)
+    if fmt in (FORMAT_TQ2_0, FORMAT_TQ1_0):
+        blocks: tuple[int, ...] = (rows, cols // module.BLOCK_VALUES)
+    else:
+        blocks = (-(-rows * cols // module.BLOCK_VALUES),)
+    jitter = rng.uniform(1 - BLOCK_SCALE_JITTER, 1 + BLOCK_SCALE_JITTER, size=blocks)
+    return module.pack(values, scale * jitter)
 
 
 def _norm_weights(fmt: str, name: str, size: int, feeds_cols: int, seed: int) -> np.ndarray:
@@ -265,8 +268,8 @@ def default_cache_dir() -> Path:
 
 def ensure_preset_model(
     preset: str,
-    fmt: str = "i2s",
-    arch: str = "bitnet-b1.58",
+    fmt: str = FORMAT_I2S,
+    arch: str = ARCH_BITNET_B158,
     seed: int = 0,
     cache_dir: Path | None = None,
 ) -> Path:

@@ -14,6 +14,7 @@ from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.gguf_reader import read_gguf
 from engine.loader import load_file
+from engine.model import load_model
 from engine.presets import PRESETS
 from engine.synth import (
     CACHE_ENV,
@@ -204,3 +205,17 @@ def test_2b4t_i2s_real_write_under_two_minutes(tmp_path: Path) -> None:
     types = Counter(c.ggml_type for c in model.checks)
     assert types == {GGMLType.I2_S: 210, GGMLType.F32: 121, GGMLType.F16: 1}
     assert model.config.vocab_size == 128256 and model.config.n_layers == 30
+
+
+@pytest.mark.parametrize("fmt", WEIGHT_FORMATS)
+def test_tiny_greedy_decoding_is_varied(tmp_path: Path, fmt: str) -> None:
+    """The weight and norm scales give spread-out logits and greedy text that is not one token repeated."""
+    model = load_model(synthesize("tiny", fmt, "bitnet-b1.58", 0, tmp_path / "m.gguf"))
+    logits = model.prefill([model.tokenizer.bos_id, 100, 200, 300])
+    assert 2.0 < float(logits.std()) < 8.0
+    tokens = []
+    for _ in range(24):
+        tokens.append(int(logits.argmax()))
+        logits = model.decode(tokens[-1])
+    assert len(set(tokens)) >= 6
+    assert max(tokens) < model.tokenizer.bos_id  # no special token wins: EOS never cuts generation short
