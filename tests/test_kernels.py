@@ -6,6 +6,7 @@ import pytest
 from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.kernels import KernelInputError, matmul, matvec, prepare_matrix, quantize_activations
+from engine.kernels.cpu import has_vnni
 from engine.kernels.lut import CANON3
 from engine.trace import Trace, kid
 
@@ -209,3 +210,22 @@ def test_errors_are_engine_errors_with_one_line_messages():
         matmul(m, np.zeros((2, 128), np.int8), np.ones(3, np.float32), np.zeros((2, 2), np.float32), counts)
     assert not counts.any()
     assert issubclass(KernelInputError, EngineError)
+
+
+@pytest.mark.parametrize("variant", ["portable", "auto"])
+def test_i2s_gemv_variants_agree_exactly(variant):
+    rng = np.random.default_rng(5)
+    rows, cols = 37, 1152
+    values, scale = _random_weights(rng, "i2s", rows, cols)
+    m = prepare_matrix("i2s", FORMATS["i2s"].pack(values, scale), rows, cols, variant=variant)
+    assert m.variant == ("avx512vnni" if variant == "auto" and has_vnni() else "portable")
+    q, s = _activations(rng, 4, cols)
+    q[1] = 127  # the largest sums either way
+    q[2] = -128
+    want = _expected("i2s", values, scale, q, s)
+    trace = Trace()
+    for i in range(4):
+        y = np.zeros(rows, np.float32)
+        matvec(m, q[i], float(s[i]), y, trace.counts)
+        np.testing.assert_array_equal(y, want[i])
+    assert trace.snapshot() == {"i2s_gemv": {"calls": 4, "rows": 4 * rows, "elements": 4 * rows * cols}}

@@ -32,6 +32,7 @@ from engine.kernels import lut, ternary
 from engine.kernels.cpu import select_i2s_gemv
 
 KERNELS = ("i2s", "tl1", "tl2")
+VARIANTS = ("auto", "portable")
 
 
 class KernelInputError(EngineError):
@@ -135,8 +136,15 @@ def _check_i2s_bytes(raw: np.ndarray) -> None:
 # ---- prepare_matrix -------------------------------------------------------------------------------------
 
 
-def prepare_matrix(flavor: str, raw: np.ndarray, rows: int, cols: int, kernel: str = "i2s") -> TernaryMatrix:
-    """The execution layout of one stored ternary tensor for `kernel` ("i2s" | "tl1" | "tl2")."""
+def prepare_matrix(
+    flavor: str, raw: np.ndarray, rows: int, cols: int, kernel: str = "i2s", variant: str = "auto"
+) -> TernaryMatrix:
+    """The execution layout of one stored ternary tensor for `kernel` ("i2s" | "tl1" | "tl2").
+
+    `variant` picks the microsoft I2_S GEMV path: "auto" (AVX-512 VNNI when the CPU has it) or "portable".
+    """
+    if variant not in VARIANTS:
+        raise KernelInputError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if kernel not in KERNELS:
         raise KernelInputError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     if flavor not in WEIGHT_FORMATS:
@@ -148,7 +156,7 @@ def prepare_matrix(flavor: str, raw: np.ndarray, rows: int, cols: int, kernel: s
     if raw.dtype != np.uint8:
         raise KernelInputError(f"{flavor}: raw tensor data must be uint8, got {raw.dtype}")
     if kernel == "i2s" and flavor == FORMAT_I2S:
-        return _prepare_i2s_zero_copy(raw, rows, cols)
+        return _prepare_i2s_zero_copy(raw, rows, cols, variant)
     values, scales = _unpack(flavor, raw, rows, cols)
     if kernel == "i2s":
         if flavor == FORMAT_QK256:
@@ -164,7 +172,7 @@ def prepare_matrix(flavor: str, raw: np.ndarray, rows: int, cols: int, kernel: s
     return _prepare_tl2(flavor, values, d, block, per_tensor, rows, cols)
 
 
-def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int) -> TernaryMatrix:
+def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) -> TernaryMatrix:
     if cols % 128:
         raise KernelInputError(
             f"i2s: kernel i2s reads {rows} x {cols} in place and needs cols % 128 == 0 "
@@ -180,7 +188,7 @@ def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int) -> TernaryMatr
     if not np.isfinite(scale):
         raise KernelInputError("i2s: the per-tensor scale is not finite")
     nb = cols // 128
-    gemv, variant = select_i2s_gemv()
+    gemv, variant = select_i2s_gemv(variant)
 
     def run_gemv(q, s, out, counts):
         gemv(w, scale, q.reshape(nb, 4, 32), np.float32(s), out, cols, counts)
