@@ -1,0 +1,105 @@
+"""`bitnet-harness run`: generate text from a model, streaming it as it is decoded, then one speed line.
+
+Without --model it runs a synthetic preset model (written once into the cache), so the command works offline.
+Kernels are compiled (or loaded from numba's cache) before the clock starts; the speed line names the kernel
+family that ran.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.generate import SamplingParams, generate
+from engine.model import KERNEL_MODES, LOGITS_MODES, Model, load_model
+from engine.presets import PRESETS
+from engine.synth import ensure_preset_model
+
+KernelChoice = Enum("KernelChoice", {name: name for name in KERNEL_MODES}, type=str)
+LogitsChoice = Enum("LogitsChoice", {name: name for name in LOGITS_MODES}, type=str)
+PresetChoice = Enum("PresetChoice", {name: name for name in PRESETS}, type=str)
+DEFAULT_PROMPT = "The capital of France is"
+DEFAULT_PRESET = PresetChoice("2b-4t")
+DEFAULT_KERNEL = KernelChoice("auto")
+DEFAULT_LOGITS = LogitsChoice("int8")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `run` to the top-level app."""
+    app.command("run")(run_command)
+
+
+def _status(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def speed_summary(
+    model: Model, prompt_tokens: int, prefill_seconds: float, decode_seconds: list[float]
+) -> str:
+    """One line: prefill and decode throughput, the kernel family and the logits path."""
+    prefill_rate = prompt_tokens / prefill_seconds if prefill_seconds > 0 else float("nan")
+    decode_total = sum(decode_seconds)
+    decode_rate = len(decode_seconds) / decode_total if decode_total > 0 else float("nan")
+    return (
+        f"prefill {prompt_tokens} tok {prefill_rate:.1f} tok/s | decode {len(decode_seconds)} tok "
+        f"{decode_rate:.2f} tok/s | kernel {model.kernel_family} | logits {model.logits_mode}"
+    )
+
+
+def run_command(
+    model_path: Annotated[
+        Path | None, typer.Option("--model", help="GGUF model file (default: the synthetic --preset model).")
+    ] = None,
+    preset: Annotated[
+        PresetChoice, typer.Option("--preset", help="Synthetic preset used when --model is not given.")
+    ] = DEFAULT_PRESET,
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = DEFAULT_PROMPT,
+    n_tokens: Annotated[int, typer.Option("-n", "--n-tokens", min=0, help="Most tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likeliest tokens (0 = all).")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")] = 0,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="numba threads.")] = None,
+    kernel: Annotated[
+        KernelChoice, typer.Option("--kernel", help="Ternary kernel family; auto times each on this CPU.")
+    ] = DEFAULT_KERNEL,
+    logits: Annotated[
+        LogitsChoice, typer.Option("--logits", help="int8 tied-embedding logits, or the f32 fallback.")
+    ] = DEFAULT_LOGITS,
+    strict_loader: Annotated[
+        bool, typer.Option("--strict-loader", help="Accept only exact tensor sizes.")
+    ] = False,
+) -> None:
+    """Generate text from a prompt and print the prefill / decode speed."""
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    if model_path is None:
+        _status(f"model: synthetic preset {preset.value} (written to the cache on first use)")
+        model_path = ensure_preset_model(preset.value)
+    model = load_model(
+        model_path,
+        kernel=kernel.value,
+        threads=threads,
+        strict=True if strict_loader else None,
+        logits=logits.value,
+    )
+    for warning in model.file.warnings:
+        _status(f"warning: {warning}")
+    jit = model.warmup()
+    _status(f"loaded {model_path} in {model.load_seconds:.2f} s, kernels ready in {jit:.2f} s")
+    prompt_ids = model.tokenizer.encode(prompt, add_bos=True)
+    stream = model.tokenizer.decode_stream()
+    typer.echo(prompt, nl=False)
+
+    def show(token: int) -> None:
+        sys.stdout.write(stream.push(token))
+        sys.stdout.flush()
+
+    result = generate(model, prompt_ids, n_tokens, params, on_token=show)
+    typer.echo(stream.flush())
+    if result.stopped_on_eos:
+        _status("stopped at end-of-sequence")
+    typer.echo(speed_summary(model, len(prompt_ids), result.prefill_seconds, result.decode_seconds))
