@@ -201,7 +201,35 @@ def _read_array(cur: _Cursor, key: str, depth: int) -> list[object]:
         return np.frombuffer(raw, dtype=dtype, count=count).tolist()
     if elem_type == GGUFValueType.BOOL:
         return [bool(b) for b in cur.raw(count, f"array of {key!r}")]
+    if elem_type == GGUFValueType.STRING:
+        return _read_string_array(cur, count, key)
     return [_read_value(cur, elem_type, key, depth + 1) for _ in range(count)]
+
+
+def _read_string_array(cur: _Cursor, count: int, key: str) -> list[object]:
+    """The tokenizer's vocabulary and merges (hundreds of thousands of strings): one tight loop."""
+    buf, pos, size = cur.buf, cur.pos, cur.size
+    unpack = _U64.unpack_from
+    out: list[object] = []
+    append = out.append
+    try:
+        for _ in range(count):
+            if pos + 8 > size:
+                break
+            (length,) = unpack(buf, pos)
+            pos += 8
+            if length > size - pos:
+                break
+            append(buf[pos : pos + length].tobytes().decode("utf-8"))
+            pos += length
+    except UnicodeDecodeError:
+        raise GGUFFormatError(f"{cur.where}: string #{len(out)} of {key!r} is not UTF-8") from None
+    if len(out) < count:
+        raise GGUFFormatError(
+            f"{cur.where}: truncated: string #{len(out)} of {key!r} runs past the end of the file"
+        )
+    cur.pos = pos
+    return out
 
 
 def _read_metadata(cur: _Cursor, kv_count: int) -> tuple[dict[str, object], dict[str, int]]:

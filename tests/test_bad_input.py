@@ -87,6 +87,14 @@ HOSTILE = {
     "unknown value type": (gguf([kv("k", 99, u32(0))]), "unknown value type id 99"),
     "unknown array element type": (gguf([kv("k", ARRAY, u32(77) + u64(1) + bytes(8))]), "element type id 77"),
     "key not utf-8": (gguf([gstr(b"\xff\xfe") + u32(U32) + u32(1)]), "not UTF-8"),
+    "token not utf-8": (
+        gguf([kv("tokens", ARRAY, u32(STRING) + u64(2) + gstr("a") + gstr(b"\xc3"))]),
+        "string #1 of 'tokens' is not UTF-8",
+    ),
+    "token past end": (
+        gguf([kv("tokens", ARRAY, u32(STRING) + u64(2) + gstr("a") + gstr("b", 40))], pad=False),
+        "string #1 of 'tokens' runs past the end",
+    ),
     "duplicate key": (gguf([kv("k", U32, u32(1)), kv("k", U32, u32(2))]), "duplicate metadata key 'k'"),
     "alignment 0": (
         gguf([kv("general.alignment", U32, u32(0))]),
