@@ -1,11 +1,10 @@
 """The `bitnet-harness` command: one typer app, one module per group of subcommands."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 import typer
 
 from engine.errors import EngineError
 from harness.errors import HarnessError
+from harness.version import harness_version
 
 EXIT_USAGE = 2
 
@@ -16,13 +15,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def harness_version() -> str:
-    try:
-        return version("bitnet-harness")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _version_callback(value: bool) -> None:
@@ -46,10 +38,13 @@ app.add_typer(model_app, name="model")
 
 def _register_commands() -> None:
     """Each command module adds its commands; the module list is the whole command surface."""
-    from harness import cmd_inspect, cmd_synth
+    from harness import cmd_inspect, cmd_phases, cmd_run, cmd_synth, cmd_verify
 
     cmd_inspect.register(model_app)
     cmd_synth.register(model_app)
+    cmd_phases.register(app)
+    cmd_run.register(app)
+    cmd_verify.register(app)
 
 
 _register_commands()

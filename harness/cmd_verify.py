@@ -49,12 +49,15 @@ def _replay_fn(model_path: Path) -> ReplayFn:
 
 
 def _model_for_replay(receipt: Mapping[str, Any], model: Path | None) -> Path:
-    if model is not None:
-        return model
-    path = receipt.get("model", {}).get("path") if isinstance(receipt.get("model"), Mapping) else None
-    if not isinstance(path, str) or not path:
-        raise HarnessError("--replay needs a model file: pass --model FILE")
-    return Path(path)
+    """--model, else the recorded path, else the recorded preset rebuilt (a preset receipt needs no file)."""
+    recorded = receipt.get("model", {}).get("path") if isinstance(receipt.get("model"), Mapping) else None
+    if model is None and isinstance(recorded, str) and recorded:
+        model = Path(recorded)
+    try:
+        from harness.replay import replay_model_path
+    except ImportError as exc:
+        raise HarnessError(f"replay is unavailable in this installation ({exc})") from None
+    return replay_model_path(receipt, model)
 
 
 def _fail_unusable(message: str, as_json: bool, path: Path) -> None:

@@ -1,0 +1,302 @@
+"""`probe`, `timing` and `benchmark`: the three timed phases, each its own command and receipt section.
+
+`benchmark` runs probe and timing first (unless told not to), then the measured repetitions, writes the
+receipt atomically under --receipts-dir, verifies it and prints the report. Exit codes: 0 verified receipt,
+1 written but failing verification, 2 bad input.
+"""
+
+import json
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from engine.atomic import atomic_write
+from engine.generate import SamplingParams
+from engine.model import Model, load_model, set_threads
+from engine.strict import resolve_strict
+from harness.bandwidth import measure_read_bandwidth
+from harness.host import host_facts
+from harness.options import (
+    ArchChoice,
+    ArchOpt,
+    FormatChoice,
+    FormatOpt,
+    JsonOpt,
+    KernelChoice,
+    KernelOpt,
+    ModelOpt,
+    ModelSeedOpt,
+    PresetChoice,
+    PresetOpt,
+    PromptOpt,
+    PromptTokensOpt,
+    ReceiptsDirOpt,
+    StrictOpt,
+    ThreadsOpt,
+    strict_flag,
+)
+from harness.phases.benchmark import run_benchmark
+from harness.phases.probe import run_probe
+from harness.phases.record import build_receipt
+from harness.phases.timing import run_timing
+from harness.phases.workload import DEFAULT_PROMPT, ModelSource, model_facts, prompt_ids, resolve_model
+from harness.receipt import utc_timestamp, write_receipt
+from harness.report import render
+from harness.verify import verify
+
+DEFAULT_PRESET = PresetChoice("2b-4t")
+DEFAULT_FORMAT = FormatChoice("i2s")
+DEFAULT_ARCH = ArchChoice("bitnet-b1.58")
+DEFAULT_KERNEL = KernelChoice("auto")
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `probe`, `timing` and `benchmark` to the top-level app."""
+    app.command("probe")(probe)
+    app.command("timing")(timing)
+    app.command("benchmark")(benchmark)
+
+
+@contextmanager
+def _progress():
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as progress:
+        yield progress
+
+
+def _load(
+    source: ModelSource, kernel: KernelChoice, threads: int | None, strict_loader: bool
+) -> tuple[Model, float]:
+    """Load the model and compile (or load from numba's cache) every kernel, outside any measured time."""
+    with err.status(f"loading {source.path} and preparing kernels"):
+        model = load_model(
+            source.path, kernel=kernel.value, threads=threads, strict=strict_flag(strict_loader)
+        )
+        for warning in model.file.warnings:
+            err.print(f"warning: {warning}", markup=False)
+        jit_seconds = model.warmup()
+    err.print(
+        f"loaded in {model.load_seconds:.2f} s; kernels ready in {jit_seconds:.2f} s (JIT, not measured)"
+    )
+    return model, jit_seconds
+
+
+def _source(
+    model: Path | None, preset: PresetChoice, fmt: FormatChoice, arch: ArchChoice, seed: int
+) -> ModelSource:
+    if model is None:
+        with err.status(f"preparing the {preset.value} {fmt.value} preset model (written once, then cached)"):
+            return resolve_model(None, preset.value, fmt.value, arch.value, seed)
+    return resolve_model(model, preset.value, fmt.value, arch.value, seed)
+
+
+def _write_phase_record(folder: Path, phase: str, model: Model, source: ModelSource, section: dict) -> Path:
+    """A phase's own JSON record: its receipt section with the model identity and host, written atomically."""
+    stamp = utc_timestamp()
+    record = {
+        "schema_version": "1.0.0",
+        "phase": phase,
+        "timestamp": stamp,
+        "model": model_facts(model.file, str(source.path)),
+        "host": host_facts(),
+        phase: section,
+    }
+    name = re.sub(r"[^0-9A-Za-z]", "", stamp) + f"_{source.preset or source.path.stem}_{phase}.json"
+    target = folder / "phases" / name
+    with atomic_write(target, exclusive=True) as fh:
+        fh.write(json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
+    return target
+
+
+def _probe_tables(section: dict[str, Any]) -> list[Table]:
+    tensors = Table(title="Phase 1: weight tensors")
+    for col in ("tensor", "type", "flavor", "shape", "bytes", "kernel"):
+        tensors.add_column(col)
+    for row in section["tensors"]:
+        shape = "x".join(str(d) for d in row["shape"])
+        tensors.add_row(
+            row["name"], row["format"], row["flavor"], shape, f"{row['bytes']:,}", row["kernel"] or "-"
+        )
+    candidates = Table(title="Phase 1: kernel candidates (agreement with numpy float64, speed at the median)")
+    for col in ("shape", "kernel", "max abs error", "GB/s", "GMAC/s"):
+        candidates.add_column(col, justify="right")
+    for row in section["candidates"]:
+        shape = "x".join(str(d) for d in row["shape"])
+        err_ = f"{row['max_abs_error']:.3g}"
+        candidates.add_row(shape, row["kernel"], err_, f"{row['gbps']:.2f}", f"{row['gmacs']:.2f}")
+    return [tensors, candidates]
+
+
+def probe(
+    model: ModelOpt = None,
+    preset: PresetOpt = DEFAULT_PRESET,
+    fmt: FormatOpt = DEFAULT_FORMAT,
+    arch: ArchOpt = DEFAULT_ARCH,
+    model_seed: ModelSeedOpt = 0,
+    threads: ThreadsOpt = None,
+    kernel: KernelOpt = DEFAULT_KERNEL,
+    strict_loader: StrictOpt = False,
+    as_json: JsonOpt = False,
+    receipts_dir: Annotated[
+        Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
+    ] = None,
+) -> None:
+    """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed per shape."""
+    source = _source(model, preset, fmt, arch, model_seed)
+    loaded, _ = _load(source, kernel, threads, strict_loader)
+    with _progress() as progress:
+        task = progress.add_task("probing kernels", total=None)
+        section = run_probe(loaded, lambda what: progress.update(task, description=f"probing {what}"))
+    if receipts_dir is not None:
+        err.print(f"record: {_write_phase_record(receipts_dir, 'probe', loaded, source, section)}")
+    if as_json:
+        typer.echo(json.dumps(section, indent=2))
+        return
+    for table in _probe_tables(section):
+        Console().print(table)
+
+
+def timing(
+    model: ModelOpt = None,
+    preset: PresetOpt = DEFAULT_PRESET,
+    fmt: FormatOpt = DEFAULT_FORMAT,
+    arch: ArchOpt = DEFAULT_ARCH,
+    model_seed: ModelSeedOpt = 0,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Single-token decode steps to time.")] = 3,
+    prompt: PromptOpt = None,
+    prompt_tokens: PromptTokensOpt = None,
+    threads: ThreadsOpt = None,
+    kernel: KernelOpt = DEFAULT_KERNEL,
+    strict_loader: StrictOpt = False,
+    as_json: JsonOpt = False,
+    receipts_dir: Annotated[
+        Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
+    ] = None,
+) -> None:
+    """Phase 2, per-token latency: stage times (embed, forward, logits, sample) and per-layer times."""
+    source = _source(model, preset, fmt, arch, model_seed)
+    loaded, _ = _load(source, kernel, threads, strict_loader)
+    ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
+    section = run_timing(loaded, ids, steps, SamplingParams())
+    if receipts_dir is not None:
+        err.print(f"record: {_write_phase_record(receipts_dir, 'timing', loaded, source, section)}")
+    if as_json:
+        typer.echo(json.dumps(section, indent=2))
+        return
+    table = Table(title=f"Phase 2: decode step latency over {steps} steps (ms)")
+    for col in ("stage", "p50", "p90", "p99"):
+        table.add_column(col, justify="right")
+    for stage, pct in section["percentiles"].items():
+        table.add_row(stage, *(f"{pct[p] * 1e3:.3f}" for p in ("p50", "p90", "p99")))
+    Console().print(table)
+    layers = Table(title="Phase 2: per-layer time of each step (ms)")
+    layers.add_column("layer", justify="right")
+    for i in range(len(section["steps"])):
+        layers.add_column(f"step {i + 1}", justify="right")
+    for layer in range(len(section["steps"][0]["layers"])):
+        layers.add_row(str(layer), *(f"{step['layers'][layer] * 1e3:.3f}" for step in section["steps"]))
+    Console().print(layers)
+
+
+def benchmark(
+    model: ModelOpt = None,
+    preset: PresetOpt = DEFAULT_PRESET,
+    fmt: FormatOpt = DEFAULT_FORMAT,
+    arch: ArchOpt = DEFAULT_ARCH,
+    model_seed: ModelSeedOpt = 0,
+    tokens: Annotated[int, typer.Option("--tokens", min=1, help="Tokens to generate per repetition.")] = 128,
+    prompt: PromptOpt = None,
+    prompt_tokens: PromptTokensOpt = 32,
+    repetitions: Annotated[int, typer.Option("--repetitions", min=1, help="Measured repetitions.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Unmeasured repetitions first.")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likeliest tokens (0 = all).")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")] = 0,
+    threads: ThreadsOpt = None,
+    kernel: KernelOpt = DEFAULT_KERNEL,
+    run_probe_phase: Annotated[bool, typer.Option("--probe/--no-probe", help="Run phase 1 first.")] = True,
+    run_timing_phase: Annotated[bool, typer.Option("--timing/--no-timing", help="Run phase 2 first.")] = True,
+    timing_steps: Annotated[int, typer.Option("--timing-steps", min=1, help="Decode steps in phase 2.")] = 3,
+    bandwidth: Annotated[
+        bool, typer.Option("--bandwidth/--no-bandwidth", help="Measure read bandwidth for the decode floor.")
+    ] = True,
+    receipts_dir: ReceiptsDirOpt = Path("receipts"),
+    strict_loader: StrictOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Phase 3, the full benchmark: prefill and decode speed, time to first token, latency distribution.
+
+    Load and JIT time are measured apart from the timed repetitions. The receipt is written atomically under
+    --receipts-dir, verified, and reported.
+    """
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    started_at = utc_timestamp()
+    source = _source(model, preset, fmt, arch, model_seed)
+    set_threads(threads)
+    read_gbps = None
+    if bandwidth:
+        with err.status("measuring read bandwidth"):
+            read_gbps = measure_read_bandwidth()
+    loaded, jit_seconds = _load(source, kernel, threads, strict_loader)
+    ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
+    phases: dict[str, Any] = {}
+    with _progress() as progress:
+        if run_probe_phase:
+            task = progress.add_task("phase 1: probe", total=None)
+            phases["probe"] = run_probe(
+                loaded, lambda what: progress.update(task, description=f"probe: {what}")
+            )
+            progress.update(task, total=1, completed=1, description="phase 1: probe")
+        if run_timing_phase:
+            task = progress.add_task("phase 2: timing", total=1)
+            phases["timing"] = run_timing(loaded, ids, timing_steps, params)
+            progress.update(task, completed=1)
+        task = progress.add_task("phase 3: benchmark", total=warmup + repetitions)
+        phases["benchmark"], output = run_benchmark(
+            loaded,
+            ids,
+            tokens,
+            repetitions,
+            warmup,
+            params,
+            lambda done, _t: progress.update(task, completed=done),
+        )
+    receipt = build_receipt(
+        started_at=started_at,
+        model=loaded,
+        model_section=model_facts(loaded.file, str(source.path)),
+        phases=phases,
+        prompt_text=prompt or DEFAULT_PROMPT,
+        prompt=ids,
+        params=params,
+        tokens_requested=tokens,
+        output_tokens=output,
+        strict=resolve_strict(strict_flag(strict_loader)),
+        jit_seconds=jit_seconds,
+        read_gbps=read_gbps,
+    )
+    path = write_receipt(receipt, receipts_dir)
+    result = verify(receipt, model_path=source.path)
+    if as_json:
+        typer.echo(
+            json.dumps({"path": str(path), "receipt": receipt, "verification": result.to_dict()}, indent=2)
+        )
+    else:
+        render(receipt, Console(), result)
+        typer.echo(f"receipt: {path}")
+    raise typer.Exit(0 if result.ok else 1)

@@ -1,0 +1,48 @@
+"""Command-line options shared by every command that loads and runs a model, defined once."""
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.constants import ARCHITECTURES, WEIGHT_FORMATS
+from engine.model import KERNEL_MODES, LOGITS_MODES
+from engine.presets import PRESETS
+
+KernelChoice = Enum("KernelChoice", {name: name for name in KERNEL_MODES}, type=str)
+LogitsChoice = Enum("LogitsChoice", {name: name for name in LOGITS_MODES}, type=str)
+PresetChoice = Enum("PresetChoice", {name: name for name in PRESETS}, type=str)
+FormatChoice = Enum("FormatChoice", {name: name for name in WEIGHT_FORMATS}, type=str)
+ArchChoice = Enum("ArchChoice", {name: name for name in ARCHITECTURES}, type=str)
+
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", help="GGUF model file (default: the synthetic --preset model).")
+]
+PresetOpt = Annotated[PresetChoice, typer.Option("--preset", help="Synthetic preset used without --model.")]
+FormatOpt = Annotated[FormatChoice, typer.Option("--format", help="Weight format of the preset model.")]
+ArchOpt = Annotated[ArchChoice, typer.Option("--arch", help="Architecture of the preset model.")]
+ModelSeedOpt = Annotated[
+    int, typer.Option("--model-seed", min=0, help="Seed the preset model is written with.")
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", min=1, help="numba threads (default: all cores).")
+]
+KernelOpt = Annotated[
+    KernelChoice, typer.Option("--kernel", help="Ternary kernel family; auto times each on this CPU.")
+]
+StrictOpt = Annotated[bool, typer.Option("--strict-loader", help="Accept only exact tensor sizes.")]
+PromptOpt = Annotated[
+    str | None, typer.Option("--prompt", help="Prompt text (default: a built-in sentence).")
+]
+PromptTokensOpt = Annotated[
+    int | None,
+    typer.Option("--prompt-tokens", min=1, help="Cycle or cut the prompt to exactly this many tokens."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+ReceiptsDirOpt = Annotated[Path, typer.Option("--receipts-dir", help="Folder receipts are written into.")]
+
+
+def strict_flag(strict_loader: bool) -> bool | None:
+    """--strict-loader forces strict mode; without it BITNET_STRICT_MODE decides."""
+    return True if strict_loader else None

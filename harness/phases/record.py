@@ -1,0 +1,82 @@
+"""Assembles a complete receipt from what a benchmark run measured; every value comes from that run."""
+
+from typing import Any
+
+import numba
+
+from engine.generate import SamplingParams
+from engine.kernel_choice import Selection
+from engine.model import Model
+from harness.host import environment_facts, harness_facts, host_facts, peak_rss_bytes
+from harness.receipt import finalize, token_digest, utc_timestamp
+from harness.version import harness_version
+
+
+def kernel_choice_section(selection: Selection) -> dict[str, Any]:
+    per_shape = []
+    for key, family in sorted(selection.kernels.items()):
+        rows, cols = key.split(":", 1)[1].split("x")
+        per_shape.append({"shape": [int(rows), int(cols)], "kernel": family})
+    return {"requested": selection.mode, "per_shape": per_shape}
+
+
+def bandwidth_section(read_gbps: float, model: Model, tokens_per_second: float) -> dict[str, Any]:
+    """Decode speed against the memory floor: weight bytes read per token over measured read bandwidth."""
+    floor = read_gbps * 1e9 / model.weight_bytes_per_token
+    return {
+        "read_gbps": read_gbps,
+        "weight_bytes_per_token": model.weight_bytes_per_token,
+        "decode_floor_tok_s": floor,
+        "ratio_to_floor": tokens_per_second / floor if floor > 0 else 0.0,
+    }
+
+
+def build_receipt(
+    *,
+    started_at: str,
+    model: Model,
+    model_section: dict[str, Any],
+    phases: dict[str, Any],
+    prompt_text: str | None,
+    prompt: list[int],
+    params: SamplingParams,
+    tokens_requested: int,
+    output_tokens: list[int],
+    strict: bool,
+    jit_seconds: float,
+    read_gbps: float | None,
+) -> dict[str, Any]:
+    """A finalized receipt (content digest set) for one benchmark run of `model`."""
+    counts = model.trace.snapshot()
+    bench = phases["benchmark"]
+    tps = bench["summary"]["tokens_per_second"]
+    receipt: dict[str, Any] = {
+        "schema_version": "1.0.0",
+        "started_at": started_at,
+        "compute_path": "real",
+        "backend": "cpu",
+        "deterministic": True,
+        "tokens_requested": tokens_requested,
+        "tokens_generated": len(output_tokens),
+        "tokens_per_second": tps,
+        "kernels": sorted(counts),
+        "kernel_counts": counts,
+        "environment": environment_facts(strict),
+        "model": model_section,
+        "phases": phases,
+        "prompt": {"text": prompt_text, "token_count": len(prompt), "token_ids_sha256": token_digest(prompt)},
+        "sampling": {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p},
+        "seed": params.seed,
+        "threads": numba.get_num_threads(),
+        "kernel_choice": kernel_choice_section(model.kernel_selection),
+        "output_digest": {"sha256": token_digest(output_tokens), "count": len(output_tokens)},
+        "harness": harness_facts(harness_version()),
+        "host": host_facts(),
+        "jit_seconds": jit_seconds,
+        "load_seconds": model.load_seconds,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+    if read_gbps is not None:
+        receipt["bandwidth"] = bandwidth_section(read_gbps, model, tps)
+    receipt["timestamp"] = utc_timestamp()
+    return finalize(receipt)
