@@ -213,7 +213,7 @@ def test_errors_are_engine_errors_with_one_line_messages():
 
 
 @pytest.mark.parametrize("variant", ["portable", "auto"])
-def test_i2s_gemv_variants_agree_exactly(variant):
+def test_i2s_variants_agree_exactly(variant):
     rng = np.random.default_rng(5)
     rows, cols = 37, 1152
     values, scale = _random_weights(rng, "i2s", rows, cols)
@@ -228,4 +228,10 @@ def test_i2s_gemv_variants_agree_exactly(variant):
         y = np.zeros(rows, np.float32)
         matvec(m, q[i], float(s[i]), y, trace.counts)
         np.testing.assert_array_equal(y, want[i])
-    assert trace.snapshot() == {"i2s_gemv": {"calls": 4, "rows": 4 * rows, "elements": 4 * rows * cols}}
+    out = np.zeros((4, rows), np.float32)
+    matmul(m, q, s, out, trace.counts)
+    np.testing.assert_array_equal(out, want)
+    assert trace.snapshot() == {
+        "i2s_gemv": {"calls": 4, "rows": 4 * rows, "elements": 4 * rows * cols},
+        "i2s_gemm": {"calls": 1, "rows": 4 * rows, "elements": 4 * rows * cols},
+    }

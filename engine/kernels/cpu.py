@@ -22,6 +22,7 @@ from engine.kernels import ternary
 from engine.trace import kid
 
 _I2S_GEMV = kid("i2s_gemv")
+_I2S_GEMM = kid("i2s_gemm")
 VNNI_FEATURES = ("avx512vnni", "avx512vl")
 
 
@@ -38,60 +39,98 @@ def has_vnni() -> bool:
     return all(f in host_features() for f in VNNI_FEATURES)
 
 
-@intrinsic
-def _row_dot_vnni(typingctx, w, r, q):
-    """int32 sum over row r of code * q: w uint8[rows, nb, 32] and q int8[nb, 4, 32], both C-contiguous."""
-    ok = (
+def _arrays_ok(w, q, qdim: int) -> bool:
+    return (
         isinstance(w, types.Array)
         and isinstance(q, types.Array)
         and w.dtype == types.uint8
         and q.dtype == types.int8
         and w.ndim == 3
-        and q.ndim == 3
+        and q.ndim == qdim
         and w.layout == "C"
         and q.layout == "C"
-        and isinstance(r, types.Integer)
     )
-    if not ok:
-        return None
 
-    def codegen(context, builder, sig, args):
-        i8x32 = ir.VectorType(ir.IntType(8), 32)
-        i32x8 = ir.VectorType(ir.IntType(32), 8)
-        i64 = ir.IntType(64)
-        dpbusd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i32x8, [i32x8, i32x8, i32x8]), "llvm.x86.avx512.vpdpbusd.256"
-        )
-        wary = context.make_array(sig.args[0])(context, builder, args[0])
-        qary = context.make_array(sig.args[2])(context, builder, args[2])
-        nb = builder.extract_value(wary.shape, 1)
-        row = context.cast(builder, args[1], sig.args[1], types.int64)
-        wrow = builder.gep(wary.data, [builder.mul(row, builder.mul(nb, i64(32)))])
-        accs = [cgutils.alloca_once_value(builder, ir.Constant(i32x8, None)) for _ in range(4)]
-        three = ir.Constant(i8x32, [3] * 32)
-        with cgutils.for_range(builder, nb) as loop:
-            k = loop.index
-            wptr = builder.bitcast(builder.gep(wrow, [builder.mul(k, i64(32))]), i8x32.as_pointer())
-            wbytes = builder.load(wptr, align=1)
-            for g in range(4):
-                shift = ir.Constant(i8x32, [6 - 2 * g] * 32)
-                codes = builder.and_(builder.lshr(wbytes, shift), three)
-                qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
-                qptr = builder.bitcast(builder.gep(qary.data, [qoff]), i8x32.as_pointer())
-                qv = builder.load(qptr, align=1)
-                acc = builder.load(accs[g])
-                acc = builder.call(dpbusd, [acc, builder.bitcast(codes, i32x8), builder.bitcast(qv, i32x8)])
-                builder.store(acc, accs[g])
-        total = builder.add(
-            builder.add(builder.load(accs[0]), builder.load(accs[1])),
-            builder.add(builder.load(accs[2]), builder.load(accs[3])),
-        )
+
+def _emit_row_dots(context, builder, wary, row, qptrs, accs_per_token):
+    """IR: int32 sums over one weight row of code * q for each activation base pointer in `qptrs`.
+
+    Each token keeps `accs_per_token` independent <8 x i32> accumulators (bit plane g feeds accumulator
+    g % accs_per_token), so consecutive vpdpbusd do not wait on each other; each 32-byte weight load and
+    its unpacking serve every token.
+    """
+    i8x32 = ir.VectorType(ir.IntType(8), 32)
+    i32x8 = ir.VectorType(ir.IntType(32), 8)
+    i64 = ir.IntType(64)
+    dpbusd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(i32x8, [i32x8, i32x8, i32x8]), "llvm.x86.avx512.vpdpbusd.256"
+    )
+    nb = builder.extract_value(wary.shape, 1)
+    wrow = builder.gep(wary.data, [builder.mul(row, builder.mul(nb, i64(32)))])
+    zero = ir.Constant(i32x8, None)
+    accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(accs_per_token)] for _ in qptrs]
+    three = ir.Constant(i8x32, [3] * 32)
+    with cgutils.for_range(builder, nb) as loop:
+        k = loop.index
+        wptr = builder.bitcast(builder.gep(wrow, [builder.mul(k, i64(32))]), i8x32.as_pointer())
+        wbytes = builder.load(wptr, align=1)
+        for g in range(4):
+            codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x32, [6 - 2 * g] * 32)), three)
+            codes = builder.bitcast(codes, i32x8)
+            qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
+            for base, tok_accs in zip(qptrs, accs, strict=True):
+                qv = builder.load(builder.bitcast(builder.gep(base, [qoff]), i8x32.as_pointer()), align=1)
+                slot = tok_accs[g % accs_per_token]
+                acc = builder.call(dpbusd, [builder.load(slot), codes, builder.bitcast(qv, i32x8)])
+                builder.store(acc, slot)
+    results = []
+    for tok_accs in accs:
+        total = builder.load(tok_accs[0])
+        for slot in tok_accs[1:]:
+            total = builder.add(total, builder.load(slot))
         result = builder.extract_element(total, ir.IntType(32)(0))
         for lane in range(1, 8):
             result = builder.add(result, builder.extract_element(total, ir.IntType(32)(lane)))
-        return result
+        results.append(result)
+    return results
+
+
+@intrinsic
+def _row_dot_vnni(typingctx, w, r, q):
+    """int32 sum over row r of code * q: w uint8[rows, nb, 32] and q int8[nb, 4, 32], both C-contiguous."""
+    if not (_arrays_ok(w, q, 3) and isinstance(r, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wary = context.make_array(sig.args[0])(context, builder, args[0])
+        qary = context.make_array(sig.args[2])(context, builder, args[2])
+        row = context.cast(builder, args[1], sig.args[1], types.int64)
+        return _emit_row_dots(context, builder, wary, row, [qary.data], 4)[0]
 
     return types.int32(w, r, q), codegen
+
+
+TOKEN_TILE = 4
+
+
+@intrinsic
+def _row_dots_vnni4(typingctx, w, r, q, t0):
+    """The sums of row r for tokens t0 .. t0+3 of q int8[T, nb, 4, 32] (each weight block unpacked once)."""
+    if not (_arrays_ok(w, q, 4) and isinstance(r, types.Integer) and isinstance(t0, types.Integer)):
+        return None
+    ret = types.UniTuple(types.int32, TOKEN_TILE)
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        wary = context.make_array(sig.args[0])(context, builder, args[0])
+        qary = context.make_array(sig.args[2])(context, builder, args[2])
+        row = context.cast(builder, args[1], sig.args[1], types.int64)
+        tok = context.cast(builder, args[3], sig.args[3], types.int64)
+        per_token = builder.mul(builder.extract_value(wary.shape, 1), i64(128))
+        qptrs = [builder.gep(qary.data, [builder.mul(builder.add(tok, i64(j)), per_token)]) for j in range(4)]
+        return context.make_tuple(builder, ret, _emit_row_dots(context, builder, wary, row, qptrs, 2))
+
+    return ret(w, r, q, t0), codegen
 
 
 @njit(cache=True, parallel=True)
@@ -105,8 +144,33 @@ def i2s_gemv_vnni(w, scale, q, s, out, cols, counts):
         out[r] = np.float32(acc - sq) / s * scale
 
 
-def select_i2s_gemv(prefer: str = "auto") -> tuple[Callable, str]:
-    """(kernel, variant) for the microsoft I2_S GEMV: "avx512vnni" when the host has it, else "portable"."""
+@njit(cache=True, parallel=True)
+def i2s_gemm_vnni(w, scale, q, s, out, qsum, cols, counts):
+    """Same contract and result as ternary.i2s_gemm; rows run on vpdpbusd four tokens at a time."""
+    rows = w.shape[0]
+    ntok = q.shape[0]
+    ternary._count(counts, _I2S_GEMM, rows, cols, ntok)
+    for t in range(ntok):
+        qsum[t] = ternary._qsum_total(q[t])
+    full = ntok - ntok % TOKEN_TILE
+    for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
+        r0 = c * ternary.ROW_CHUNK
+        r1 = min(rows, r0 + ternary.ROW_CHUNK)
+        for t in range(0, full, TOKEN_TILE):
+            for r in range(r0, r1):
+                a0, a1, a2, a3 = _row_dots_vnni4(w, r, q, t)
+                out[t, r] = np.float32(a0 - qsum[t]) / s[t] * scale
+                out[t + 1, r] = np.float32(a1 - qsum[t + 1]) / s[t + 1] * scale
+                out[t + 2, r] = np.float32(a2 - qsum[t + 2]) / s[t + 2] * scale
+                out[t + 3, r] = np.float32(a3 - qsum[t + 3]) / s[t + 3] * scale
+        for t in range(full, ntok):
+            for r in range(r0, r1):
+                acc = _row_dot_vnni(w, r, q[t])
+                out[t, r] = np.float32(acc - qsum[t]) / s[t] * scale
+
+
+def select_i2s(prefer: str = "auto") -> tuple[Callable, Callable, str]:
+    """(GEMV, GEMM, variant) for microsoft I2_S: "avx512vnni" when the host has it, else "portable"."""
     if prefer != "portable" and has_vnni():
-        return i2s_gemv_vnni, "avx512vnni"
-    return ternary.i2s_gemv, "portable"
+        return i2s_gemv_vnni, i2s_gemm_vnni, "avx512vnni"
+    return ternary.i2s_gemv, ternary.i2s_gemm, "portable"

@@ -29,7 +29,7 @@ import numpy as np
 from engine.constants import FORMAT_I2S, FORMAT_QK256, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
 from engine.errors import EngineError
 from engine.kernels import lut, ternary
-from engine.kernels.cpu import select_i2s_gemv
+from engine.kernels.cpu import select_i2s
 
 KERNELS = ("i2s", "tl1", "tl2")
 VARIANTS = ("auto", "portable")
@@ -188,14 +188,14 @@ def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) 
     if not np.isfinite(scale):
         raise KernelInputError("i2s: the per-tensor scale is not finite")
     nb = cols // 128
-    gemv, variant = select_i2s_gemv(variant)
+    gemv, gemm, variant = select_i2s(variant)
 
     def run_gemv(q, s, out, counts):
         gemv(w, scale, q.reshape(nb, 4, 32), np.float32(s), out, cols, counts)
 
     def run_gemm(q, s, out, counts):
         qsum = _scratch("qsum", (q.shape[0],), np.int32)
-        ternary.i2s_gemm(w, scale, q.reshape(q.shape[0], nb, 4, 32), s, out, qsum, cols, counts)
+        gemm(w, scale, q.reshape(q.shape[0], nb, 4, 32), s, out, qsum, cols, counts)
 
     return TernaryMatrix(
         rows, cols, FORMAT_I2S, "i2s", "i2s_gemv", "i2s_gemm", n4 + 4, variant, {"w": w}, run_gemv, run_gemm

@@ -27,6 +27,10 @@ from numba import njit, prange
 
 from engine.trace import CALLS, ELEMENTS, ROWS, kid
 
+# GEMMs walk rows in chunks (in parallel) and tokens inside a chunk, so a chunk's weights stay in L2 and one
+# token's activations stay in L1 while the chunk's rows pass over them.
+ROW_CHUNK = 64
+
 _I2S_GEMV = kid("i2s_gemv")
 _I2S_GEMM = kid("i2s_gemm")
 _BLK_GEMV = kid("i2s_blk_gemv")
@@ -67,10 +71,10 @@ def _dot32x4(w, r, k, q):
     a3 = np.int16(0)
     for b in range(32):
         wb = np.int16(w[r, k, b])
-        a0 = np.int16(a0 + np.int16(((wb >> 6) & 3) * np.int16(q[k, 0, b])))
-        a1 = np.int16(a1 + np.int16(((wb >> 4) & 3) * np.int16(q[k, 1, b])))
-        a2 = np.int16(a2 + np.int16(((wb >> 2) & 3) * np.int16(q[k, 2, b])))
-        a3 = np.int16(a3 + np.int16((wb & 3) * np.int16(q[k, 3, b])))
+        a0 = np.int16(a0 + np.int16(np.int16((wb >> 6) & 3) * np.int16(q[k, 0, b])))
+        a1 = np.int16(a1 + np.int16(np.int16((wb >> 4) & 3) * np.int16(q[k, 1, b])))
+        a2 = np.int16(a2 + np.int16(np.int16((wb >> 2) & 3) * np.int16(q[k, 2, b])))
+        a3 = np.int16(a3 + np.int16(np.int16(wb & 3) * np.int16(q[k, 3, b])))
     return a0, a1, a2, a3
 
 
@@ -81,14 +85,14 @@ def _dot_qk(w, r, k, q):
     a1 = np.int16(0)
     for b in range(32):
         wb = np.int16(w[r, k, b])
-        c0 = (wb >> 6) & 3
-        c1 = (wb >> 4) & 3
-        c2 = (wb >> 2) & 3
-        c3 = wb & 3
-        p0 = np.int16((c0 + (c0 >> 1)) * np.int16(q[k, 0, b]))
-        p1 = np.int16((c1 + (c1 >> 1)) * np.int16(q[k, 1, b]))
-        p2 = np.int16((c2 + (c2 >> 1)) * np.int16(q[k, 2, b]))
-        p3 = np.int16((c3 + (c3 >> 1)) * np.int16(q[k, 3, b]))
+        c0 = np.int16((wb >> 6) & 3)
+        c1 = np.int16((wb >> 4) & 3)
+        c2 = np.int16((wb >> 2) & 3)
+        c3 = np.int16(wb & 3)
+        p0 = np.int16(np.int16(c0 + np.int16(c0 >> 1)) * np.int16(q[k, 0, b]))
+        p1 = np.int16(np.int16(c1 + np.int16(c1 >> 1)) * np.int16(q[k, 1, b]))
+        p2 = np.int16(np.int16(c2 + np.int16(c2 >> 1)) * np.int16(q[k, 2, b]))
+        p3 = np.int16(np.int16(c3 + np.int16(c3 >> 1)) * np.int16(q[k, 3, b]))
         a0 = np.int16(a0 + np.int16(p0 + p1))
         a1 = np.int16(a1 + np.int16(p2 + p3))
     return np.int32(np.int32(a0) + np.int32(a1))
@@ -137,19 +141,20 @@ def i2s_gemv(w, scale, q, s, out, cols, counts):
 
 @njit(cache=True, parallel=True)
 def i2s_gemm(w, scale, q, s, out, qsum, cols, counts):
-    """out[t, r] for T tokens in one call; each weight row is reused from L1 across the tokens."""
+    """out[t, r] for T tokens in one call (row chunks in parallel, tokens inside a chunk)."""
     rows, nb, _ = w.shape
     ntok = q.shape[0]
     _count(counts, _I2S_GEMM, rows, cols, ntok)
     for t in range(ntok):
         qsum[t] = _qsum_total(q[t])
-    for r in prange(rows):
+    for c in prange((rows + ROW_CHUNK - 1) // ROW_CHUNK):
         for t in range(ntok):
             qt = q[t]
-            acc = np.int32(0)
-            for k in range(nb):
-                acc = np.int32(acc + np.int32(_dot128(w, r, k, qt)))
-            out[t, r] = np.float32(acc - qsum[t]) / s[t] * scale
+            for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
+                acc = np.int32(0)
+                for k in range(nb):
+                    acc = np.int32(acc + np.int32(_dot128(w, r, k, qt)))
+                out[t, r] = np.float32(acc - qsum[t]) / s[t] * scale
 
 
 # ---- i2s_blk: one scale per 256-value block of a row (TQ2_0 / TQ1_0) --------------------------------------
@@ -182,9 +187,10 @@ def i2s_blk_gemm(w, d, q, s, out, qsum, cols, counts):
     _count(counts, _BLK_GEMM, rows, cols, ntok)
     for t in range(ntok):
         _qsum_groups(q[t], qsum[t], 8)
-    for r in prange(rows):
+    for c in prange((rows + ROW_CHUNK - 1) // ROW_CHUNK):
         for t in range(ntok):
-            out[t, r] = _blk_row(w, d, r, q[t], qsum[t]) / s[t]
+            for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
+                out[t, r] = _blk_row(w, d, r, q[t], qsum[t]) / s[t]
 
 
 # ---- i2s_b32: one scale per 32-value block (BitNet-32) ---------------------------------------------------
@@ -221,9 +227,10 @@ def i2s_b32_gemm(w, d, q, s, out, qsum, cols, counts):
     _count(counts, _B32_GEMM, rows, cols, ntok)
     for t in range(ntok):
         _qsum_groups(q[t], qsum[t], 1)
-    for r in prange(rows):
+    for c in prange((rows + ROW_CHUNK - 1) // ROW_CHUNK):
         for t in range(ntok):
-            out[t, r] = _b32_row(w, d, r, q[t], qsum[t]) / s[t]
+            for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
+                out[t, r] = _b32_row(w, d, r, q[t], qsum[t]) / s[t]
 
 
 # ---- i2s_qk256: codes through [-2, -1, 1, 2], no scale ----------------------------------------------------
@@ -250,13 +257,14 @@ def i2s_qk256_gemm(w, q, s, out, qsum, cols, counts):
     _count(counts, _QK_GEMM, rows, cols, ntok)
     for t in range(ntok):
         qsum[t] = np.int32(2 * _qsum_total(q[t]))
-    for r in prange(rows):
+    for c in prange((rows + ROW_CHUNK - 1) // ROW_CHUNK):
         for t in range(ntok):
             qt = q[t]
-            acc = np.int32(0)
-            for k in range(nb):
-                acc = np.int32(acc + _dot_qk(w, r, k, qt))
-            out[t, r] = np.float32(acc - qsum[t]) / s[t]
+            for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
+                acc = np.int32(0)
+                for k in range(nb):
+                    acc = np.int32(acc + _dot_qk(w, r, k, qt))
+                out[t, r] = np.float32(acc - qsum[t]) / s[t]
 
 
 @njit(cache=True, parallel=True)
