@@ -22,6 +22,7 @@ def atomic_write(path: str | os.PathLike[str], *, exclusive: bool = False) -> It
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -38,6 +39,12 @@ def atomic_write(path: str | os.PathLike[str], *, exclusive: bool = False) -> It
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

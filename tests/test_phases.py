@@ -1,0 +1,134 @@
+"""The three phases end to end on the tiny preset: the benchmark writes a receipt that verifies and replays."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.phases.workload import prompt_ids
+from harness.receipt import load_receipt
+from harness.verify import verify
+
+runner = CliRunner()
+TINY_ARGS = ["--preset", "tiny", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BITNET_HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+
+
+@pytest.fixture(scope="module")
+def receipt_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("receipts")
+    os.environ["BITNET_HARNESS_CACHE"] = str(tmp_path_factory.getbasetemp() / "harness-cache")
+    args = ["benchmark", *TINY_ARGS, "--tokens", "12", "--prompt-tokens", "6", "--repetitions", "2"]
+    result = runner.invoke(app, [*args, "--receipts-dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    written = sorted(folder.glob("*.json"))
+    assert len(written) == 1
+    return written[0]
+
+
+def test_benchmark_receipt_is_verified_and_complete(receipt_path: Path) -> None:
+    receipt = load_receipt(receipt_path)
+    assert verify(receipt).ok
+    assert receipt["compute_path"] == "real"
+    assert set(receipt["phases"]) == {"probe", "timing", "benchmark"}
+    assert len(receipt["phases"]["benchmark"]["repetitions"]) == 2
+    assert receipt["tokens_per_second"] > 0
+    assert receipt["tokens_generated"] == receipt["output_digest"]["count"] > 0
+    assert receipt["prompt"]["token_count"] == 6
+    assert any(k.startswith("i2s_") for k in receipt["kernels"])
+    assert receipt["kernels"] == sorted(receipt["kernel_counts"])
+    assert receipt["bandwidth"]["read_gbps"] > 0
+    assert receipt["model"]["preset"] == "tiny"
+
+
+def test_verify_receipt_cli_accepts_it_and_replays(receipt_path: Path) -> None:
+    result = runner.invoke(app, ["verify-receipt", "--path", str(receipt_path), "--replay", "--json"])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.output)
+    assert verdict["valid"] is True
+    assert "replay" in verdict["passed"]
+
+
+def test_tampered_receipt_fails_verification(receipt_path: Path, tmp_path: Path) -> None:
+    receipt = load_receipt(receipt_path)
+    receipt["tokens_per_second"] *= 2
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(receipt))
+    result = runner.invoke(app, ["verify-receipt", "--path", str(edited)])
+    assert result.exit_code == 1
+    assert "throughput" in result.output and "content_digest" in result.output
+
+
+def test_receipts_are_never_overwritten(receipt_path: Path) -> None:
+    before = receipt_path.read_bytes()
+    args = ["benchmark", *TINY_ARGS, "--tokens", "4", "--prompt-tokens", "3", "--repetitions", "1"]
+    result = runner.invoke(app, [*args, "--no-probe", "--no-timing", "--receipts-dir", str(receipt_path.parent)])
+    assert result.exit_code == 0, result.output
+    assert receipt_path.read_bytes() == before
+    assert len(list(receipt_path.parent.glob("*.json"))) == 2
+
+
+def test_probe_json_covers_every_tensor_and_kernel_family(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["probe", *TINY_ARGS, "--json", "--receipts-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    section = json.loads(result.stdout)
+    assert len(section["tensors"]) == 24
+    kernels = {row["kernel"] for row in section["candidates"]}
+    assert kernels == {"i2s_gemv", "tl1_gemv", "tl2_gemv"}
+    assert all(row["max_abs_error"] < 1e-3 for row in section["candidates"])
+    records = list((tmp_path / "phases").glob("*_probe.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["phase"] == "probe"
+
+
+def test_timing_reports_every_layer_of_every_step() -> None:
+    result = runner.invoke(app, ["timing", *TINY_ARGS, "--steps", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    section = json.loads(result.stdout)
+    assert len(section["steps"]) == 4
+    assert all(len(step["layers"]) == 2 for step in section["steps"])
+    assert all(sum(step["layers"]) <= step["forward"] for step in section["steps"])
+
+
+def test_prompt_ids_are_cycled_to_the_requested_length() -> None:
+    class Tok:
+        bos_id = 9
+
+        def encode(self, text: str, add_bos: bool = True) -> list[int]:
+            return [1, 2, 3]
+
+    assert prompt_ids(Tok(), "x", 8) == [9, 1, 2, 3, 1, 2, 3, 1]
+    assert prompt_ids(Tok(), "x", 2) == [9, 1]
+    assert prompt_ids(Tok(), "x", None) == [9, 1, 2, 3]
+
+
+def test_bad_flags_exit_2_with_one_line() -> None:
+    result = runner.invoke(app, ["benchmark", "--preset", "huge"])
+    assert result.exit_code == 2
+
+
+@pytest.mark.slow
+def test_scripts_write_into_receipts(tmp_path: Path) -> None:
+    """The shell wrappers work from a checkout: they run the installed command and write under receipts/."""
+    repo = Path(__file__).resolve().parents[1]
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "RECEIPTS_DIR": str(tmp_path)}
+    script = repo / "scripts" / "perf_phase2_timing.sh"
+    done = subprocess.run(
+        ["bash", str(script), "--preset", "tiny", "--steps", "2", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"]
+    assert len(list((tmp_path / "phases").glob("*_timing.json"))) == 1
