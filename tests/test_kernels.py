@@ -170,6 +170,15 @@ def test_quantize_activations_matches_numpy_exactly():
     assert q[2, :6].tolist() == [127, 0, 2, 2, 0, -2]
     assert q[4].tolist() == [-127] * 300
     assert trace.snapshot() == {"act_quant_i8": {"calls": 1, "rows": 6, "elements": 1800}}
+    for t in range(6):  # one token at a time takes the serial kernel: same bits
+        q1 = np.zeros((1, 300), np.int8)
+        s1 = np.zeros(1, np.float32)
+        quantize_activations(np.ascontiguousarray(x[t : t + 1]), q1, s1, trace.counts)
+        np.testing.assert_array_equal(q1[0], want_q[t])
+        assert s1[0] == want_s[t]
+    assert trace.snapshot() == {"act_quant_i8": {"calls": 7, "rows": 12, "elements": 3600}}
+    with pytest.raises(EngineError, match="quantize_activations"):
+        quantize_activations(x[:, ::2], q[:, :150], s, trace.counts)
 
 
 def test_errors_are_engine_errors_with_one_line_messages():
