@@ -111,7 +111,7 @@ class Model:
         self.load_seconds = 0.0
         self.pos = 0
         self._layers = layers
-        self._embedding = embedding
+        self._embedding = embedding.view(np.ndarray)  # numba types plain arrays faster than np.memmap
         bf16 = file.tensor("token_embd.weight").ggml_type == GGMLType.BF16
         self._lut = bf16_lut() if bf16 else half_lut()
         self._output_norm = output_norm

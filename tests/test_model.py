@@ -1,0 +1,194 @@
+"""Model behaviour on tiny synthetic models: path consistency, kernel families, buffers, errors, `auto`."""
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import kernel_choice
+from engine.constants import LAYER_MATRICES
+from engine.errors import EngineError
+from engine.model import load_model
+from engine.synth import ensure_preset_model
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+def tiny(model_dir: Path, fmt: str = "i2s", arch: str = "bitnet-b1.58") -> Path:
+    return ensure_preset_model("tiny", fmt, arch, cache_dir=model_dir)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path):
+    m = load_model(tiny(model_dir), kernel="i2s")
+    m.warmup()
+    return m
+
+
+PROMPT = [1, 17, 300, 42, 999, 5]
+
+
+def test_prefill_equals_token_by_token_decode(model) -> None:
+    model.reset()
+    prefilled = model.prefill(PROMPT).copy()
+    model.reset()
+    model.prefill(PROMPT[:1])
+    for t in PROMPT[1:]:
+        stepped = model.decode(t)
+    np.testing.assert_allclose(stepped, prefilled, rtol=1e-5, atol=1e-5)
+    model.reset()
+    model.prefill(PROMPT[:4])
+    split = model.prefill(PROMPT[4:])
+    np.testing.assert_allclose(split, prefilled, rtol=1e-5, atol=1e-5)
+
+
+def test_reset_restarts_the_sequence(model) -> None:
+    model.reset()
+    first = model.prefill(PROMPT).copy()
+    model.decode(3)
+    model.reset()
+    np.testing.assert_array_equal(model.prefill(PROMPT), first)
+
+
+FAMILY_CASES = [("i2s", "bitnet-b1.58"), ("tq2_0", "bitnet"), ("bitnet32", "bitnet")]
+
+
+@pytest.mark.parametrize(("fmt", "arch"), FAMILY_CASES)
+def test_kernel_families_agree(model_dir: Path, fmt: str, arch: str) -> None:
+    """i2s, tl1 and tl2 compute the same exact integer sums: identical logits and greedy tokens."""
+    runs = {}
+    for family in ("i2s", "tl1", "tl2"):
+        m = load_model(tiny(model_dir, fmt, arch), kernel=family)
+        assert {m.kernel_choices[f"blk.0.{n}.weight"].split("_")[0] for n in LAYER_MATRICES} == {family}
+        logits = m.prefill(PROMPT)
+        tokens = []
+        for _ in range(32):
+            tokens.append(int(np.argmax(logits)))
+            logits = m.decode(tokens[-1])
+        runs[family] = (tokens, logits.copy())
+    assert runs["i2s"][0] == runs["tl1"][0] == runs["tl2"][0]
+    np.testing.assert_array_equal(runs["i2s"][1], runs["tl1"][1])
+    np.testing.assert_array_equal(runs["i2s"][1], runs["tl2"][1])
+
+
+def test_decode_allocates_nothing_per_token(model) -> None:
+    """Traced memory after 40 more decode steps is no larger than after 10 (no per-token growth)."""
+    model.reset()
+    model.prefill(PROMPT)
+    for t in range(5):
+        model.decode(t)
+    tracemalloc.start()
+    try:
+        for t in range(10):
+            model.decode(t)
+        after_10 = tracemalloc.get_traced_memory()[0]
+        for t in range(40):
+            model.decode(t)
+        after_50 = tracemalloc.get_traced_memory()[0]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after_50 - after_10 < 1024
+    assert peak < 64 * 1024  # no step allocates even a temporary vocab- or hidden-sized array
+
+
+def test_warmup_resets_trace_and_cache(model) -> None:
+    model.prefill(PROMPT)
+    seconds = model.warmup()
+    assert seconds > 0
+    assert model.pos == 0
+    assert model.trace.snapshot() == {}
+
+
+def test_profile_reports_stages_and_layers(model) -> None:
+    model.reset()
+    model.prefill(PROMPT)
+    profile: dict = {}
+    model.decode(7, profile)
+    assert set(profile) == {"embed", "forward", "logits", "layers"}
+    assert len(profile["layers"]) == model.config.n_layers
+    assert all(s > 0 for s in profile["layers"])
+    assert profile["forward"] >= sum(profile["layers"])
+
+
+def test_reported_numbers(model) -> None:
+    cfg = model.config
+    assert len(model.kernel_choices) == cfg.n_layers * len(LAYER_MATRICES)
+    assert set(model.kernel_choices.values()) == {"i2s_gemv"}
+    kv = cfg.n_kv_heads * cfg.head_dim
+    params = cfg.n_layers * (2 * cfg.hidden * cfg.hidden + 2 * kv * cfg.hidden + 3 * cfg.ffn * cfg.hidden)
+    per_tensor = cfg.n_layers * len(LAYER_MATRICES) * 4  # one float32 scale per I2_S tensor
+    logits = cfg.vocab_size * cfg.hidden + 4 * cfg.vocab_size  # int8 embedding + a float32 scale per row
+    assert model.weight_bytes_per_token == params // 4 + per_tensor + logits
+    assert model.load_seconds > 0
+
+
+def test_f32_logits_path_is_close_to_int8(model_dir: Path, model) -> None:
+    f32 = load_model(tiny(model_dir), kernel="i2s", logits="f32")
+    a = f32.prefill(PROMPT).astype(np.float64)
+    model.reset()
+    b = model.prefill(PROMPT).astype(np.float64)
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999
+    assert "fp32_logits" in f32.trace.snapshot() and "logits_i8" not in f32.trace.snapshot()
+
+
+def test_bad_arguments_are_one_line_errors(model_dir: Path, model) -> None:
+    path = tiny(model_dir)
+    with pytest.raises(EngineError, match="unknown kernel"):
+        load_model(path, kernel="avx")
+    with pytest.raises(EngineError, match="logits"):
+        load_model(path, logits="f16")
+    with pytest.raises(EngineError, match="threads"):
+        load_model(path, threads=0)
+    model.reset()
+    with pytest.raises(EngineError, match="vocabulary"):
+        model.decode(model.config.vocab_size)
+    with pytest.raises(EngineError, match="token ids"):
+        model.prefill([-1])
+    with pytest.raises(EngineError, match="at least one token"):
+        model.prefill([])
+    with pytest.raises(EngineError, match="exceed the context"):
+        model.prefill([1] * (model.config.context_length + 1))
+
+
+def test_context_full(model) -> None:
+    model.reset()
+    model.prefill([1] * (model.config.context_length - 1))
+    model.decode(2)
+    with pytest.raises(EngineError, match="context full"):
+        model.decode(2)
+    model.reset()
+
+
+def test_auto_choice_is_measured_cached_and_reported(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(kernel_choice.CACHE_ENV, str(tmp_path))
+    first = load_model(tiny(model_dir), kernel="auto")
+    sel = first.kernel_selection
+    assert sel.mode == "auto" and not sel.cached
+    for key, timings in sel.timings.items():
+        measured = {fam: t for fam, t in timings.items() if isinstance(t, float)}
+        assert sel.kernels[key] == min(measured, key=measured.get)
+    for name, gemv in first.kernel_choices.items():
+        rows_cols = first.file.tensor(name).shape
+        assert gemv.startswith(sel.kernel_for(first.file.flavor(name), *rows_cols))
+    stored = json.loads((tmp_path / kernel_choice.CACHE_FILE).read_text())
+    assert kernel_choice.machine_key() in stored
+    second = load_model(tiny(model_dir), kernel="auto")
+    assert second.kernel_selection.cached
+    assert second.kernel_choices == first.kernel_choices
+
+
+def test_auto_skips_families_that_cannot_hold_the_matrix(model_dir: Path, tmp_path: Path) -> None:
+    """QK256 values {-2, -1, 1, 2} are not ternary: tl1/tl2 refuse them, so auto must pick i2s."""
+    m = load_model(tiny(model_dir, "qk256"), kernel="i2s")
+    t = m.file.tensor("blk.0.attn_q.weight")
+    sel = kernel_choice.choose({("qk256", *t.shape): t.data}, cache_dir=tmp_path)
+    timings = next(iter(sel.timings.values()))
+    assert isinstance(timings["i2s"], float)
+    assert str(timings["tl1"]).startswith("unsupported") and str(timings["tl2"]).startswith("unsupported")
+    assert set(sel.kernels.values()) == {"i2s"}
