@@ -272,6 +272,28 @@ def _prepare_qk256(values: np.ndarray, rows: int, cols: int) -> TernaryMatrix:
     )
 
 
+def _pad_rows(a: np.ndarray, nrows: int) -> np.ndarray:
+    out = np.zeros((nrows,) + a.shape[1:], dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def _row_tiles(a: np.ndarray, fill: int) -> np.ndarray:
+    """uint8 [rows, n] -> [tiles, n, ROW_TILE]: rows padded with `fill` to whole tiles, interleaved by row."""
+    rows, n = a.shape
+    tiles = -(-rows // lut.ROW_TILE)
+    padded = np.full((tiles * lut.ROW_TILE, n), fill, dtype=np.uint8)
+    padded[:rows] = a
+    return np.ascontiguousarray(padded.reshape(tiles, lut.ROW_TILE, n).transpose(0, 2, 1))
+
+
+def _tile_accumulators(tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        _scratch("tl_acc", (tiles, lut.ROW_TILE), np.int32),
+        _scratch("tl_facc", (tiles, lut.ROW_TILE), np.float32),
+    )
+
+
 def _prepare_tl1(
     flavor: str, values: np.ndarray, d: np.ndarray, per_tensor: bool, rows: int, cols: int
 ) -> TernaryMatrix:
@@ -282,16 +304,19 @@ def _prepare_tl1(
     width = _round_up(cols, 4)
     v = _pad_cols(values, width, 0).astype(np.uint8) + np.uint8(1)  # -1, 0, 1 -> 0, 1, 2 (wraps)
     pair = v[:, 0::2] * np.uint8(3) + v[:, 1::2]
-    idx = np.ascontiguousarray(pair[:, 0::2] | (pair[:, 1::2] << np.uint8(4)))
+    idx = _row_tiles(pair[:, 0::2] | (pair[:, 1::2] << np.uint8(4)), 0x44)  # pad rows: pairs (0, 0)
+    d = d if per_tensor else _pad_rows(d, idx.shape[0] * lut.ROW_TILE)
     nbytes = width // 4
 
     def run_gemv(q, s, out, counts):
         tab = _scratch("tl1", (nbytes, 2, lut.TABLE_SLOTS), np.int16)
-        lut.tl1_gemv(idx, d, per_tensor, _padded(q, width), np.float32(s), out, tab, cols, counts)
+        acc, facc = _tile_accumulators(idx.shape[0])
+        lut.tl1_gemv(idx, d, per_tensor, _padded(q, width), np.float32(s), out, tab, acc, facc, cols, counts)
 
     def run_gemm(q, s, out, counts):
         tab = _scratch("tl1", (lut.TOKEN_CHUNK, nbytes, 2, lut.TABLE_SLOTS), np.int16)
-        lut.tl1_gemm(idx, d, per_tensor, _padded(q, width), s, out, tab, cols, counts)
+        acc, facc = _tile_accumulators(idx.shape[0])
+        lut.tl1_gemm(idx, d, per_tensor, _padded(q, width), s, out, tab, acc, facc, cols, counts)
 
     return TernaryMatrix(
         rows,
@@ -348,18 +373,21 @@ def _prepare_tl2(
     ng = _round_up(gcol.shape[0], 8)
     nib = _pad_cols(nib, ng, 0)
     neg = _pad_cols(neg, ng, 0)
-    idx = np.ascontiguousarray(nib[:, 0::2] | (nib[:, 1::2] << np.uint8(4)))
-    sign = np.packbits(neg, axis=1, bitorder="little")
+    idx = _row_tiles(nib[:, 0::2] | (nib[:, 1::2] << np.uint8(4)), 0)
+    sign = _row_tiles(np.packbits(neg, axis=1, bitorder="little"), 0)
+    d = d if per_tensor else _pad_rows(d, idx.shape[0] * lut.ROW_TILE)
     ngroups = gcol.shape[0]
+    args = (idx, sign, d, per_tensor, groups_per_block, gcol)
 
     def run_gemv(q, s, out, counts):
         tab = _scratch("tl2", (ngroups, lut.TABLE_SLOTS), np.int16)
-        s32 = np.float32(s)
-        lut.tl2_gemv(idx, sign, d, per_tensor, groups_per_block, gcol, q, s32, out, tab, cols, counts)
+        acc, facc = _tile_accumulators(idx.shape[0])
+        lut.tl2_gemv(*args, q, np.float32(s), out, tab, acc, facc, cols, counts)
 
     def run_gemm(q, s, out, counts):
         tab = _scratch("tl2", (lut.TOKEN_CHUNK, ngroups, lut.TABLE_SLOTS), np.int16)
-        lut.tl2_gemm(idx, sign, d, per_tensor, groups_per_block, gcol, q, s, out, tab, cols, counts)
+        acc, facc = _tile_accumulators(idx.shape[0])
+        lut.tl2_gemm(*args, q, s, out, tab, acc, facc, cols, counts)
 
     return TernaryMatrix(
         rows,
