@@ -244,3 +244,49 @@ def test_i2s_variants_agree_exactly(variant):
         "i2s_gemv": {"calls": 4, "rows": 4 * rows, "elements": 4 * rows * cols},
         "i2s_gemm": {"calls": 1, "rows": 4 * rows, "elements": 4 * rows * cols},
     }
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(2560, 6912), (6912, 2560)])
+def test_real_2b4t_shapes_are_exact(rows, cols):
+    rng = np.random.default_rng(rows)
+    values, scale = _random_weights(rng, "i2s", rows, cols)
+    raw = FORMATS["i2s"].pack(values, scale)
+    q, s = _activations(rng, 5, cols)
+    q[1] = 127  # all-extreme tokens: the largest block sums
+    q[2] = -128
+    dots = (q.astype(np.float64) @ values.T.astype(np.float64)).astype(np.float32)  # exact: |sum| < 2**53
+    want = dots / s[:, None] * np.float32(scale)
+    counts = Trace().counts
+    for kernel, variant in (("i2s", "portable"), ("i2s", "auto"), ("tl1", "auto"), ("tl2", "auto")):
+        m = prepare_matrix("i2s", raw, rows, cols, kernel=kernel, variant=variant)
+        out = np.zeros((5, rows), np.float32)
+        matmul(m, q, s, out, counts)
+        np.testing.assert_array_equal(out, want)
+        y = np.zeros(rows, np.float32)
+        matvec(m, q[2], float(s[2]), y, counts)
+        np.testing.assert_array_equal(y, want[2])
+
+
+@pytest.mark.parametrize("flavor", list(SHAPES))
+@pytest.mark.parametrize("fill", [-128, 127])
+def test_extreme_sums_do_not_overflow(flavor, fill):
+    """Every weight at its largest code and every activation at an extreme: the int16 block sums' limits."""
+    rows, cols = 3, 512
+    top = 2 if flavor == "qk256" else 1
+    values = np.full((rows, cols), top, dtype=np.int8)
+    values[1] = -top
+    _, scales = _random_weights(np.random.default_rng(6), flavor, rows, cols)
+    raw = FORMATS[flavor].pack(values, scales)
+    q = np.full((1, cols), fill, dtype=np.int8)
+    s = np.array([0.75], dtype=np.float32)
+    want = _expected(flavor, values, scales, q, s)
+    kernels = ("i2s",) if flavor == "qk256" else ("i2s", "tl1", "tl2")
+    for kernel in kernels:
+        for variant in ("portable", "auto"):
+            m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel, variant=variant)
+            y = np.zeros(rows, np.float32)
+            matvec(m, q[0], float(s[0]), y, Trace().counts)
+            np.testing.assert_array_equal(y, want[0])
+            out = np.zeros((1, rows), np.float32)
+            matmul(m, q, s, out, Trace().counts)
+            np.testing.assert_array_equal(out, want)
