@@ -82,12 +82,15 @@ def _cases():
         yield flavor, "tl2", rows, cols
 
 
+@pytest.mark.parametrize("variant", ["portable", "auto"])
 @pytest.mark.parametrize(("flavor", "kernel", "rows", "cols"), list(_cases()))
-def test_gemv_and_gemm_exact(flavor, kernel, rows, cols):
+def test_gemv_and_gemm_exact(flavor, kernel, rows, cols, variant):
     rng = np.random.default_rng(rows * 1000 + cols)
     values, scales = _random_weights(rng, flavor, rows, cols)
     raw = FORMATS[flavor].pack(values, scales)
-    m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel)
+    m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel, variant=variant)
+    vnni = variant == "auto" and has_vnni() and kernel == "i2s" and flavor != "bitnet32"
+    assert m.variant == ("avx512vnni" if vnni else "portable")
     assert (m.rows, m.cols, m.kernel, m.flavor) == (rows, cols, kernel, flavor)
     assert m.gemv_id == (GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv")
     assert m.gemm_id == m.gemv_id.replace("_gemv", "_gemm")

@@ -23,6 +23,10 @@ from engine.trace import kid
 
 _I2S_GEMV = kid("i2s_gemv")
 _I2S_GEMM = kid("i2s_gemm")
+_BLK_GEMV = kid("i2s_blk_gemv")
+_BLK_GEMM = kid("i2s_blk_gemm")
+_QK_GEMV = kid("i2s_qk256_gemv")
+_QK_GEMM = kid("i2s_qk256_gemm")
 VNNI_FEATURES = ("avx512vnni", "avx512vl")
 
 
@@ -52,8 +56,11 @@ def _arrays_ok(w, q, qdim: int) -> bool:
     )
 
 
-def _emit_row_dots(context, builder, wary, row, qptrs, accs_per_token):
+def _emit_row_dots(context, builder, wary, row, qptrs, accs_per_token, blocks=None, qk256=False):
     """IR: int32 sums over one weight row of code * q for each activation base pointer in `qptrs`.
+
+    `blocks` = (first, count) IR values limits the sum to those 128-value blocks (default: the whole row).
+    `qk256` maps each code c to c + (c >> 1) (0, 1, 3, 4: the QK256 value + 2) before the multiply.
 
     Each token keeps `accs_per_token` independent <8 x i32> accumulators (bit plane g feeds accumulator
     g % accs_per_token), so consecutive vpdpbusd do not wait on each other; each 32-byte weight load and
@@ -70,12 +77,16 @@ def _emit_row_dots(context, builder, wary, row, qptrs, accs_per_token):
     zero = ir.Constant(i32x8, None)
     accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(accs_per_token)] for _ in qptrs]
     three = ir.Constant(i8x32, [3] * 32)
-    with cgutils.for_range(builder, nb) as loop:
-        k = loop.index
+    one = ir.Constant(i8x32, [1] * 32)
+    first, count = blocks if blocks is not None else (i64(0), nb)
+    with cgutils.for_range(builder, count) as loop:
+        k = builder.add(first, loop.index)
         wptr = builder.bitcast(builder.gep(wrow, [builder.mul(k, i64(32))]), i8x32.as_pointer())
         wbytes = builder.load(wptr, align=1)
         for g in range(4):
             codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x32, [6 - 2 * g] * 32)), three)
+            if qk256:
+                codes = builder.add(codes, builder.lshr(codes, one))
             codes = builder.bitcast(codes, i32x8)
             qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
             for base, tok_accs in zip(qptrs, accs, strict=True):
@@ -106,6 +117,37 @@ def _row_dot_vnni(typingctx, w, r, q):
         qary = context.make_array(sig.args[2])(context, builder, args[2])
         row = context.cast(builder, args[1], sig.args[1], types.int64)
         return _emit_row_dots(context, builder, wary, row, [qary.data], 4)[0]
+
+    return types.int32(w, r, q), codegen
+
+
+@intrinsic
+def _blocks_dot_vnni(typingctx, w, r, k0, n, q):
+    """int32 sum of code * q over blocks k0 .. k0+n-1 of row r (a scale block of the TQ layouts)."""
+    ints = all(isinstance(x, types.Integer) for x in (r, k0, n))
+    if not (_arrays_ok(w, q, 3) and ints):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wary = context.make_array(sig.args[0])(context, builder, args[0])
+        qary = context.make_array(sig.args[4])(context, builder, args[4])
+        row, first, count = (context.cast(builder, args[i], sig.args[i], types.int64) for i in (1, 2, 3))
+        return _emit_row_dots(context, builder, wary, row, [qary.data], 4, blocks=(first, count))[0]
+
+    return types.int32(w, r, k0, n, q), codegen
+
+
+@intrinsic
+def _row_dot_qk_vnni(typingctx, w, r, q):
+    """int32 sum over row r of (c + (c >> 1)) * q for QK256 codes c."""
+    if not (_arrays_ok(w, q, 3) and isinstance(r, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wary = context.make_array(sig.args[0])(context, builder, args[0])
+        qary = context.make_array(sig.args[2])(context, builder, args[2])
+        row = context.cast(builder, args[1], sig.args[1], types.int64)
+        return _emit_row_dots(context, builder, wary, row, [qary.data], 4, qk256=True)[0]
 
     return types.int32(w, r, q), codegen
 
@@ -167,6 +209,78 @@ def i2s_gemm_vnni(w, scale, q, s, out, qsum, cols, counts):
             for r in range(r0, r1):
                 acc = _row_dot_vnni(w, r, q[t])
                 out[t, r] = np.float32(acc - qsum[t]) / s[t] * scale
+
+
+@njit(cache=True)
+def _blk_row_vnni(w, d, r, q, qsum):
+    facc = np.float32(0.0)
+    for j in range(d.shape[1]):
+        a = _blocks_dot_vnni(w, r, 2 * j, 2, q)
+        facc = facc + d[r, j] * np.float32(a - qsum[j])
+    return facc
+
+
+@njit(cache=True, parallel=True)
+def i2s_blk_gemv_vnni(w, d, q, s, out, qsum, cols, counts):
+    """Same contract and result as ternary.i2s_blk_gemv."""
+    rows = w.shape[0]
+    ternary._count(counts, _BLK_GEMV, rows, cols, 1)
+    ternary._qsum_groups(q, qsum, 8)
+    for r in prange(rows):
+        out[r] = _blk_row_vnni(w, d, r, q, qsum) / s
+
+
+@njit(cache=True, parallel=True)
+def i2s_blk_gemm_vnni(w, d, q, s, out, qsum, cols, counts):
+    """Same contract and result as ternary.i2s_blk_gemm."""
+    rows = w.shape[0]
+    ntok = q.shape[0]
+    ternary._count(counts, _BLK_GEMM, rows, cols, ntok)
+    for t in range(ntok):
+        ternary._qsum_groups(q[t], qsum[t], 8)
+    for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
+        for t in range(ntok):
+            for r in range(c * ternary.ROW_CHUNK, min(rows, (c + 1) * ternary.ROW_CHUNK)):
+                out[t, r] = _blk_row_vnni(w, d, r, q[t], qsum[t]) / s[t]
+
+
+@njit(cache=True, parallel=True)
+def i2s_qk256_gemv_vnni(w, q, s, out, cols, counts):
+    """Same contract and result as ternary.i2s_qk256_gemv."""
+    rows = w.shape[0]
+    ternary._count(counts, _QK_GEMV, rows, cols, 1)
+    sq2 = np.int32(2 * ternary._qsum_total(q))
+    for r in prange(rows):
+        out[r] = np.float32(_row_dot_qk_vnni(w, r, q) - sq2) / s
+
+
+@njit(cache=True, parallel=True)
+def i2s_qk256_gemm_vnni(w, q, s, out, qsum, cols, counts):
+    """Same contract and result as ternary.i2s_qk256_gemm."""
+    rows = w.shape[0]
+    ntok = q.shape[0]
+    ternary._count(counts, _QK_GEMM, rows, cols, ntok)
+    for t in range(ntok):
+        qsum[t] = np.int32(2 * ternary._qsum_total(q[t]))
+    for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
+        for t in range(ntok):
+            qt = q[t]
+            for r in range(c * ternary.ROW_CHUNK, min(rows, (c + 1) * ternary.ROW_CHUNK)):
+                out[t, r] = np.float32(_row_dot_qk_vnni(w, r, qt) - qsum[t]) / s[t]
+
+
+def select_blk(prefer: str = "auto") -> tuple[Callable, Callable, str]:
+    """(GEMV, GEMM, variant) for TQ2_0 / TQ1_0 repacked with 256-value scales."""
+    if prefer != "portable" and has_vnni():
+        return i2s_blk_gemv_vnni, i2s_blk_gemm_vnni, "avx512vnni"
+    return ternary.i2s_blk_gemv, ternary.i2s_blk_gemm, "portable"
+
+
+def select_qk256(prefer: str = "auto") -> tuple[Callable, Callable, str]:
+    """(GEMV, GEMM, variant) for QK256."""
+    if prefer != "portable" and has_vnni():
+        return i2s_qk256_gemv_vnni, i2s_qk256_gemm_vnni, "avx512vnni"
+    return ternary.i2s_qk256_gemv, ternary.i2s_qk256_gemm, "portable"
 
 
 def select_i2s(prefer: str = "auto") -> tuple[Callable, Callable, str]:

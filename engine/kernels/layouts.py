@@ -29,7 +29,7 @@ import numpy as np
 from engine.constants import FORMAT_I2S, FORMAT_QK256, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
 from engine.errors import EngineError
 from engine.kernels import lut, ternary
-from engine.kernels.cpu import select_i2s
+from engine.kernels.cpu import select_blk, select_i2s, select_qk256
 
 KERNELS = ("i2s", "tl1", "tl2")
 VARIANTS = ("auto", "portable")
@@ -141,7 +141,8 @@ def prepare_matrix(
 ) -> TernaryMatrix:
     """The execution layout of one stored ternary tensor for `kernel` ("i2s" | "tl1" | "tl2").
 
-    `variant` picks the microsoft I2_S GEMV path: "auto" (AVX-512 VNNI when the CPU has it) or "portable".
+    `variant` picks the i2s-family code path: "auto" (AVX-512 VNNI when the CPU has it, for microsoft I2_S,
+    TQ2_0 / TQ1_0 and QK256) or "portable". BitNet-32, tl1 and tl2 are portable only.
     """
     if variant not in VARIANTS:
         raise KernelInputError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -160,8 +161,8 @@ def prepare_matrix(
     values, scales = _unpack(flavor, raw, rows, cols)
     if kernel == "i2s":
         if flavor == FORMAT_QK256:
-            return _prepare_qk256(values, rows, cols)
-        return _prepare_blocked(flavor, values, scales, rows, cols)
+            return _prepare_qk256(values, rows, cols, variant)
+        return _prepare_blocked(flavor, values, scales, rows, cols, variant)
     if flavor == FORMAT_QK256:
         raise KernelInputError(
             f"{kernel} needs ternary weights; qk256 values are {{-2, -1, 1, 2}} (use kernel i2s)"
@@ -203,7 +204,7 @@ def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) 
 
 
 def _prepare_blocked(
-    flavor: str, values: np.ndarray, scales: np.ndarray, rows: int, cols: int
+    flavor: str, values: np.ndarray, scales: np.ndarray, rows: int, cols: int, variant: str
 ) -> TernaryMatrix:
     """TQ2_0 / TQ1_0 (256-value scales) and BitNet-32 (32-value scales) in the I2_S block order."""
     d, block, _ = _ternary_scales(flavor, scales, rows, cols)
@@ -214,9 +215,11 @@ def _prepare_blocked(
     nb = width // 128
     nsum = width // block
     if block == 256:
-        gemv, gemm, ids = ternary.i2s_blk_gemv, ternary.i2s_blk_gemm, ("i2s_blk_gemv", "i2s_blk_gemm")
+        gemv, gemm, variant = select_blk(variant)
+        ids = ("i2s_blk_gemv", "i2s_blk_gemm")
     else:
-        gemv, gemm, ids = ternary.i2s_b32_gemv, ternary.i2s_b32_gemm, ("i2s_b32_gemv", "i2s_b32_gemm")
+        gemv, gemm, variant = ternary.i2s_b32_gemv, ternary.i2s_b32_gemm, "portable"
+        ids = ("i2s_b32_gemv", "i2s_b32_gemm")
 
     def run_gemv(q, s, out, counts):
         qp = _padded(q, width).reshape(nb, 4, 32)
@@ -235,27 +238,28 @@ def _prepare_blocked(
         ids[0],
         ids[1],
         w.nbytes + d.nbytes,
-        "portable",
+        variant,
         {"w": w, "d": d},
         run_gemv,
         run_gemm,
     )
 
 
-def _prepare_qk256(values: np.ndarray, rows: int, cols: int) -> TernaryMatrix:
+def _prepare_qk256(values: np.ndarray, rows: int, cols: int, variant: str) -> TernaryMatrix:
     width = _round_up(cols, 128)
     v = values.astype(np.int16)
     codes = (v + 2 - (v > 0)).astype(np.uint8)  # -2, -1, 1, 2 -> 0, 1, 2, 3
     w = pack_i2s_order(_pad_cols(codes, width, 0))
     nb = width // 128
+    gemv, gemm, variant = select_qk256(variant)
 
     def run_gemv(q, s, out, counts):
-        ternary.i2s_qk256_gemv(w, _padded(q, width).reshape(nb, 4, 32), np.float32(s), out, cols, counts)
+        gemv(w, _padded(q, width).reshape(nb, 4, 32), np.float32(s), out, cols, counts)
 
     def run_gemm(q, s, out, counts):
         t = q.shape[0]
         qp = _padded(q, width).reshape(t, nb, 4, 32)
-        ternary.i2s_qk256_gemm(w, qp, s, out, _scratch("qsum", (t,), np.int32), cols, counts)
+        gemm(w, qp, s, out, _scratch("qsum", (t,), np.int32), cols, counts)
 
     return TernaryMatrix(
         rows,
@@ -265,7 +269,7 @@ def _prepare_qk256(values: np.ndarray, rows: int, cols: int) -> TernaryMatrix:
         "i2s_qk256_gemv",
         "i2s_qk256_gemm",
         w.nbytes,
-        "portable",
+        variant,
         {"w": w},
         run_gemv,
         run_gemm,
