@@ -6,7 +6,7 @@ import pytest
 from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.kernels import KernelInputError, matmul, matvec, prepare_matrix, quantize_activations
-from engine.kernels.cpu import has_vnni
+from engine.kernels.cpu import has_permw, has_vnni
 from engine.kernels.lut import CANON3
 from engine.trace import Trace, kid
 
@@ -90,7 +90,8 @@ def test_gemv_and_gemm_exact(flavor, kernel, rows, cols, variant):
     raw = FORMATS[flavor].pack(values, scales)
     m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel, variant=variant)
     vnni = variant == "auto" and has_vnni() and kernel == "i2s" and flavor != "bitnet32"
-    assert m.variant == ("avx512vnni" if vnni else "portable")
+    permw = variant == "auto" and has_permw() and kernel != "i2s"
+    assert m.variant == ("avx512vnni" if vnni else "avx512bw" if permw else "portable")
     assert (m.rows, m.cols, m.kernel, m.flavor) == (rows, cols, kernel, flavor)
     assert m.gemv_id == (GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv")
     assert m.gemm_id == m.gemv_id.replace("_gemv", "_gemm")
@@ -260,14 +261,15 @@ def test_real_2b4t_shapes_are_exact(rows, cols):
     dots = (q.astype(np.float64) @ values.T.astype(np.float64)).astype(np.float32)  # exact: |sum| < 2**53
     want = dots / s[:, None] * np.float32(scale)
     counts = Trace().counts
-    for kernel, variant in (("i2s", "portable"), ("i2s", "auto"), ("tl1", "auto"), ("tl2", "auto")):
-        m = prepare_matrix("i2s", raw, rows, cols, kernel=kernel, variant=variant)
-        out = np.zeros((5, rows), np.float32)
-        matmul(m, q, s, out, counts)
-        np.testing.assert_array_equal(out, want)
-        y = np.zeros(rows, np.float32)
-        matvec(m, q[2], float(s[2]), y, counts)
-        np.testing.assert_array_equal(y, want[2])
+    for kernel in ("i2s", "tl1", "tl2"):
+        for variant in ("portable", "auto"):
+            m = prepare_matrix("i2s", raw, rows, cols, kernel=kernel, variant=variant)
+            out = np.zeros((5, rows), np.float32)
+            matmul(m, q, s, out, counts)
+            np.testing.assert_array_equal(out, want)
+            y = np.zeros(rows, np.float32)
+            matvec(m, q[2], float(s[2]), y, counts)
+            np.testing.assert_array_equal(y, want[2])
 
 
 @pytest.mark.parametrize("flavor", list(SHAPES))

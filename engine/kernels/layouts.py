@@ -29,7 +29,7 @@ import numpy as np
 from engine.constants import FORMAT_I2S, FORMAT_QK256, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
 from engine.errors import EngineError
 from engine.kernels import lut, ternary
-from engine.kernels.cpu import select_blk, select_i2s, select_qk256
+from engine.kernels.cpu import select_blk, select_i2s, select_qk256, select_tl
 
 KERNELS = ("i2s", "tl1", "tl2")
 VARIANTS = ("auto", "portable")
@@ -141,8 +141,9 @@ def prepare_matrix(
 ) -> TernaryMatrix:
     """The execution layout of one stored ternary tensor for `kernel` ("i2s" | "tl1" | "tl2").
 
-    `variant` picks the i2s-family code path: "auto" (AVX-512 VNNI when the CPU has it, for microsoft I2_S,
-    TQ2_0 / TQ1_0 and QK256) or "portable". BitNet-32, tl1 and tl2 are portable only.
+    `variant`: "auto" takes the CPU-specific path when the host has it (AVX-512 VNNI vpdpbusd for microsoft
+    I2_S, TQ2_0 / TQ1_0 and QK256; AVX-512 BW vpermw lookups for tl1 / tl2) or "portable" forces plain numba.
+    BitNet-32 is portable only. The chosen path is `TernaryMatrix.variant`; both give identical results.
     """
     if variant not in VARIANTS:
         raise KernelInputError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -169,8 +170,8 @@ def prepare_matrix(
         )
     d, block, per_tensor = _ternary_scales(flavor, scales, rows, cols)
     if kernel == "tl1":
-        return _prepare_tl1(flavor, values, d, per_tensor, rows, cols)
-    return _prepare_tl2(flavor, values, d, block, per_tensor, rows, cols)
+        return _prepare_tl1(flavor, values, d, per_tensor, rows, cols, variant)
+    return _prepare_tl2(flavor, values, d, block, per_tensor, rows, cols, variant)
 
 
 def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) -> TernaryMatrix:
@@ -299,7 +300,7 @@ def _tile_accumulators(tiles: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _prepare_tl1(
-    flavor: str, values: np.ndarray, d: np.ndarray, per_tensor: bool, rows: int, cols: int
+    flavor: str, values: np.ndarray, d: np.ndarray, per_tensor: bool, rows: int, cols: int, variant: str
 ) -> TernaryMatrix:
     """Pairs -> 4-bit indices 3 (a + 1) + (b + 1), two per byte; a per-tensor row is padded to 4 columns.
 
@@ -311,16 +312,17 @@ def _prepare_tl1(
     idx = _row_tiles(pair[:, 0::2] | (pair[:, 1::2] << np.uint8(4)), 0x44)  # pad rows: pairs (0, 0)
     d = d if per_tensor else _pad_rows(d, idx.shape[0] * lut.ROW_TILE)
     nbytes = width // 4
+    gemv, gemm, variant = select_tl("tl1", variant)
 
     def run_gemv(q, s, out, counts):
         tab = _scratch("tl1", (nbytes, 2, lut.TABLE_SLOTS), np.int16)
         acc, facc = _tile_accumulators(idx.shape[0])
-        lut.tl1_gemv(idx, d, per_tensor, _padded(q, width), np.float32(s), out, tab, acc, facc, cols, counts)
+        gemv(idx, d, per_tensor, _padded(q, width), np.float32(s), out, tab, acc, facc, cols, counts)
 
     def run_gemm(q, s, out, counts):
         tab = _scratch("tl1", (lut.TOKEN_CHUNK, nbytes, 2, lut.TABLE_SLOTS), np.int16)
         acc, facc = _tile_accumulators(idx.shape[0])
-        lut.tl1_gemm(idx, d, per_tensor, _padded(q, width), s, out, tab, acc, facc, cols, counts)
+        gemm(idx, d, per_tensor, _padded(q, width), s, out, tab, acc, facc, cols, counts)
 
     return TernaryMatrix(
         rows,
@@ -330,7 +332,7 @@ def _prepare_tl1(
         "tl1_gemv",
         "tl1_gemm",
         idx.nbytes + d.nbytes,
-        "portable",
+        variant,
         {"idx": idx, "d": d},
         run_gemv,
         run_gemm,
@@ -369,7 +371,14 @@ def _encode_tl2(values: np.ndarray, gcol: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _prepare_tl2(
-    flavor: str, values: np.ndarray, d: np.ndarray, block: int, per_tensor: bool, rows: int, cols: int
+    flavor: str,
+    values: np.ndarray,
+    d: np.ndarray,
+    block: int,
+    per_tensor: bool,
+    rows: int,
+    cols: int,
+    variant: str,
 ) -> TernaryMatrix:
     gcol = tl2_groups(cols, block)
     groups_per_block = gcol.shape[0] // (cols // block)
@@ -381,17 +390,18 @@ def _prepare_tl2(
     sign = _row_tiles(np.packbits(neg, axis=1, bitorder="little"), 0)
     d = d if per_tensor else _pad_rows(d, idx.shape[0] * lut.ROW_TILE)
     ngroups = gcol.shape[0]
+    gemv, gemm, variant = select_tl("tl2", variant)
     args = (idx, sign, d, per_tensor, groups_per_block, gcol)
 
     def run_gemv(q, s, out, counts):
         tab = _scratch("tl2", (ngroups, lut.TABLE_SLOTS), np.int16)
         acc, facc = _tile_accumulators(idx.shape[0])
-        lut.tl2_gemv(*args, q, np.float32(s), out, tab, acc, facc, cols, counts)
+        gemv(*args, q, np.float32(s), out, tab, acc, facc, cols, counts)
 
     def run_gemm(q, s, out, counts):
         tab = _scratch("tl2", (lut.TOKEN_CHUNK, ngroups, lut.TABLE_SLOTS), np.int16)
         acc, facc = _tile_accumulators(idx.shape[0])
-        lut.tl2_gemm(*args, q, s, out, tab, acc, facc, cols, counts)
+        gemm(*args, q, s, out, tab, acc, facc, cols, counts)
 
     return TernaryMatrix(
         rows,
@@ -401,7 +411,7 @@ def _prepare_tl2(
         "tl2_gemv",
         "tl2_gemm",
         idx.nbytes + sign.nbytes + d.nbytes,
-        "portable",
+        variant,
         {"idx": idx, "sign": sign, "d": d, "gcol": gcol},
         run_gemv,
         run_gemm,
