@@ -294,7 +294,8 @@ def load_model(
     cfg = mf.config
     tokenizer = Tokenizer.from_metadata(mf.gguf.metadata)
     selection = _select_kernels(mf, kernel)
-    layers = [_load_layer(mf, i, selection) for i in range(cfg.n_layers)]
+    kv_cache = _kv_cache(cfg)
+    layers = [_load_layer(mf, i, selection, kv_cache) for i in range(cfg.n_layers)]
     embedding = _embedding_view(mf)
     output_norm = _norm(mf, "output_norm.weight", cfg.hidden)
     model = Model(mf, tokenizer, layers, embedding, output_norm, logits, selection)
@@ -326,7 +327,7 @@ def _select_kernels(mf: ModelFile, kernel: str) -> kernel_choice.Selection:
     return kernel_choice.fixed(samples, kernel)
 
 
-def _load_layer(mf: ModelFile, i: int, selection: kernel_choice.Selection) -> _Layer:
+def _load_layer(mf: ModelFile, i: int, selection: kernel_choice.Selection, kv_cache: np.ndarray) -> _Layer:
     cfg = mf.config
     norm_sizes = {
         "attn_norm": cfg.hidden,
@@ -343,8 +344,18 @@ def _load_layer(mf: ModelFile, i: int, selection: kernel_choice.Selection) -> _L
         rows, cols = t.shape
         mats[name] = prepare_matrix(flavor, t.data, rows, cols, selection.kernel_for(flavor, rows, cols))
         scales[name] = _scale(mf, f"blk.{i}.{name}.scale")
-    kv_shape = (cfg.n_kv_heads, cfg.context_length, cfg.head_dim)
-    return _Layer(norms, mats, scales, np.zeros(kv_shape, np.float32), np.zeros(kv_shape, np.float32))
+    return _Layer(norms, mats, scales, kv_cache[i, 0], kv_cache[i, 1])
+
+
+def _kv_cache(cfg: ModelConfig) -> np.ndarray:
+    """[layers, K/V, context, n_kv, head_dim] of lazily mapped zero pages: memory grows with positions used.
+
+    Positions are the outer axis so a token's keys are contiguous, and the region opts out of transparent huge
+    pages, which numpy requests for large arrays: one touched key would otherwise map 2 MB.
+    """
+    cache = np.zeros((cfg.n_layers, 2, cfg.context_length, cfg.n_kv_heads, cfg.head_dim), np.float32)
+    _advise(cache, "MADV_NOHUGEPAGE")
+    return cache
 
 
 def _norm(mf: ModelFile, name: str, size: int) -> np.ndarray:
@@ -397,7 +408,14 @@ def _int8_embedding(embedding: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray,
 
 def _release_mapped_pages(arr: np.ndarray) -> None:
     """Drop a read-only file mapping's pages from this process (RSS); the kernel re-reads them if touched."""
-    if not isinstance(arr, np.memmap) or arr.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
+    if isinstance(arr, np.memmap) and not arr.flags.writeable:
+        _advise(arr, "MADV_DONTNEED")
+
+
+def _advise(arr: np.ndarray, advice: str) -> None:
+    """madvise() on the whole pages inside an array's memory; skipped where the OS lacks that advice."""
+    value = getattr(mmap, advice, None)
+    if value is None:
         return
     page = mmap.PAGESIZE
     start = arr.ctypes.data
@@ -405,7 +423,7 @@ def _release_mapped_pages(arr: np.ndarray) -> None:
     hi = (start + arr.nbytes) // page * page
     if hi > lo:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), mmap.MADV_DONTNEED)
+        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), value)
 
 
 def _rope_tables(context: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,8 @@
 """Model behaviour on tiny synthetic models: path consistency, kernel families, buffers, errors, `auto`."""
 
 import json
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -192,3 +194,29 @@ def test_auto_skips_families_that_cannot_hold_the_matrix(model_dir: Path, tmp_pa
     assert isinstance(timings["i2s"], float)
     assert str(timings["tl1"]).startswith("unsupported") and str(timings["tl2"]).startswith("unsupported")
     assert set(sel.kernels.values()) == {"i2s"}
+
+
+RSS_PROBE = """
+import sys
+from engine.model import load_model
+m = load_model(sys.argv[1], kernel="i2s")
+m.warmup()
+m.prefill(list(range(1, 33)))
+for t in range(16):
+    m.decode(t + 5)
+rss = 0
+for line in open("/proc/self/status"):
+    if line.startswith("VmRSS"):
+        rss = int(line.split()[1]) * 1024
+print(rss)
+"""
+
+
+@pytest.mark.slow
+def test_2b4t_resident_memory_stays_near_file_size() -> None:
+    """Weights stay memory-mapped (no float copies); the F16 embedding's pages are released once in int8."""
+    path = ensure_preset_model("2b-4t")
+    probe = [sys.executable, "-c", RSS_PROBE, str(path)]
+    out = subprocess.run(probe, capture_output=True, text=True, check=True)
+    rss = int(out.stdout.strip().splitlines()[-1])
+    assert rss <= 1.3 * path.stat().st_size, f"RSS {rss >> 20} MiB vs file {path.stat().st_size >> 20} MiB"

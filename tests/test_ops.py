@@ -89,17 +89,18 @@ def _attention_numpy(q, keys, values, pos0, n_heads):
 
 def test_attention_block_matches_numpy_and_stores_cache(trace: Trace) -> None:
     n_heads, n_kv, head_dim, ctx, pos0, n_tok = 4, 2, 8, 12, 3, 4
-    k_cache = np.zeros((n_kv, ctx, head_dim), np.float32)
+    k_cache = np.zeros((ctx, n_kv, head_dim), np.float32)
     v_cache = np.zeros_like(k_cache)
-    k_cache[:, :pos0], v_cache[:, :pos0] = _f32(n_kv, pos0, head_dim), _f32(n_kv, pos0, head_dim)
+    k_cache[:pos0], v_cache[:pos0] = _f32(pos0, n_kv, head_dim), _f32(pos0, n_kv, head_dim)
     q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
     scores = np.zeros((n_heads, ctx), np.float32)
     out = np.zeros((n_tok, n_heads * head_dim), np.float32)
     ops.attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, trace.counts)
     new = slice(pos0, pos0 + n_tok)
-    np.testing.assert_array_equal(k_cache[:, new], k.reshape(n_tok, n_kv, head_dim).swapaxes(0, 1))
-    np.testing.assert_array_equal(v_cache[:, new], v.reshape(n_tok, n_kv, head_dim).swapaxes(0, 1))
-    expected = _attention_numpy(q, k_cache[:, : pos0 + n_tok], v_cache[:, : pos0 + n_tok], pos0, n_heads)
+    np.testing.assert_array_equal(k_cache[new], k.reshape(n_tok, n_kv, head_dim))
+    np.testing.assert_array_equal(v_cache[new], v.reshape(n_tok, n_kv, head_dim))
+    seen = slice(0, pos0 + n_tok)
+    expected = _attention_numpy(q, k_cache[seen].swapaxes(0, 1), v_cache[seen].swapaxes(0, 1), pos0, n_heads)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
     attended = sum(pos0 + t + 1 for t in range(n_tok))
     elements = 2 * n_heads * head_dim * attended
@@ -110,7 +111,7 @@ def test_attention_block_equals_token_by_token(trace: Trace) -> None:
     n_heads, n_kv, head_dim, ctx, n_tok = 4, 1, 8, 8, 5
     q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
     scores = np.zeros((n_heads, ctx), np.float32)
-    caches = [np.zeros((n_kv, ctx, head_dim), np.float32) for _ in range(4)]
+    caches = [np.zeros((ctx, n_kv, head_dim), np.float32) for _ in range(4)]
     block = np.zeros((n_tok, n_heads * head_dim), np.float32)
     ops.attention_gqa(q, k, v, caches[0], caches[1], 0, n_heads, scores, block, trace.counts)
     step = np.zeros((1, n_heads * head_dim), np.float32)

@@ -116,19 +116,19 @@ def rope_neox(x, n_heads, head_dim, pos0, cos_tab, sin_tab, counts):
 def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts):
     """Store k/v of T new tokens at positions pos0.. of the cache, then causal grouped-query attention.
 
-    q: [T, n_heads*head_dim]; k, v: [T, n_kv*head_dim]; caches: [n_kv, context, head_dim]; scores: scratch
+    q: [T, n_heads*head_dim]; k, v: [T, n_kv*head_dim]; caches: [context, n_kv, head_dim]; scores: scratch
     [n_heads, context]; out: [T, n_heads*head_dim]. Query t sees positions 0..pos0+t; softmax in float32 with
     the max subtracted; scale 1/sqrt(head_dim). rows = T, elements = 2 * n_heads * head_dim * sum_t(pos0+t+1)
     (the multiply-adds of q.k and p.v).
     """
     n_tok = q.shape[0]
-    n_kv, _, head_dim = k_cache.shape
+    _, n_kv, head_dim = k_cache.shape
     group = n_heads // n_kv
     for t in range(n_tok):
         for g in range(n_kv):
             for d in range(head_dim):
-                k_cache[g, pos0 + t, d] = k[t, g * head_dim + d]
-                v_cache[g, pos0 + t, d] = v[t, g * head_dim + d]
+                k_cache[pos0 + t, g, d] = k[t, g * head_dim + d]
+                v_cache[pos0 + t, g, d] = v[t, g * head_dim + d]
     scale = np.float32(1.0 / math.sqrt(head_dim))
     for h in prange(n_heads):
         g = h // group
@@ -139,7 +139,7 @@ def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts)
             for j in range(n_ctx):
                 acc = np.float32(0.0)
                 for d in range(head_dim):
-                    acc += q[t, qb + d] * k_cache[g, j, d]
+                    acc += q[t, qb + d] * k_cache[j, g, d]
                 acc *= scale
                 scores[h, j] = acc
                 if acc > best:
@@ -155,7 +155,7 @@ def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts)
             for j in range(n_ctx):
                 p = scores[h, j] * inv
                 for d in range(head_dim):
-                    out[t, qb + d] += p * v_cache[g, j, d]
+                    out[t, qb + d] += p * v_cache[j, g, d]
     attended = n_tok * pos0 + n_tok * (n_tok + 1) // 2
     _count(counts, _ATTN, n_tok, 2 * n_heads * head_dim * attended)
 
