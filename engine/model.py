@@ -132,6 +132,10 @@ class Model:
         self.weight_bytes_per_token = int(matrix_bytes + logit_bytes)
 
     # ---------------------------------------------------------------- public API
+    def matrix_kernel_ids(self) -> dict[str, tuple[str, str]]:
+        """Matrix tensor name -> (gemv id, gemm id): the `kernel_ids` argument of `expected_counts`."""
+        return {name: (gemv, self.gemm_choices[name]) for name, gemv in self.kernel_choices.items()}
+
     def reset(self) -> None:
         """Empty the KV cache (positions restart at 0; stale entries are never read)."""
         self.pos = 0
@@ -442,8 +446,8 @@ def expected_counts(
 ) -> dict[str, dict[str, int]]:
     """The exact trace (as `Trace.snapshot()`) of one prefill of `prompt_tokens` then `decode_steps` decodes.
 
-    `kernel_ids` maps every matrix tensor name (`blk.N.attn_q.weight`, ...) to its (gemv id, gemm id), e.g.
-    `{name: (model.kernel_choices[name], model.gemm_choices[name])}`. Starts from an empty cache.
+    `kernel_ids` maps every matrix tensor name (`blk.N.attn_q.weight`, ...) to its (gemv id, gemm id):
+    `model.matrix_kernel_ids()`. Starts from an empty cache and trace (as after `warmup()`).
     """
     h, f, v = config.hidden, config.ffn, config.vocab_size
     kv = config.n_kv_heads * config.head_dim

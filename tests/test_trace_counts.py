@@ -14,7 +14,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ids(model) -> dict[str, tuple[str, str]]:
-    return {name: (gemv, model.gemm_choices[name]) for name, gemv in model.kernel_choices.items()}
+    return model.matrix_kernel_ids()
 
 
 @pytest.mark.parametrize(
