@@ -359,6 +359,7 @@ def test_cli_replay_uses_harness_replay(run, tmp_path, monkeypatch):
     receipt = mutated(lambda r: r["model"].update(sha256=digest, size_bytes=size))
     fake = types.ModuleType("harness.replay")
     fake.replay_digest = lambda r, model: r["output_digest"]["sha256"] if model == path else "0" * 64
+    fake.replay_model_path = lambda r, model: model
     monkeypatch.setitem(sys.modules, "harness.replay", fake)
     saved = _save(tmp_path, receipt)
     assert run("verify-receipt", "--path", saved, "--replay", "--model", path).exit_code == 0
