@@ -14,7 +14,7 @@ from engine.errors import EngineError
 def atomic_write(path: str | os.PathLike[str], *, exclusive: bool = False) -> Iterator[BinaryIO]:
     """Yield a binary file in the target's folder; on success fsync it and rename it into place.
 
-    `exclusive=True` never replaces an existing file (the rename is a hard link, which fails if the name exists).
+    `exclusive=True` never replaces an existing file (a hard link, which fails if the name exists).
     On any error the temporary file is removed and the target is untouched.
     """
     target = Path(path)

@@ -59,3 +59,21 @@ FORMAT_FILE_TYPE = {
 # Per-layer weight matrices, in the order the forward pass uses them.
 LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 LAYER_NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
+
+
+def layer_matrix_shapes(hidden: int, ffn: int, q_dim: int, kv_dim: int) -> dict[str, tuple[int, int]]:
+    """(rows, cols) of each per-layer weight matrix, keyed by tensor name part, in forward order."""
+    return {
+        "attn_q": (q_dim, hidden),
+        "attn_k": (kv_dim, hidden),
+        "attn_v": (kv_dim, hidden),
+        "attn_output": (hidden, q_dim),
+        "ffn_gate": (ffn, hidden),
+        "ffn_up": (ffn, hidden),
+        "ffn_down": (hidden, ffn),
+    }
+
+
+def layer_norm_sizes(hidden: int, ffn: int) -> dict[str, int]:
+    """Length of each per-layer RMSNorm weight, keyed by tensor name part."""
+    return {"attn_norm": hidden, "attn_sub_norm": hidden, "ffn_norm": hidden, "ffn_sub_norm": ffn}

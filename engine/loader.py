@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import ModelConfig
-from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType
+from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes, layer_norm_sizes
 from engine.errors import TensorSizeError, UnsupportedModelError
 from engine.flavor import STATUS_INVALID, STATUS_NEAR, detect_file_flavor, judge
 from engine.gguf_reader import GGUFFile, GGUFTensor, read_gguf
@@ -114,17 +114,8 @@ def _required(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], frozenset
     """Every tensor the forward pass reads: name -> (shape, allowed GGUF types)."""
     kv_dim = config.n_kv_heads * config.head_dim
     q_dim = config.n_heads * config.head_dim
-    matrix_shapes = {
-        "attn_q": (q_dim, config.hidden),
-        "attn_k": (kv_dim, config.hidden),
-        "attn_v": (kv_dim, config.hidden),
-        "attn_output": (config.hidden, q_dim),
-        "ffn_gate": (config.ffn, config.hidden),
-        "ffn_up": (config.ffn, config.hidden),
-        "ffn_down": (config.hidden, config.ffn),
-    }
-    norm_sizes = {"attn_norm": config.hidden, "attn_sub_norm": config.hidden, "ffn_norm": config.hidden}
-    norm_sizes["ffn_sub_norm"] = config.ffn
+    matrix_shapes = layer_matrix_shapes(config.hidden, config.ffn, q_dim, kv_dim)
+    norm_sizes = layer_norm_sizes(config.hidden, config.ffn)
     assert set(matrix_shapes) == set(LAYER_MATRICES) and set(norm_sizes) == set(LAYER_NORMS)
     required = {
         "token_embd.weight": ((config.vocab_size, config.hidden), FLOAT_TYPES),

@@ -21,7 +21,7 @@ import numpy as np
 
 from engine import kernel_choice
 from engine.config import ModelConfig
-from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType
+from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes
 from engine.errors import EngineError, UnsupportedModelError
 from engine.kernels import TernaryMatrix, matmul, matvec, prepare_matrix, quantize_activations
 from engine.kernels.ops import (
@@ -451,15 +451,7 @@ def expected_counts(
     """
     h, f, v = config.hidden, config.ffn, config.vocab_size
     kv = config.n_kv_heads * config.head_dim
-    shapes = {
-        "attn_q": (h, h),
-        "attn_k": (kv, h),
-        "attn_v": (kv, h),
-        "attn_output": (h, h),
-        "ffn_gate": (f, h),
-        "ffn_up": (f, h),
-        "ffn_down": (h, f),
-    }
+    shapes = layer_matrix_shapes(h, f, config.n_heads * config.head_dim, kv)
     totals: dict[str, list[int]] = {}
 
     def add(kid_: str, calls: int, rows: int, elements: int) -> None:

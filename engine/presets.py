@@ -5,6 +5,7 @@ Every matrix's column count (hidden or ffn) is a multiple of 256, so every weigh
 
 from dataclasses import dataclass
 
+from engine.constants import layer_matrix_shapes
 from engine.errors import EngineError
 
 
@@ -33,16 +34,7 @@ class Preset:
 
     def matrix_shapes(self) -> dict[str, tuple[int, int]]:
         """(rows, cols) of each per-layer weight matrix, keyed by tensor name part."""
-        h, kv, f = self.hidden, self.kv_dim, self.ffn
-        return {
-            "attn_q": (h, h),
-            "attn_k": (kv, h),
-            "attn_v": (kv, h),
-            "attn_output": (h, h),
-            "ffn_gate": (f, h),
-            "ffn_up": (f, h),
-            "ffn_down": (h, f),
-        }
+        return layer_matrix_shapes(self.hidden, self.ffn, self.head_dim * self.n_heads, self.kv_dim)
 
     def n_params(self) -> int:
         """Parameter count: tied embedding, norms and the ternary matrices."""

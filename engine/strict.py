@@ -1,4 +1,4 @@
-"""Strict-loader mode: exact tensor sizes only. Off by default; on via BITNET_STRICT_MODE or --strict-loader."""
+"""Strict-loader mode: exact tensor sizes only. Off by default; BITNET_STRICT_MODE or --strict-loader."""
 
 import os
 from collections.abc import Mapping

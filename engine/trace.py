@@ -46,7 +46,7 @@ def kid(name: str) -> int:
 
 @dataclass
 class Trace:
-    """Counters per kernel id: calls, rows produced (output rows x tokens), elements processed (MACs for matmuls)."""
+    """Counters per kernel id: calls, rows produced (output rows x tokens), elements (MACs for matmuls)."""
 
     counts: np.ndarray = field(default_factory=lambda: np.zeros((len(KERNEL_IDS), 3), dtype=np.int64))
 
@@ -57,7 +57,7 @@ class Trace:
         """Ids that ran (calls > 0) with their counters, in registry order."""
         return {
             kid_: {"calls": int(row[CALLS]), "rows": int(row[ROWS]), "elements": int(row[ELEMENTS])}
-            for kid_, row in zip(KERNEL_IDS, self.counts)
+            for kid_, row in zip(KERNEL_IDS, self.counts, strict=True)
             if row[CALLS] > 0
         }
 

@@ -155,7 +155,7 @@ def probe(
         Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
     ] = None,
 ) -> None:
-    """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed per shape."""
+    """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed."""
     source = _source(model, preset, fmt, arch, model_seed)
     loaded, _ = _load(source, kernel, threads, strict_loader)
     with _progress() as progress:

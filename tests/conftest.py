@@ -18,6 +18,8 @@ from engine.constants import (
     FORMAT_GGML_TYPE,
     LAYER_MATRICES,
     GGMLType,
+    layer_matrix_shapes,
+    layer_norm_sizes,
 )
 from engine.flavor import expected_nbytes
 from engine.gguf_writer import TensorSpec, write_gguf
@@ -54,16 +56,8 @@ def tiny_tensors(
         ("token_embd.weight", GGMLType.F16, (d["vocab"], h)),
         ("output_norm.weight", GGMLType.F32, (h,)),
     ]
-    mats = {
-        "attn_q": (h, h),
-        "attn_k": (kv, h),
-        "attn_v": (kv, h),
-        "attn_output": (h, h),
-        "ffn_gate": (f, h),
-        "ffn_up": (f, h),
-        "ffn_down": (h, f),
-    }
-    norms = {"attn_norm": h, "attn_sub_norm": h, "ffn_norm": h, "ffn_sub_norm": f}
+    mats = layer_matrix_shapes(h, f, h, kv)
+    norms = layer_norm_sizes(h, f)
     for layer in range(d["n_layers"]):
         for part in LAYER_MATRICES:
             out.append((f"blk.{layer}.{part}.weight", FORMAT_GGML_TYPE[fmt], mats[part]))

@@ -1,4 +1,4 @@
-"""The three phases end to end on the tiny preset: the benchmark writes a receipt that verifies and replays."""
+"""The three phases end to end on the tiny preset: the benchmark writes a receipt that verifies, replays."""
 
 import json
 import os
@@ -71,7 +71,8 @@ def test_tampered_receipt_fails_verification(receipt_path: Path, tmp_path: Path)
 def test_receipts_are_never_overwritten(receipt_path: Path) -> None:
     before = receipt_path.read_bytes()
     args = ["benchmark", *TINY_ARGS, "--tokens", "4", "--prompt-tokens", "3", "--repetitions", "1"]
-    result = runner.invoke(app, [*args, "--no-probe", "--no-timing", "--receipts-dir", str(receipt_path.parent)])
+    args += ["--no-probe", "--no-timing", "--receipts-dir", str(receipt_path.parent)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert receipt_path.read_bytes() == before
     assert len(list(receipt_path.parent.glob("*.json"))) == 2
