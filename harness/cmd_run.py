@@ -8,20 +8,16 @@ family that ran.
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from engine.generate import SamplingParams, generate
-from engine.model import KERNEL_MODES, LOGITS_MODES, Model, load_model
-from engine.presets import PRESETS
+from engine.model import Model, load_model
 from engine.synth import ensure_preset_model
+from harness.options import KernelChoice, LogitsChoice, PresetChoice, StrictOpt, ThreadsOpt, strict_flag
 
-KernelChoice = Enum("KernelChoice", {name: name for name in KERNEL_MODES}, type=str)
-LogitsChoice = Enum("LogitsChoice", {name: name for name in LOGITS_MODES}, type=str)
-PresetChoice = Enum("PresetChoice", {name: name for name in PRESETS}, type=str)
 DEFAULT_PROMPT = "The capital of France is"
 DEFAULT_PRESET = PresetChoice("2b-4t")
 DEFAULT_KERNEL = KernelChoice("auto")
@@ -63,16 +59,14 @@ def run_command(
     top_k: Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likeliest tokens (0 = all).")] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="numba threads.")] = None,
+    threads: ThreadsOpt = None,
     kernel: Annotated[
         KernelChoice, typer.Option("--kernel", help="Ternary kernel family; auto times each on this CPU.")
     ] = DEFAULT_KERNEL,
     logits: Annotated[
         LogitsChoice, typer.Option("--logits", help="int8 tied-embedding logits, or the f32 fallback.")
     ] = DEFAULT_LOGITS,
-    strict_loader: Annotated[
-        bool, typer.Option("--strict-loader", help="Accept only exact tensor sizes.")
-    ] = False,
+    strict_loader: StrictOpt = False,
 ) -> None:
     """Generate text from a prompt and print the prefill / decode speed."""
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -83,7 +77,7 @@ def run_command(
         model_path,
         kernel=kernel.value,
         threads=threads,
-        strict=True if strict_loader else None,
+        strict=strict_flag(strict_loader),
         logits=logits.value,
     )
     for warning in model.file.warnings:

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from engine.errors import EngineError
 from harness.errors import HarnessError
+from harness.options import StrictOpt, strict_flag
 from harness.receipt import load_receipt
 from harness.report import render
 from harness.schema import SCHEMA_VERSION
@@ -34,7 +35,7 @@ def _load(path: Path) -> dict[str, Any]:
     return receipt
 
 
-def _replay_fn(model_path: Path) -> ReplayFn:
+def _replay_fn(model_path: Path, strict: bool | None) -> ReplayFn:
     """The engine-side replay, imported only when asked for; missing means replay is unavailable."""
     try:
         module = importlib.import_module("harness.replay")
@@ -43,7 +44,7 @@ def _replay_fn(model_path: Path) -> ReplayFn:
         raise HarnessError(f"replay is unavailable in this installation ({exc})") from None
 
     def replay(receipt: Mapping[str, Any]) -> str:
-        return replay_digest(receipt, model_path)
+        return replay_digest(receipt, model_path, strict)
 
     return replay
 
@@ -75,6 +76,7 @@ def verify_receipt(
     ] = None,
     replay: Annotated[bool, typer.Option("--replay", help="Re-generate the tokens and compare.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    strict_loader: StrictOpt = False,
 ) -> None:
     """Check a receipt: the schema, then every honesty gate; all failures are listed."""
     try:
@@ -83,7 +85,7 @@ def verify_receipt(
         replay_fn = None
         if replay:
             model_path = _model_for_replay(receipt, model)
-            replay_fn = _replay_fn(model_path)
+            replay_fn = _replay_fn(model_path, strict_flag(strict_loader))
         result = verify(receipt, model_path=model_path, replay=replay_fn)
     except (HarnessError, EngineError) as exc:
         _fail_unusable(str(exc), as_json, path)

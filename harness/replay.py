@@ -26,9 +26,10 @@ def replay_model_path(receipt: Mapping[str, Any], model_path: Path | None) -> Pa
     )
 
 
-def replay_digest(receipt: Mapping[str, Any], model_path: Path | None) -> str:
+def replay_digest(receipt: Mapping[str, Any], model_path: Path | None, strict: bool | None = None) -> str:
     """sha256 of the token ids that the recorded prompt and sampling settings generate on this model."""
-    model = load_model(replay_model_path(receipt, model_path), threads=receipt.get("threads"))
+    path = replay_model_path(receipt, model_path)
+    model = load_model(path, threads=receipt.get("threads"), strict=strict)
     prompt = receipt["prompt"]
     text = prompt.get("text")
     if text is None:

@@ -358,12 +358,12 @@ def test_cli_replay_uses_harness_replay(run, tmp_path, monkeypatch):
     path, digest, size = _model_file(tmp_path)
     receipt = mutated(lambda r: r["model"].update(sha256=digest, size_bytes=size))
     fake = types.ModuleType("harness.replay")
-    fake.replay_digest = lambda r, model: r["output_digest"]["sha256"] if model == path else "0" * 64
+    fake.replay_digest = lambda r, m, strict=None: r["output_digest"]["sha256"] if m == path else "0" * 64
     fake.replay_model_path = lambda r, model: model
     monkeypatch.setitem(sys.modules, "harness.replay", fake)
     saved = _save(tmp_path, receipt)
     assert run("verify-receipt", "--path", saved, "--replay", "--model", path).exit_code == 0
-    fake.replay_digest = lambda r, model_path: "1" * 64
+    fake.replay_digest = lambda r, model_path, strict=None: "1" * 64
     result = run("verify-receipt", "--path", saved, "--replay", "--model", path)
     assert result.exit_code == 1 and "FAIL replay" in result.output
 
