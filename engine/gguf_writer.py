@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -67,7 +67,7 @@ class TensorSpec:
     ggml_type: int
     shape: tuple[int, ...]
     nbytes: int
-    produce: Callable[[], np.ndarray]
+    produce: Callable[[], np.ndarray | Iterable[np.ndarray]]  # the whole tensor, or its chunks in order
 
 
 def _default_type(value: object, in_array: bool) -> int:
@@ -192,12 +192,17 @@ def _check_specs(tensors: Sequence[TensorSpec]) -> None:
 
 
 def _write_tensor(fh: BinaryIO, spec: TensorSpec, alignment: int) -> None:
-    array = np.ascontiguousarray(spec.produce())
-    if array.nbytes != spec.nbytes:
-        raise ValueError(
-            f"tensor {spec.name!r}: produce() gave {array.nbytes} bytes, spec says {spec.nbytes}"
-        )
-    fh.write(array.reshape(-1).view(np.uint8).data)
+    produced = spec.produce()
+    chunks = [produced] if isinstance(produced, np.ndarray) else produced
+    written = 0
+    for chunk in chunks:
+        array = np.ascontiguousarray(chunk)
+        written += array.nbytes
+        if written > spec.nbytes:
+            break
+        fh.write(array.reshape(-1).view(np.uint8).data)
+    if written != spec.nbytes:
+        raise ValueError(f"tensor {spec.name!r}: produce() gave {written} bytes, spec says {spec.nbytes}")
     fh.write(bytes(_align(spec.nbytes, alignment) - spec.nbytes))
 
 

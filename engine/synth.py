@@ -7,7 +7,7 @@ matrix maps unit-RMS inputs to unit-RMS outputs, which keeps logits spread out a
 
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -124,17 +124,15 @@ def _norm_weights(fmt: str, name: str, size: int, feeds_cols: int, seed: int) ->
     return (base * _rng(seed, name).uniform(0.8, 1.2, size=size)).astype(np.float32)
 
 
-def _embedding(name: str, row_gain: np.ndarray, hidden: int, seed: int) -> np.ndarray:
-    """F16 [vocab, hidden], generated in fixed row chunks so no float32 copy of the whole table exists."""
+def _embedding(name: str, row_gain: np.ndarray, hidden: int, seed: int) -> Iterator[np.ndarray]:
+    """F16 [vocab, hidden] as fixed row chunks, so the table is streamed and never whole in memory."""
     rng = _rng(seed, name)
     vocab = row_gain.size
-    out = np.empty((vocab, hidden), dtype=np.float16)
     for start in range(0, vocab, EMBED_CHUNK_ROWS):
         stop = min(start + EMBED_CHUNK_ROWS, vocab)
         chunk = rng.standard_normal((stop - start, hidden), dtype=np.float32)
         chunk *= row_gain[start:stop, None] * np.float32(EMBED_STD)
-        out[start:stop] = chunk
-    return out
+        yield chunk.astype(np.float16)
 
 
 def _row_gains(token_types: list[int]) -> np.ndarray:
@@ -234,7 +232,7 @@ def _with_progress(specs: list[TensorSpec], progress: ProgressFn) -> list[Tensor
     total = len(specs)
 
     def wrap(index: int, spec: TensorSpec) -> TensorSpec:
-        def produce() -> np.ndarray:
+        def produce() -> np.ndarray | Iterator[np.ndarray]:
             data = spec.produce()
             progress(index + 1, total, spec.name)
             return data

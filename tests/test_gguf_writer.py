@@ -84,6 +84,17 @@ def test_tensors_are_produced_one_at_a_time(tmp_path):
     assert [int(f.tensors[f"t{i}"].data[0]) for i in range(3)] == [1, 2, 3]
 
 
+def test_a_tensor_can_be_produced_in_chunks(tmp_path):
+    chunks = lambda: (np.full(4, i, dtype=np.uint8) for i in range(3))  # noqa: E731
+    write_gguf(tmp_path / "c.gguf", {}, [TensorSpec("c", GGMLType.F16, (6,), 12, chunks)])
+    data = read_gguf(tmp_path / "c.gguf").tensors["c"].data
+    assert list(data[:12]) == [0] * 4 + [1] * 4 + [2] * 4
+    too_many = TensorSpec("c", GGMLType.F16, (4,), 8, chunks)
+    with pytest.raises(ValueError, match="spec says 8"):
+        write_gguf(tmp_path / "d.gguf", {}, [too_many])
+    assert not (tmp_path / "d.gguf").exists()
+
+
 def test_failed_write_leaves_nothing(tmp_path):
     good = TensorSpec("a", GGMLType.F32, (2,), 8, lambda: np.zeros(2, np.float32))
     bad = TensorSpec("b", GGMLType.F32, (2,), 8, lambda: np.zeros(3, np.float32))
