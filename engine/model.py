@@ -24,13 +24,13 @@ from engine.config import ModelConfig
 from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes
 from engine.errors import EngineError, UnsupportedModelError
 from engine.kernels import TernaryMatrix, matmul, matvec, prepare_matrix, quantize_activations
+from engine.kernels.cpu import select_logits
 from engine.kernels.ops import (
     attention_gqa,
     bf16_lut,
     embed_lookup,
     fp32_logits,
     half_lut,
-    logits_i8,
     quantize_embedding_rows,
     relu2_gate,
     residual_add,
@@ -93,6 +93,7 @@ class Model:
         output_norm: np.ndarray,
         logits_mode: str,
         kernel_selection: kernel_choice.Selection,
+        logits_variant: str = "auto",
     ) -> None:
         cfg = file.config
         self.file = file
@@ -125,10 +126,18 @@ class Model:
         self._prefill_bufs: _Buffers | None = None
         self._emb_q = np.zeros((0, 0), np.int8)
         self._emb_s = np.zeros(0, np.float32)
+        self._logits_i8, self.logits_variant = select_logits(cfg.hidden, logits_variant)
+        self._emb_sum = np.zeros(0, np.int32)
+        self._u8 = np.zeros(cfg.hidden, np.uint8)
         if logits_mode == "int8":
-            self._emb_q, self._emb_s = _int8_embedding(embedding, self._lut)
+            self._emb_q, self._emb_s, self._emb_sum = _int8_embedding(embedding, self._lut)
+        else:
+            self.logits_variant = "portable"
         matrix_bytes = sum(m.nbytes_read for layer in layers for m in layer.mats.values())
-        logit_bytes = self._emb_q.nbytes + self._emb_s.nbytes if logits_mode == "int8" else embedding.nbytes
+        logit_bytes = embedding.nbytes
+        if logits_mode == "int8":
+            logit_bytes = self._emb_q.nbytes + self._emb_s.nbytes
+            logit_bytes += self._emb_sum.nbytes if self.logits_variant != "portable" else 0
         self.weight_bytes_per_token = int(matrix_bytes + logit_bytes)
 
     # ---------------------------------------------------------------- public API
@@ -273,7 +282,11 @@ class Model:
         rmsnorm(x_last, self._output_norm, self._eps, dec.xn, counts)
         if self.logits_mode == "int8":
             quantize_activations(dec.xn, dec.q_h, dec.s_h, counts)
-            logits_i8(self._emb_q, self._emb_s, dec.q_h[0], dec.s_h[0], self._logits, counts)
+            q, s = dec.q_h[0], dec.s_h[0]
+            if self.logits_variant == "portable":
+                self._logits_i8(self._emb_q, self._emb_s, q, s, self._logits, counts)
+            else:
+                self._logits_i8(self._emb_q, self._emb_s, self._emb_sum, q, s, self._u8, self._logits, counts)
         else:
             fp32_logits(self._embedding, self._lut, dec.xn[0], self._logits, counts)
 
@@ -397,17 +410,19 @@ def _embedding_view(mf: ModelFile) -> np.ndarray:
     raise UnsupportedModelError(f"token_embd.weight: type {t.ggml_type} is not supported (F16, BF16 or F32)")
 
 
-def _int8_embedding(embedding: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row int8 copy of the embedding, built in chunks; the mapped source pages are released as we go."""
+def _int8_embedding(embedding: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row int8 copy of the embedding (values, scales, int32 row sums), built in chunks; the mapped
+    source pages are released as we go."""
     vocab, hidden = embedding.shape
     emb_q = np.empty((vocab, hidden), np.int8)
     emb_s = np.empty(vocab, np.float32)
+    emb_sum = np.empty(vocab, np.int32)
     step = max(1, _EMBED_CHUNK_BYTES // (hidden * embedding.itemsize))
     for r0 in range(0, vocab, step):
         r1 = min(vocab, r0 + step)
-        quantize_embedding_rows(embedding[r0:r1], lut, emb_q[r0:r1], emb_s[r0:r1])
+        quantize_embedding_rows(embedding[r0:r1], lut, emb_q[r0:r1], emb_s[r0:r1], emb_sum[r0:r1])
         _release_mapped_pages(embedding[r0:r1])
-    return emb_q, emb_s
+    return emb_q, emb_s, emb_sum
 
 
 def _release_mapped_pages(arr: np.ndarray) -> None:

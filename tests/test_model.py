@@ -12,6 +12,7 @@ import pytest
 from engine import kernel_choice
 from engine.constants import LAYER_MATRICES
 from engine.errors import EngineError
+from engine.kernels.cpu import has_vnni
 from engine.model import load_model
 from engine.synth import ensure_preset_model
 
@@ -126,6 +127,9 @@ def test_reported_numbers(model) -> None:
     params = cfg.n_layers * (2 * cfg.hidden * cfg.hidden + 2 * kv * cfg.hidden + 3 * cfg.ffn * cfg.hidden)
     per_tensor = cfg.n_layers * len(LAYER_MATRICES) * 4  # one float32 scale per I2_S tensor
     logits = cfg.vocab_size * cfg.hidden + 4 * cfg.vocab_size  # int8 embedding + a float32 scale per row
+    vnni = has_vnni() and cfg.hidden % 64 == 0
+    assert model.logits_variant == ("avx512vnni" if vnni else "portable")
+    logits += 4 * cfg.vocab_size if vnni else 0  # the VNNI kernel also reads an int32 row sum per row
     assert model.weight_bytes_per_token == params // 4 + per_tensor + logits
     assert model.load_seconds > 0
 

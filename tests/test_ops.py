@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.kernels import ops
+from engine.kernels import ops, vnni
+from engine.kernels.cpu import has_vnni, select_logits
 from engine.trace import Trace
 
 RNG = np.random.default_rng(1234)
@@ -159,11 +160,13 @@ def test_int8_logits_and_embedding_copy(trace: Trace) -> None:
     lut = ops.half_lut()
     emb_q = np.zeros((vocab, hidden), np.int8)
     emb_s = np.zeros(vocab, np.float32)
-    ops.quantize_embedding_rows(table.view(np.uint16), lut, emb_q, emb_s)
+    emb_sum = np.zeros(vocab, np.int32)
+    ops.quantize_embedding_rows(table.view(np.uint16), lut, emb_q, emb_s, emb_sum)
     t32 = table.astype(np.float32)
     amax = np.abs(t32).max(axis=1)
     np.testing.assert_allclose(emb_s, amax / 127, rtol=1e-6)
     np.testing.assert_array_equal(emb_q, np.clip(np.rint(t32 * (127 / amax)[:, None]), -127, 127))
+    np.testing.assert_array_equal(emb_sum, emb_q.astype(np.int64).sum(axis=1))
     q = RNG.integers(-127, 128, hidden).astype(np.int8)
     out = np.zeros(vocab, np.float32)
     ops.logits_i8(emb_q, emb_s, q, 2.5, out, trace.counts)
@@ -176,3 +179,31 @@ def test_int8_logits_and_embedding_copy(trace: Trace) -> None:
         "logits_i8": {"calls": 1, "rows": vocab, "elements": vocab * hidden},
         "fp32_logits": {"calls": 1, "rows": vocab, "elements": vocab * hidden},
     }
+
+
+@pytest.mark.skipif(not has_vnni(), reason="host has no AVX-512 VNNI")
+@pytest.mark.parametrize("vocab", [1, 4, 43])
+def test_vnni_logits_equal_portable_exactly(vocab: int) -> None:
+    """The vpdpbusd logits (u = q + 128, minus 128 * row sum) give the portable kernel's exact floats."""
+    hidden = 192  # three 64-byte steps
+    emb_q = RNG.integers(-127, 128, (vocab, hidden)).astype(np.int8)
+    emb_q[0] = -127  # extreme rows and activations: the largest int32 sums either way
+    emb_s = RNG.random(vocab).astype(np.float32) + np.float32(0.01)
+    emb_sum = emb_q.astype(np.int32).sum(axis=1, dtype=np.int32)
+    fn, variant = select_logits(hidden)
+    assert variant == "avx512vnni" and fn is vnni.logits_i8_vnni
+    u = np.zeros(hidden, np.uint8)
+    for q in (RNG.integers(-127, 128, hidden).astype(np.int8), np.full(hidden, -128, np.int8)):
+        want = np.zeros(vocab, np.float32)
+        got = np.full(vocab, np.nan, np.float32)
+        trace = Trace()
+        ops.logits_i8(emb_q, emb_s, q, np.float32(2.5), want, trace.counts)
+        vnni.logits_i8_vnni(emb_q, emb_s, emb_sum, q, np.float32(2.5), u, got, trace.counts)
+        np.testing.assert_array_equal(got, want)
+        row = {"calls": 2, "rows": 2 * vocab, "elements": 2 * vocab * hidden}
+        assert trace.snapshot() == {"logits_i8": row}
+
+
+def test_logits_selection_needs_whole_64_byte_rows() -> None:
+    assert select_logits(100) == (ops.logits_i8, "portable")
+    assert select_logits(128, "portable") == (ops.logits_i8, "portable")

@@ -1,10 +1,14 @@
-"""Throughput of one ternary GEMV / GEMM on random weights (a measurement helper, not a test)."""
+"""Throughput of the kernels on random weights (measurement helpers for `probe` and `bench-kernels`)."""
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 
 from engine.formats import FORMATS
+from engine.kernels.cpu import select_logits
 from engine.kernels.layouts import matmul, matvec, prepare_matrix
 from engine.trace import Trace
 
@@ -61,3 +65,139 @@ def gemv_throughput(
         "gmac_per_s": rows * cols * tokens / best / 1e9,
         "weight_gb_per_s": m.nbytes_read / best / 1e9,
     }
+
+
+# ---------------------------------------------------------------- per-kernel cold / warm throughput
+_EVICT_BYTES = 320 * 1024 * 1024
+
+
+@njit(cache=True, parallel=True)
+def _touch(words):
+    """Read every word of a buffer (to push other data out of the caches); returns their sum."""
+    total = np.int64(0)
+    for c in prange(words.shape[0]):
+        acc = np.int64(0)
+        for j in range(words.shape[1]):
+            acc += words[c, j]
+        total += acc
+    return total
+
+
+@dataclass
+class KernelTiming:
+    """One kernel on one shape: medians of a cold call (caches flushed first) and of back-to-back calls."""
+
+    name: str  # "i2s" | "tl1" | "tl2" | "logits"
+    kernel_id: str
+    variant: str
+    rows: int
+    cols: int
+    nbytes: int  # bytes the kernel reads per call (weights, scales, row sums)
+    cold_seconds: float
+    warm_seconds: float
+    samples: list[float]  # the cold samples
+
+    def as_dict(self) -> dict:
+        macs = self.rows * self.cols
+        return {
+            "name": self.name,
+            "kernel_id": self.kernel_id,
+            "variant": self.variant,
+            "shape": [self.rows, self.cols],
+            "bytes": self.nbytes,
+            "cold_seconds": self.cold_seconds,
+            "warm_seconds": self.warm_seconds,
+            "cold_gb_per_s": self.nbytes / self.cold_seconds / 1e9,
+            "warm_gb_per_s": self.nbytes / self.warm_seconds / 1e9,
+            "cold_gmac_per_s": macs / self.cold_seconds / 1e9,
+            "warm_gmac_per_s": macs / self.warm_seconds / 1e9,
+            "cold_samples": self.samples,
+        }
+
+
+def _time(call: Callable[[], None], repeats: int, evict: np.ndarray | None) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        if evict is not None:
+            _touch(evict)
+        t0 = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def time_kernel(
+    name: str,
+    kernel_id: str,
+    variant: str,
+    rows: int,
+    cols: int,
+    nbytes: int,
+    call: Callable[[], None],
+    repeats: int,
+    evict: np.ndarray,
+) -> KernelTiming:
+    """Median cold time (a cache-flushing read of `evict` before each call, as in a decode step where every
+    weight was last touched a whole model ago) and median warm time (calls back to back)."""
+    call()
+    cold = _time(call, repeats, evict)
+    warm = _time(call, max(repeats, 5), None)
+    return KernelTiming(
+        name, kernel_id, variant, rows, cols, nbytes, float(np.median(cold)), float(np.median(warm)), cold
+    )
+
+
+def eviction_buffer(nbytes: int = _EVICT_BYTES) -> np.ndarray:
+    """A buffer larger than the last-level cache share, read before every cold sample."""
+    words = np.ones((max(nbytes // 8 // 4096, 1), 4096), dtype=np.int64)
+    _touch(words[:1])
+    return words
+
+
+def time_matrix(
+    kernel: str, rows: int, cols: int, repeats: int, evict: np.ndarray, variant: str = "auto", seed: int = 0
+) -> KernelTiming:
+    """One GEMV (`matvec`) of random I2_S ternary weights prepared for `kernel` (i2s, tl1 or tl2)."""
+    rng = np.random.default_rng(seed)
+    m = prepare_matrix("i2s", _random_raw("i2s", rows, cols, rng), rows, cols, kernel=kernel, variant=variant)
+    q = rng.integers(-127, 128, size=cols, dtype=np.int8)
+    out = np.empty(rows, dtype=np.float32)
+    counts = Trace().counts
+    return time_kernel(
+        kernel,
+        m.gemv_id,
+        m.variant,
+        rows,
+        cols,
+        m.nbytes_read,
+        lambda: matvec(m, q, 1.0, out, counts),
+        repeats,
+        evict,
+    )
+
+
+def time_logits(
+    vocab: int, hidden: int, repeats: int, evict: np.ndarray, variant: str = "auto", seed: int = 0
+) -> KernelTiming:
+    """The int8 logits over a random [vocab, hidden] int8 embedding, through the kernel the model selects."""
+    rng = np.random.default_rng(seed)
+    emb_q = rng.integers(-127, 128, size=(vocab, hidden), dtype=np.int8)
+    emb_s = np.ones(vocab, np.float32)
+    emb_sum = emb_q.sum(axis=1, dtype=np.int32)
+    q = rng.integers(-127, 128, size=hidden, dtype=np.int8)
+    u = np.zeros(hidden, np.uint8)
+    out = np.empty(vocab, np.float32)
+    counts = Trace().counts
+    fn, chosen = select_logits(hidden, variant)
+    if chosen == "portable":
+        nbytes = emb_q.nbytes + emb_s.nbytes
+
+        def call() -> None:
+            fn(emb_q, emb_s, q, np.float32(1.0), out, counts)
+    else:
+        nbytes = emb_q.nbytes + emb_s.nbytes + emb_sum.nbytes
+
+        def call() -> None:
+            fn(emb_q, emb_s, emb_sum, q, np.float32(1.0), u, out, counts)
+
+    return time_kernel("logits", "logits_i8", chosen, vocab, hidden, nbytes, call, repeats, evict)

@@ -1,15 +1,16 @@
 """CPU feature detection and the choice between portable kernels and CPU-specific variants.
 
 `select_*` return (GEMV, GEMM, variant name) for a layout: "avx512vnni" (vnni.py: vpdpbusd for the i2s
-family), "avx512bw" (permw.py: vpermw lookups for tl1 / tl2), or "portable" (ternary.py, lut.py) when the
-host lacks the features or the caller asks for portable. Every variant adds to the same trace row as its
-portable twin and returns bit-identical results (the tests run both).
+family and the int8 logits), "avx512bw" (permw.py: vpermw lookups for tl1 / tl2), or "portable"
+(ternary.py, lut.py, ops.py) when the host lacks the features or the caller asks for portable. Every
+variant adds to the same trace row as its portable twin and returns bit-identical results (the tests run
+both).
 """
 
 from collections.abc import Callable
 from functools import lru_cache
 
-from engine.kernels import lut, permw, ternary, vnni
+from engine.kernels import lut, ops, permw, ternary, vnni
 
 VNNI_FEATURES = ("avx512vnni", "avx512vl")
 PERMW_FEATURES = ("avx512bw", "avx512vl")
@@ -62,3 +63,14 @@ def select_tl(kernel: str, prefer: str = "auto") -> tuple[Callable, Callable, st
     if kernel == "tl1":
         return lut.tl1_gemv, lut.tl1_gemm, "portable"
     return lut.tl2_gemv, lut.tl2_gemm, "portable"
+
+
+def select_logits(hidden: int, prefer: str = "auto") -> tuple[Callable, str]:
+    """(int8 logits kernel, variant): vnni.logits_i8_vnni needs AVX-512 VNNI and hidden % 64 == 0.
+
+    The two take different arguments: the VNNI one also gets the embedding's int32 row sums and a uint8
+    scratch row (see its docstring); the portable one is ops.logits_i8.
+    """
+    if prefer != "portable" and has_vnni() and hidden % 64 == 0:
+        return vnni.logits_i8_vnni, "avx512vnni"
+    return ops.logits_i8, "portable"

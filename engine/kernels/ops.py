@@ -225,8 +225,11 @@ def fp32_logits(table, lut, x, out, counts):
 
 
 @njit(cache=True, parallel=True)
-def quantize_embedding_rows(table, lut, q_out, s_out):
-    """Per-row absmax int8 copy of an embedding block (load time, not a traced kernel): row = q * s."""
+def quantize_embedding_rows(table, lut, q_out, s_out, sum_out):
+    """Per-row absmax int8 copy of an embedding block (load time, not a traced kernel): row = q * s.
+
+    sum_out[r] = the int32 sum of row r's int8 values (the VNNI logits kernel subtracts 128 times it).
+    """
     n_rows, hidden = table.shape
     for r in prange(n_rows):
         amax = np.float32(0.0)
@@ -236,7 +239,10 @@ def quantize_embedding_rows(table, lut, q_out, s_out):
                 amax = a
         scale = amax / np.float32(127.0) if amax > 0 else np.float32(1.0)
         inv = np.float32(127.0) / amax if amax > 0 else np.float32(1.0)
+        total = np.int32(0)
         for c in range(hidden):
-            val = np.rint(_to_f32(table[r, c], lut) * inv)
-            q_out[r, c] = np.int8(min(max(val, -127.0), 127.0))
+            val = np.int8(min(max(np.rint(_to_f32(table[r, c], lut) * inv), -127.0), 127.0))
+            q_out[r, c] = val
+            total += np.int32(val)
         s_out[r] = scale
+        sum_out[r] = total
