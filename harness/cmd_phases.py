@@ -3,6 +3,11 @@
 `benchmark` runs probe and timing first (unless told not to), then the measured repetitions, writes the
 receipt atomically under --receipts-dir, verifies it and prints the report. Exit codes: 0 verified receipt,
 1 written but failing verification, 2 bad input.
+
+`benchmark --compare-to SELECTOR` then compares the new receipt against an archived one, and
+`benchmark --ab-kernel A,B` / `--ab-threads A,B` measures two configurations interleaved in one process and
+compares B against A; both exit with `compare`'s codes (0 no regression, 1 regression, 2 error or not
+comparable, 3 inconclusive).
 """
 
 import json
@@ -27,7 +32,11 @@ from engine.atomic import atomic_write
 from engine.generate import SamplingParams
 from engine.model import Model, load_model, set_threads
 from engine.strict import resolve_strict
+from harness import ab, archive
 from harness.bandwidth import measure_read_bandwidth
+from harness.cmd_archive import ThresholdOpt, render_comparison
+from harness.compare import compare
+from harness.errors import HarnessError
 from harness.host import host_facts
 from harness.options import (
     ArchChoice,
@@ -55,6 +64,8 @@ from harness.phases.timing import run_timing
 from harness.phases.workload import DEFAULT_PROMPT, ModelSource, model_facts, prompt_ids, resolve_model
 from harness.receipt import utc_timestamp, write_receipt
 from harness.report import render
+from harness.stats import THRESHOLD
+from harness.tables import OutputFormat
 from harness.verify import verify
 
 DEFAULT_PRESET = PresetChoice("2b-4t")
@@ -238,6 +249,27 @@ def benchmark(
     receipts_dir: ReceiptsDirOpt = Path("receipts"),
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
+    compare_to: Annotated[
+        str | None,
+        typer.Option(
+            "--compare-to",
+            help="Then compare against an archived receipt in --receipts-dir (a path, latest, latest~N, "
+            "commit prefix, YYYY-MM-DD; resolved before the run) and exit with compare's codes.",
+        ),
+    ] = None,
+    ab_kernel: Annotated[
+        str | None,
+        typer.Option(
+            "--ab-kernel",
+            help="A/B run of two kernel modes, e.g. i2s,tl2: interleaved A B A B in one process, a receipt "
+            "for each, B compared against A (phases 1 and 2 are not run).",
+        ),
+    ] = None,
+    ab_threads: Annotated[
+        str | None,
+        typer.Option("--ab-threads", help="A/B run of two thread counts, e.g. 1,2 (as --ab-kernel)."),
+    ] = None,
+    threshold: ThresholdOpt = THRESHOLD * 100,
 ) -> None:
     """Phase 3, the full benchmark: prefill and decode speed, time to first token, latency distribution.
 
@@ -246,12 +278,20 @@ def benchmark(
     """
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     started_at = utc_timestamp()
+    pair = ab.sides(ab_kernel, ab_threads, kernel.value, threads)
+    if pair is not None and compare_to is not None:
+        raise HarnessError("--compare-to and --ab-kernel/--ab-threads are separate modes; give one")
+    base_path = archive.resolve(compare_to, receipts_dir) if compare_to is not None else None
+    base_receipt = archive.load_checked(base_path) if base_path is not None else None
     source = _source(model, preset, fmt, arch, model_seed)
     set_threads(threads)
     read_gbps = None
     if bandwidth:
         with err.status("measuring read bandwidth"):
             read_gbps = measure_read_bandwidth()
+    if pair is not None:
+        run = _ABRun(source, strict_loader, prompt, prompt_tokens, tokens, repetitions, warmup, params)
+        raise typer.Exit(run.execute(pair, started_at, read_gbps, receipts_dir, as_json, threshold / 100.0))
     loaded, jit_seconds = _load(source, kernel, threads, strict_loader)
     ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
     phases: dict[str, Any] = {}
@@ -292,11 +332,124 @@ def benchmark(
     )
     path = write_receipt(receipt, receipts_dir)
     result = verify(receipt, model_path=source.path)
-    if as_json:
-        typer.echo(
-            json.dumps({"path": str(path), "receipt": receipt, "verification": result.to_dict()}, indent=2)
+    comparison = None
+    if base_receipt is not None:
+        comparison = compare(
+            base_receipt, receipt, base_label=str(base_path), new_label=str(path), threshold=threshold / 100.0
         )
+    if as_json:
+        out = {"path": str(path), "receipt": receipt, "verification": result.to_dict()}
+        if comparison is not None:
+            out["comparison"] = comparison.to_dict()
+        typer.echo(json.dumps(out, indent=2))
     else:
         render(receipt, Console(), result)
         typer.echo(f"receipt: {path}")
+        if comparison is not None:
+            render_comparison(comparison, OutputFormat.rich)
+    if comparison is not None:
+        raise typer.Exit(comparison.exit_code)
     raise typer.Exit(0 if result.ok else 1)
+
+
+class _ABRun:
+    """`benchmark --ab-*`: load each side once, run the interleaved rounds, write, verify and compare."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        strict_loader: bool,
+        prompt: str | None,
+        prompt_tokens: int | None,
+        tokens: int,
+        repetitions: int,
+        warmup: int,
+        params: SamplingParams,
+    ) -> None:
+        self.source, self.strict_loader, self.prompt, self.prompt_tokens = (
+            source,
+            strict_loader,
+            prompt,
+            prompt_tokens,
+        )
+        self.tokens, self.repetitions, self.warmup, self.params = tokens, repetitions, warmup, params
+
+    def execute(
+        self,
+        pair: tuple[ab.Side, ab.Side],
+        started_at: str,
+        read_gbps: float | None,
+        receipts_dir: Path,
+        as_json: bool,
+        threshold: float,
+    ) -> int:
+        """Run, write both receipts, compare B against A; returns compare's exit code."""
+        loaded = []
+        for side in pair:
+            err.print(f"side {side.describe()}")
+            loaded.append(
+                (side, *_load(self.source, KernelChoice(side.kernel), side.threads, self.strict_loader))
+            )
+        first = loaded[0][1]
+        ids = prompt_ids(first.tokenizer, self.prompt or DEFAULT_PROMPT, self.prompt_tokens)
+        facts = model_facts(first.file, str(self.source.path))
+        err.print("A/B: phases 1 and 2 are not run; rounds alternate A B, each side on its own loaded model")
+        with _progress() as progress:
+            task = progress.add_task("A/B rounds", total=2 * (self.warmup + self.repetitions))
+            results = ab.run_interleaved(
+                [(side, model) for side, model, _ in loaded],
+                ids,
+                self.tokens,
+                self.repetitions,
+                self.warmup,
+                self.params,
+                lambda done, _t: progress.update(task, completed=done),
+            )
+        receipts, paths, verdicts = [], [], []
+        for (side, model, jit_seconds), (section, output) in zip(loaded, results, strict=True):
+            side.activate()  # the receipt records the thread count this side ran with
+            receipt = build_receipt(
+                started_at=started_at,
+                model=model,
+                model_section=dict(facts),
+                phases={"benchmark": section},
+                prompt_text=self.prompt or DEFAULT_PROMPT,
+                prompt=ids,
+                params=self.params,
+                tokens_requested=self.tokens,
+                output_tokens=output,
+                strict=resolve_strict(strict_flag(self.strict_loader)),
+                jit_seconds=jit_seconds,
+                read_gbps=read_gbps,
+            )
+            receipts.append(receipt)
+            paths.append(write_receipt(receipt, receipts_dir))
+            verdicts.append(verify(receipt, model_path=self.source.path))
+        varied = ("threads",) if pair[0].threads != pair[1].threads else ()
+        comparison = compare(
+            receipts[0],
+            receipts[1],
+            base_label=f"A ({pair[0].describe()[3:]}) {paths[0]}",
+            new_label=f"B ({pair[1].describe()[3:]}) {paths[1]}",
+            threshold=threshold,
+            ignore=varied,
+            same_process=True,
+        )
+        if as_json:
+            sides_out = [
+                {
+                    "side": s.name,
+                    "kernel": s.kernel,
+                    "threads": r["threads"],
+                    "path": str(p),
+                    "verification": v.to_dict(),
+                }
+                for s, r, p, v in zip(pair, receipts, paths, verdicts, strict=True)
+            ]
+            typer.echo(json.dumps({"sides": sides_out, "comparison": comparison.to_dict()}, indent=2))
+        else:
+            for side, path, result in zip(pair, paths, verdicts, strict=True):
+                state = "verified" if result.ok else "FAILED verification"
+                typer.echo(f"receipt {side.name}: {path} ({state})")
+            render_comparison(comparison, OutputFormat.rich)
+        return comparison.exit_code

@@ -1,0 +1,127 @@
+"""A/B benchmarks: two engine configurations of one model file (two kernel families, or two thread counts),
+each loaded once, measured interleaved A B A B in one process so drift and a neighbour's load hit both alike.
+
+Each side gets its own benchmark section and receipt; its trace counts exactly its own measured repetitions.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+
+from engine.generate import SamplingParams
+from engine.model import KERNEL_MODES, Model, set_threads
+from harness.errors import HarnessError
+from harness.phases.benchmark import run_benchmark
+from harness.receipt import decode_tokens_per_second, percentiles
+
+StepFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One configuration: the kernel mode and the thread count (None: numba's default, all cores)."""
+
+    name: str
+    kernel: str
+    threads: int | None
+
+    def describe(self) -> str:
+        return f"{self.name}: --kernel {self.kernel} --threads {self.threads or 'default'}"
+
+    def activate(self) -> None:
+        """Apply this side's thread count before each of its repetitions (the other side changes it)."""
+        set_threads(self.threads if self.threads is not None else numba.config.NUMBA_NUM_THREADS)
+
+
+def _pair(text: str, option: str) -> tuple[str, str]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise HarnessError(f"{option} takes two comma-separated values, e.g. {option} A,B (got {text!r})")
+    if parts[0] == parts[1]:
+        raise HarnessError(
+            f"{option}: both sides are {parts[0]!r}; an A/B run needs two different configurations"
+        )
+    return parts[0], parts[1]
+
+
+def sides(
+    ab_kernel: str | None, ab_threads: str | None, kernel: str, threads: int | None
+) -> tuple[Side, Side] | None:
+    """The two sides from --ab-kernel / --ab-threads (one of them; the other setting is shared), or None."""
+    if ab_kernel is not None and ab_threads is not None:
+        raise HarnessError("give --ab-kernel or --ab-threads, not both: an A/B run varies one thing")
+    if ab_kernel is not None:
+        a, b = _pair(ab_kernel, "--ab-kernel")
+        for k in (a, b):
+            if k not in KERNEL_MODES:
+                raise HarnessError(
+                    f"--ab-kernel: unknown kernel {k!r}; choose from {', '.join(KERNEL_MODES)}"
+                )
+        return Side("A", a, threads), Side("B", b, threads)
+    if ab_threads is not None:
+        a, b = _pair(ab_threads, "--ab-threads")
+        try:
+            ta, tb = int(a), int(b)
+        except ValueError:
+            raise HarnessError(f"--ab-threads takes two integers (got {ab_threads!r})") from None
+        limit = numba.config.NUMBA_NUM_THREADS
+        for t in (ta, tb):
+            if not 1 <= t <= limit:
+                raise HarnessError(f"--ab-threads: {t} is outside 1..{limit} (this machine's numba threads)")
+        return Side("A", kernel, ta), Side("B", kernel, tb)
+    return None
+
+
+def section(rows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
+    """A benchmark section from measured repetition rows, summarized as phases.benchmark summarizes them."""
+    steps = [s for r in rows for s in r["decode_seconds"]]
+    return {
+        "warmup_repetitions": warmup,
+        "repetitions": rows,
+        "summary": {
+            "prefill_seconds": percentiles([r["prefill_seconds"] for r in rows]),
+            "ttft_seconds": percentiles([r["ttft_seconds"] for r in rows]),
+            "decode_latency_seconds": percentiles(steps) if steps else None,
+            "tokens_per_second": decode_tokens_per_second(rows),
+        },
+    }
+
+
+def run_interleaved(
+    pair: Sequence[tuple[Side, Model]],
+    prompt: list[int],
+    tokens: int,
+    repetitions: int,
+    warmup: int,
+    params: SamplingParams,
+    on_step: StepFn | None = None,
+) -> list[tuple[dict[str, Any], list[int]]]:
+    """Warm-up rounds, then `repetitions` measured rounds, each round one generation per side in order A B.
+
+    Returns per side (benchmark section, tokens of its first measured repetition). Each model's trace is
+    emptied after the warm-up and then accumulates exactly its side's measured repetitions.
+    """
+    if repetitions < 1:
+        raise HarnessError(f"--repetitions must be >= 1 (got {repetitions})")
+    total = (warmup + repetitions) * len(pair)
+    done = 0
+    rows: list[list[dict[str, Any]]] = [[] for _ in pair]
+    first: list[list[int]] = [[] for _ in pair]
+    for round_ in range(warmup + repetitions):
+        measured = round_ >= warmup
+        for i, (side, model) in enumerate(pair):
+            side.activate()
+            if measured and round_ == warmup:
+                model.trace.reset()
+            kept = model.trace.counts.copy()
+            one, ids = run_benchmark(model, prompt, tokens, 1, 0, params)  # resets the trace first
+            model.trace.counts += kept
+            if measured:
+                rows[i].extend(one["repetitions"])
+                first[i] = first[i] or ids
+            done += 1
+            if on_step is not None:
+                on_step(done, total)
+    return [(section(r, warmup), f) for r, f in zip(rows, first, strict=True)]
