@@ -22,6 +22,13 @@ from engine.flavor import fixed_nbytes, min_nbytes
 MAX_DIMS = 4
 MAX_ELEMENTS = 1 << 62
 MAX_ARRAY_DEPTH = 8
+# Caps that keep time and memory bounded by more than the file size: a small hostile file must not become
+# millions of Python objects. Real files stay far below them: the official 2B-4T file has 332 tensors,
+# 24 metadata keys and 536,659 array values (vocabulary, token types, merges), and no arrays of arrays.
+MAX_TENSORS = 1 << 14
+MAX_METADATA_KEYS = 1 << 16
+MAX_ARRAY_VALUES = 1 << 21  # all metadata array elements of a file together
+MAX_NESTED_ARRAYS = 1 << 16  # elements that are themselves arrays
 HEADER_BYTES = 24  # magic, version, tensor count, metadata count
 MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, the smallest value
 MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8  # name length, n_dims, one dim, type, offset
@@ -109,6 +116,8 @@ class _Cursor:
         self.size = len(buf)
         self.pos = 0
         self.where = where
+        self.values_left = MAX_ARRAY_VALUES
+        self.nested_left = MAX_NESTED_ARRAYS
 
     @property
     def remaining(self) -> int:
@@ -195,6 +204,18 @@ def _read_array(cur: _Cursor, key: str, depth: int) -> list[object]:
             f"{cur.where}: metadata key {key!r} claims {count} array elements, more than the "
             f"{cur.remaining} bytes left in the file can hold"
         )
+    cur.values_left -= count
+    if cur.values_left < 0:
+        raise GGUFFormatError(
+            f"{cur.where}: metadata arrays hold more than {MAX_ARRAY_VALUES} values in all (at {key!r}); "
+            "no real model's metadata comes close"
+        )
+    if elem_type == GGUFValueType.ARRAY:
+        cur.nested_left -= count
+        if cur.nested_left < 0:
+            raise GGUFFormatError(
+                f"{cur.where}: metadata holds more than {MAX_NESTED_ARRAYS} nested arrays in all (at {key!r})"
+            )
     dtype = _NUMPY_DTYPES.get(elem_type)
     if dtype is not None:
         raw = cur.raw(count * np.dtype(dtype).itemsize, f"array of {key!r}")
@@ -389,6 +410,11 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
         )
     tensor_count = cur.u64("tensor count")
     kv_count = cur.u64("metadata count")
+    if tensor_count > MAX_TENSORS or kv_count > MAX_METADATA_KEYS:
+        raise GGUFFormatError(
+            f"{where}: header claims {tensor_count} tensors and {kv_count} metadata keys; this reader "
+            f"accepts at most {MAX_TENSORS} tensors and {MAX_METADATA_KEYS} keys"
+        )
     needed = tensor_count * MIN_TENSOR_INFO_BYTES + kv_count * MIN_KV_BYTES
     if needed > cur.remaining:
         raise GGUFFormatError(

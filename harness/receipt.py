@@ -7,7 +7,9 @@ construction and a hand-edited number does not.
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.atomic import atomic_write
+from engine.atomic import TargetExistsError, atomic_write
 from harness.errors import HarnessError
 from harness.schema import schema_errors
 
@@ -24,6 +26,7 @@ PERCENTILES = (50, 90, 99)
 _INT32_MAX = 2**31 - 1
 MAX_RECEIPT_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 32
+_MAX_NAME_ATTEMPTS = 100
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
@@ -110,7 +113,11 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def write_receipt(receipt: Mapping[str, Any], folder: str | Path) -> Path:
-    """Validate against the schema, check the digest, write atomically under a new name; never overwrites."""
+    """Validate against the schema, check the digest, write atomically under a new name; never overwrites.
+
+    Two writers that pick the same name (same microsecond, model and commit) never clash: the second takes
+    the next free `_2`, `_3`... name. Writing the very same bytes again is refused as a duplicate.
+    """
     errors = schema_errors(receipt)
     if errors:
         path, message = errors[0]
@@ -119,11 +126,27 @@ def write_receipt(receipt: Mapping[str, Any], folder: str | Path) -> Path:
         )
     if receipt[DIGEST_FIELD] != content_digest(receipt):
         raise HarnessError("refusing to write a receipt whose content_digest is stale; call finalize() first")
-    target = Path(folder) / receipt_filename(receipt)
+    name = receipt_filename(receipt)
     data = json.dumps(receipt, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    with atomic_write(target, exclusive=True) as fh:
-        fh.write(data + b"\n")
-    return target
+    data += b"\n"
+    for attempt in range(1, _MAX_NAME_ATTEMPTS + 1):
+        target = Path(folder) / (name if attempt == 1 else f"{name[: -len('.json')]}_{attempt}.json")
+        try:
+            with atomic_write(target, exclusive=True) as fh:
+                fh.write(data)
+        except TargetExistsError:
+            if _same_bytes(target, data):
+                raise
+            continue
+        return target
+    raise HarnessError(f"{folder}: {_MAX_NAME_ATTEMPTS} receipts already use the name {name}")
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _reject_constant(name: str) -> object:
@@ -159,19 +182,49 @@ def _depth_exceeds(obj: object, limit: int) -> bool:
     return False
 
 
-def load_receipt(path: str | Path) -> dict[str, Any]:
-    """Parse a receipt file defensively: size cap, strict UTF-8 JSON, no NaN/Infinity, no duplicate keys,
-    bounded nesting, a JSON object at the top. Anything else is a one-line HarnessError."""
+def read_regular_file(path: str | Path, limit: int, what: str = "receipt") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (HarnessError otherwise).
+
+    The file is opened non-blocking and its type checked on the open descriptor before reading: a FIFO,
+    socket or device never blocks the reader, and nothing can swap the file between the check and the read.
+    """
     p = Path(path)
-    if p.is_dir():
-        raise HarnessError(f"{p} is a directory, not a receipt file")
     try:
-        with p.open("rb") as fh:
-            data = fh.read(MAX_RECEIPT_BYTES + 1)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        raise HarnessError(f"{p} is a directory, not a {what} file") from None
     except OSError as exc:
         raise HarnessError(f"cannot read {p}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise HarnessError(f"{p} is a directory, not a {what} file")
+        if not stat.S_ISREG(info.st_mode):
+            raise HarnessError(f"{p} is not a regular file (a FIFO, socket or device); not a {what}")
+        if info.st_size > limit:
+            raise HarnessError(f"{p} is larger than {limit} bytes; not a {what}")
+        chunks = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise HarnessError(f"cannot read {p}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise HarnessError(f"{p} is larger than {limit} bytes; not a {what}")
+    return b"".join(chunks)
+
+
+def parse_receipt_bytes(data: bytes, where: str) -> dict[str, Any]:
+    """Parse receipt bytes defensively: strict UTF-8 JSON, no NaN/Infinity, no duplicate keys, bounded
+    nesting, a JSON object at the top. Anything else is a one-line HarnessError starting with `where`."""
     if len(data) > MAX_RECEIPT_BYTES:
-        raise HarnessError(f"{p} is larger than {MAX_RECEIPT_BYTES} bytes; not a receipt")
+        raise HarnessError(f"{where} is larger than {MAX_RECEIPT_BYTES} bytes; not a receipt")
     try:
         obj = json.loads(
             data.decode("utf-8"),
@@ -180,13 +233,18 @@ def load_receipt(path: str | Path) -> dict[str, Any]:
             object_pairs_hook=_no_duplicates,
         )
     except UnicodeDecodeError as exc:
-        raise HarnessError(f"{p} is not UTF-8 text (byte {exc.start})") from None
+        raise HarnessError(f"{where} is not UTF-8 text (byte {exc.start})") from None
     except RecursionError:
-        raise HarnessError(f"{p} nests deeper than {MAX_DEPTH} levels; not a receipt") from None
+        raise HarnessError(f"{where} nests deeper than {MAX_DEPTH} levels; not a receipt") from None
     except ValueError as exc:
-        raise HarnessError(f"{p} is not valid JSON: {str(exc).splitlines()[0]}") from None
+        raise HarnessError(f"{where} is not valid JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(obj, dict):
-        raise HarnessError(f"{p} holds a JSON {type(obj).__name__}, not an object; not a receipt")
+        raise HarnessError(f"{where} holds a JSON {type(obj).__name__}, not an object; not a receipt")
     if _depth_exceeds(obj, MAX_DEPTH):
-        raise HarnessError(f"{p} nests deeper than {MAX_DEPTH} levels; not a receipt")
+        raise HarnessError(f"{where} nests deeper than {MAX_DEPTH} levels; not a receipt")
     return obj
+
+
+def load_receipt(path: str | Path) -> dict[str, Any]:
+    """Read and parse a receipt file: a regular file under the size cap, then parse_receipt_bytes."""
+    return parse_receipt_bytes(read_regular_file(path, MAX_RECEIPT_BYTES), str(path))
