@@ -13,7 +13,7 @@ import math
 import mmap
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -79,6 +79,23 @@ class _Buffers:
         self.up = np.zeros((n, ffn), f32)
         self.act = np.zeros((n, ffn), f32)
         self.act_n = np.zeros((n, ffn), f32)
+
+
+def _no_mark(step: str) -> None:
+    """The default step marker of `Model._layer`: profiling off."""
+
+
+class _Marks:
+    """Seconds per layer step, summed: `mark(step)` charges the time since the previous mark to `step`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self.last
+        self.last = now
 
 
 class Model:
@@ -184,10 +201,12 @@ class Model:
         self._logits_from(bufs.x[n - 1 : n])
         return self._logits
 
-    def decode(self, token: int, profile: dict | None = None) -> np.ndarray:
+    def decode(self, token: int, profile: dict | None = None, by_kernel: bool = False) -> np.ndarray:
         """One token through GEMV kernels at the next position; returns the logits buffer (reused next call).
 
-        `profile`, when given, receives stage seconds "embed", "forward", "logits" and "layers" (per layer).
+        `profile`, when given, receives stage seconds "embed", "forward", "logits" and "layers" (per layer);
+        with `by_kernel` also "kernels": seconds per step of the layer (summed over layers), the Python
+        dispatch between the kernel calls included in the step that follows it.
         """
         if self.pos >= self.config.context_length:
             raise EngineError(f"context full: {self.config.context_length} tokens; reset the model")
@@ -203,19 +222,24 @@ class Model:
             self.pos += 1
             self._logits_from(dec.x)
             return self._logits
+        marks = _Marks() if by_kernel else None
         t0 = time.perf_counter()
         embed_lookup(self._embedding, self._lut, self._tok, dec.x, counts)
         t1 = time.perf_counter()
         layer_seconds = []
         for layer in self._layers:
             ts = time.perf_counter()
-            self._layer(layer, dec, self.pos, gemm=False)
+            if marks is not None:
+                marks.last = ts
+            self._layer(layer, dec, self.pos, gemm=False, mark=marks.mark if marks else _no_mark)
             layer_seconds.append(time.perf_counter() - ts)
         t2 = time.perf_counter()
         self.pos += 1
         self._logits_from(dec.x)
         t3 = time.perf_counter()
         profile.update(embed=t1 - t0, forward=t2 - t1, logits=t3 - t2, layers=layer_seconds)
+        if marks is not None:
+            profile["kernels"] = marks.seconds
         return self._logits
 
     # ---------------------------------------------------------------- forward pass
@@ -247,33 +271,55 @@ class Model:
             sv = s[0] if scale == 1.0 else s[0] / scale
             matvec(m, q[0], sv, out[0], counts)
 
-    def _layer(self, layer: _Layer, b: _Buffers, pos0: int, gemm: bool) -> None:
+    def _layer(
+        self, layer: _Layer, b: _Buffers, pos0: int, gemm: bool, mark: Callable[[str], None] = _no_mark
+    ) -> None:
         counts = self.trace.counts
         cfg = self.config
         eps = self._eps
         rmsnorm(b.x, layer.norms["attn_norm"], eps, b.xn, counts)
+        mark("rmsnorm")
         quantize_activations(b.xn, b.q_h, b.s_h, counts)
+        mark("act_quant_i8")
         self._project(layer, "attn_q", b.q_h, b.s_h, b.q, b, gemm)
+        mark("attn_q")
         self._project(layer, "attn_k", b.q_h, b.s_h, b.k, b, gemm)
+        mark("attn_k")
         self._project(layer, "attn_v", b.q_h, b.s_h, b.v, b, gemm)
+        mark("attn_v")
         rope_neox(b.q, cfg.n_heads, cfg.head_dim, pos0, self._cos, self._sin, counts)
         rope_neox(b.k, cfg.n_kv_heads, cfg.head_dim, pos0, self._cos, self._sin, counts)
+        mark("rope_neox")
         attention_gqa(
             b.q, b.k, b.v, layer.k_cache, layer.v_cache, pos0, cfg.n_heads, self._scores, b.att, counts
         )
+        mark("attention_gqa")
         rmsnorm(b.att, layer.norms["attn_sub_norm"], eps, b.xn, counts)
+        mark("rmsnorm")
         quantize_activations(b.xn, b.q_h, b.s_h, counts)
+        mark("act_quant_i8")
         self._project(layer, "attn_output", b.q_h, b.s_h, b.proj, b, gemm)
+        mark("attn_output")
         residual_add(b.x, b.proj, counts)
+        mark("residual_add")
         rmsnorm(b.x, layer.norms["ffn_norm"], eps, b.xn, counts)
+        mark("rmsnorm")
         quantize_activations(b.xn, b.q_h, b.s_h, counts)
+        mark("act_quant_i8")
         self._project(layer, "ffn_gate", b.q_h, b.s_h, b.gate, b, gemm)
+        mark("ffn_gate")
         self._project(layer, "ffn_up", b.q_h, b.s_h, b.up, b, gemm)
+        mark("ffn_up")
         self._act(b.gate, b.up, b.act, counts)
+        mark("gate_act")
         rmsnorm(b.act, layer.norms["ffn_sub_norm"], eps, b.act_n, counts)
+        mark("rmsnorm")
         quantize_activations(b.act_n, b.q_f, b.s_f, counts)
+        mark("act_quant_i8")
         self._project(layer, "ffn_down", b.q_f, b.s_f, b.proj, b, gemm)
+        mark("ffn_down")
         residual_add(b.x, b.proj, counts)
+        mark("residual_add")
 
     def _logits_from(self, x_last: np.ndarray) -> None:
         """Final RMSNorm of one hidden state [1, hidden], then logits through the tied embedding."""
