@@ -5,6 +5,8 @@ Run from a checkout (PYTHONPATH selects which one, so two trees can be compared 
     python benchmarks/decode_profile.py --threads 2 --steps 32 --json
 
 Prints medians over the steps; the "kernels" profile needs a checkout whose Model.decode has `by_kernel`.
+The *_cpu figures are process CPU seconds: with --threads 1 they do not count time the scheduler gave to
+other processes, so they compare two trees fairly on a busy machine.
 """
 
 import argparse
@@ -47,18 +49,20 @@ def main() -> None:
         profile["total"] = time.perf_counter() - start
         steps.append(profile)
         kernels.append(profile.get("kernels", {}))
-    plain = []
+    plain, plain_cpu = [], []
     for _ in range(args.steps):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         model.decode(token)
         plain.append(time.perf_counter() - start)
-    prefill = []
+        plain_cpu.append(time.process_time() - cpu)
+    prefill, prefill_cpu = [], []
     long_prompt = [(i * 104729) % vocab for i in range(args.prefill_tokens)]
     for _ in range(3):
         model.reset()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         model.prefill(long_prompt)
         prefill.append(time.perf_counter() - start)
+        prefill_cpu.append(time.process_time() - cpu)
 
     def med(key: str) -> float:
         return statistics.median(s[key] for s in steps)
@@ -71,6 +75,7 @@ def main() -> None:
         "ready_seconds": ready,
         "decode_tok_per_s": 1.0 / statistics.median(plain),
         "decode_ms": 1e3 * statistics.median(plain),
+        "decode_cpu_ms": 1e3 * statistics.median(plain_cpu),
         "profiled_step_ms": 1e3 * med("total"),
         "forward_ms": 1e3 * med("forward"),
         "logits_ms": 1e3 * med("logits"),
@@ -78,6 +83,7 @@ def main() -> None:
         "kernels_ms": {k: 1e3 * statistics.median(d[k] for d in kernels) for k in kernels[0]},
         "prefill_tokens": args.prefill_tokens,
         "prefill_tok_per_s": args.prefill_tokens / statistics.median(prefill),
+        "prefill_cpu_seconds": statistics.median(prefill_cpu),
         "weight_bytes_per_token": model.weight_bytes_per_token,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "file_mb": path.stat().st_size / 1e6,

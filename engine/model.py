@@ -162,6 +162,18 @@ class Model:
         """Matrix tensor name -> (gemv id, gemm id): the `kernel_ids` argument of `expected_counts`."""
         return {name: (gemv, self.gemm_choices[name]) for name, gemv in self.kernel_choices.items()}
 
+    def kernel_variants(self) -> dict[str, str]:
+        """Kernel id -> instruction-set path it runs on here ("avx512vnni", "avx512bw" or "portable").
+
+        For the receipt: which CPU-specific variant (or the portable fallback) produced the counted calls.
+        """
+        out = {}
+        for layer in self._layers:
+            for m in layer.mats.values():
+                out[m.gemv_id] = out[m.gemm_id] = m.variant
+        out["logits_i8" if self.logits_mode == "int8" else "fp32_logits"] = self.logits_variant
+        return out
+
     def reset(self) -> None:
         """Empty the KV cache (positions restart at 0; stale entries are never read)."""
         self.pos = 0

@@ -119,6 +119,31 @@ def test_profile_reports_stages_and_layers(model) -> None:
     assert profile["forward"] >= sum(profile["layers"])
 
 
+def test_kernel_variants_name_the_path_of_every_kernel_that_runs(model) -> None:
+    vnni = "avx512vnni" if has_vnni() else "portable"
+    assert model.kernel_variants() == {"i2s_gemv": vnni, "i2s_gemm": vnni, "logits_i8": model.logits_variant}
+
+
+def test_profile_by_kernel_charges_every_layer_step(model) -> None:
+    snapshots = []
+    for by_kernel in (True, False):
+        model.reset()
+        model.trace.reset()
+        model.prefill(PROMPT)
+        profile: dict = {}
+        model.decode(7, profile, by_kernel=by_kernel)
+        snapshots.append(model.trace.snapshot())
+        if by_kernel:
+            steps = {"rmsnorm", "act_quant_i8", "rope_neox", "attention_gqa", "residual_add", "gate_act"}
+            assert set(profile["kernels"]) == steps | set(LAYER_MATRICES)
+            assert all(s > 0 for s in profile["kernels"].values())
+            assert sum(profile["kernels"].values()) <= sum(profile["layers"])
+        else:
+            assert "kernels" not in profile
+    assert snapshots[0] == snapshots[1]  # profiling runs exactly the kernels of a plain step
+    model.trace.reset()
+
+
 def test_reported_numbers(model) -> None:
     cfg = model.config
     assert len(model.kernel_choices) == cfg.n_layers * len(LAYER_MATRICES)
