@@ -1,7 +1,8 @@
 """`verify-receipt` and `report`: check a receipt file's honesty gates and show any receipt in the terminal.
 
 Exit codes: 0 valid, 1 invalid, 2 unusable input (unreadable file, not a JSON object, unknown schema_version,
-unreadable model file, replay unavailable).
+unreadable model file, replay unavailable). With `--key-env NAME` the receipt must carry a valid signature
+(harness/signing.py): a missing, changed or wrongly keyed signature is invalid (1); a missing key is 2.
 """
 
 import importlib
@@ -16,17 +17,20 @@ from rich.console import Console
 from engine.errors import EngineError
 from harness.errors import HarnessError
 from harness.options import StrictOpt, strict_flag
-from harness.receipt import load_receipt
+from harness.receipt import load_receipt, parse_receipt_bytes
 from harness.report import render
 from harness.schema import SCHEMA_VERSION
+from harness.signing import SignatureError, is_envelope_path, key_from_env, key_id, verify_signed
 from harness.verify import ReplayFn, verify
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
 
-def _load(path: Path) -> dict[str, Any]:
-    """A parsed receipt of the schema version this harness knows (HarnessError otherwise)."""
-    receipt = load_receipt(path)
+def _load(path: Path, body: bytes | None = None) -> dict[str, Any]:
+    """A parsed receipt (from `body` when given) of the schema version this harness knows."""
+    if body is None and is_envelope_path(path):
+        raise HarnessError(f"{path} is a signature envelope; pass --key-env NAME to check it")
+    receipt = load_receipt(path) if body is None else parse_receipt_bytes(body, str(path))
     version = receipt.get("schema_version")
     if version != SCHEMA_VERSION:
         raise HarnessError(
@@ -69,18 +73,42 @@ def _fail_unusable(message: str, as_json: bool, path: Path) -> None:
     raise typer.Exit(EXIT_UNUSABLE)
 
 
+def _signed_body(path: Path, key_env: str, as_json: bool) -> tuple[bytes, dict[str, Any]]:
+    """The signed receipt bytes and the signature facts; a bad signature prints its failure and exits 1."""
+    key = key_from_env(key_env)
+    try:
+        body, envelope = verify_signed(path, key)
+    except SignatureError as exc:
+        if as_json:
+            failed = {"ok": False, "error": str(exc)}
+            typer.echo(json.dumps({"path": str(path), "valid": False, "signature": failed}))
+        else:
+            typer.echo(f"FAIL signature: {exc}")
+            typer.echo(f"{path}: INVALID (signature)")
+        raise typer.Exit(EXIT_INVALID) from None
+    return body, {"ok": True, "keyid": key_id(key), "envelope": str(envelope)}
+
+
 def verify_receipt(
-    path: Annotated[Path, typer.Option("--path", help="Receipt JSON file.")],
+    path: Annotated[Path, typer.Option("--path", help="Receipt JSON file (or its .dsse.json envelope).")],
     model: Annotated[
         Path | None, typer.Option("--model", help="Check the model file's size and sha256.")
     ] = None,
     replay: Annotated[bool, typer.Option("--replay", help="Re-generate the tokens and compare.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     strict_loader: StrictOpt = False,
+    key_env: Annotated[
+        str | None,
+        typer.Option("--key-env", help="Require a valid signature by the key in this environment variable."),
+    ] = None,
 ) -> None:
-    """Check a receipt: the schema, then every honesty gate; all failures are listed."""
+    """Check a receipt: the signature (with --key-env), the schema, then every honesty gate."""
+    signature: dict[str, Any] | None = None
     try:
-        receipt = _load(path)
+        body = None
+        if key_env is not None:
+            body, signature = _signed_body(path, key_env, as_json)
+        receipt = _load(path, body)
         model_path = model
         replay_fn = None
         if replay:
@@ -91,8 +119,11 @@ def verify_receipt(
         _fail_unusable(str(exc), as_json, path)
         return
     if as_json:
-        typer.echo(json.dumps({"path": str(path), **result.to_dict()}, indent=2))
+        extra = {} if signature is None else {"signature": signature}
+        typer.echo(json.dumps({"path": str(path), **result.to_dict(), **extra}, indent=2))
     else:
+        if signature is not None:
+            typer.echo(f"signature: OK (HMAC-SHA256, key id {signature['keyid']}, {signature['envelope']})")
         for failure in result.failures:
             typer.echo(failure.line())
         verdict = "VALID" if result.ok else f"INVALID ({len(result.failures)} failures)"

@@ -24,8 +24,9 @@ from harness.schema import schema_errors
 DIGEST_FIELD = "content_digest"
 PERCENTILES = (50, 90, 99)
 _INT32_MAX = 2**31 - 1
-MAX_RECEIPT_BYTES = 64 * 1024 * 1024
+MAX_RECEIPT_BYTES = 16 * 1024 * 1024  # real receipts are tens of kB; the cap bounds memory (~3x)
 MAX_DEPTH = 32
+MAX_RECEIPT_VALUES = 1 << 19  # ~20x the values of a 2b-4t receipt with 10 repetitions of 4096 tokens
 _MAX_NAME_ATTEMPTS = 100
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
@@ -129,6 +130,12 @@ def write_receipt(receipt: Mapping[str, Any], folder: str | Path) -> Path:
     name = receipt_filename(receipt)
     data = json.dumps(receipt, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
     data += b"\n"
+    problem = _shape_problem(receipt)
+    if len(data) > MAX_RECEIPT_BYTES or problem is not None:
+        raise HarnessError(
+            f"refusing to write a receipt no verifier would read ({len(data)} bytes"
+            f"{'; ' + problem if problem else ''}; the cap is {MAX_RECEIPT_BYTES} bytes)"
+        )
     for attempt in range(1, _MAX_NAME_ATTEMPTS + 1):
         target = Path(folder) / (name if attempt == 1 else f"{name[: -len('.json')]}_{attempt}.json")
         try:
@@ -169,17 +176,21 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _depth_exceeds(obj: object, limit: int) -> bool:
-    """Whether containers nest deeper than `limit`; iterative, so deep input cannot overflow the stack."""
+def _shape_problem(obj: object) -> str | None:
+    """Why parsed JSON cannot be a receipt by shape alone: nesting deeper than MAX_DEPTH or more than
+    MAX_RECEIPT_VALUES values (each costs schema-check time). Iterative: deep input cannot overflow."""
     stack = [(obj, 1)]
+    values = 0
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            if depth > limit:
-                return True
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+        if depth > MAX_DEPTH:
+            return f"nests deeper than {MAX_DEPTH} levels"
+        children = node.values() if isinstance(node, dict) else node
+        values += len(children)
+        if values > MAX_RECEIPT_VALUES:
+            return f"holds more than {MAX_RECEIPT_VALUES} JSON values"
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return None
 
 
 def read_regular_file(path: str | Path, limit: int, what: str = "receipt") -> bytes:
@@ -240,8 +251,14 @@ def parse_receipt_bytes(data: bytes, where: str) -> dict[str, Any]:
         raise HarnessError(f"{where} is not valid JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(obj, dict):
         raise HarnessError(f"{where} holds a JSON {type(obj).__name__}, not an object; not a receipt")
-    if _depth_exceeds(obj, MAX_DEPTH):
-        raise HarnessError(f"{where} nests deeper than {MAX_DEPTH} levels; not a receipt")
+    problem = _shape_problem(obj)
+    if problem is not None:
+        raise HarnessError(f"{where} {problem}; not a receipt")
+    try:  # JSON escapes can smuggle in lone surrogates, which no UTF-8 digest or terminal can encode
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode()
+        raise HarnessError(f"{where} holds a lone surrogate {bad} (not Unicode); not a receipt") from None
     return obj
 
 
