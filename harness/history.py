@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import bootstrap
 
 from harness.archive import Entry
 from harness.errors import HarnessError
@@ -29,6 +28,8 @@ def band(x: np.ndarray, m: Metric, seed: int = SEED) -> tuple[float, float]:
         low, high = np.percentile(x, BAND)
         return float(low), float(high)
     if m.kind == PER_TOKEN and x.size >= 2 and np.unique(x).size > 1:
+        from scipy.stats import bootstrap  # imported on use: slow to import for every command
+
         res = bootstrap(
             (x,),
             m.statistic,

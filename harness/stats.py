@@ -11,7 +11,6 @@ from enum import Enum
 from math import comb
 
 import numpy as np
-from scipy.stats import bootstrap, mannwhitneyu
 
 ALPHA = 0.05
 THRESHOLD = 0.05
@@ -80,6 +79,8 @@ def samples_needed(alpha: float = ALPHA) -> int:
 
 def mann_whitney_p(base: np.ndarray, new: np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value (exact for small samples without ties, asymptotic otherwise)."""
+    from scipy.stats import mannwhitneyu  # imported on use: scipy.stats is slow to import for every command
+
     if np.unique(np.concatenate([base, new])).size == 1:
         return 1.0  # every value equal: scipy's normal approximation would divide by zero
     return float(mannwhitneyu(new, base, alternative="two-sided", method="auto").pvalue)
@@ -98,6 +99,7 @@ def ratio_ci(
 
     The percentile method (not BCa) because BCa degenerates on the tiny, tied samples benchmarks produce.
     """
+    from scipy.stats import bootstrap  # imported on use: scipy.stats is slow to import for every command
 
     def ratio(n: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return statistic(n, axis=axis) / statistic(b, axis=axis)
