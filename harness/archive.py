@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.metrics import BY_KEY, value
 from harness.receipt import load_receipt, parse_timestamp, receipt_filename
 from harness.schema import SCHEMA_VERSION
+from harness.signing import is_envelope_path
 from harness.verify import verify
 
 DEFAULT_ARCHIVE = Path("receipts")
@@ -63,7 +64,8 @@ def scan(folder: Path) -> list[Entry]:
     """Every top-level *.json file of the archive, oldest first; unusable files last, with their reason."""
     if not folder.is_dir():
         raise HarnessError(f"archive folder {folder} does not exist")
-    entries = [_entry(p) for p in sorted(folder.glob("*.json")) if p.is_file()]
+    files = [p for p in sorted(folder.glob("*.json")) if p.is_file() and not is_envelope_path(p)]
+    entries = [_entry(p) for p in files]
     good = sorted((e for e in entries if e.moment is not None), key=lambda e: (e.moment, e.path.name))
     return good + [e for e in entries if e.moment is None]
 

@@ -38,6 +38,7 @@ from harness.cmd_archive import ThresholdOpt, render_comparison
 from harness.compare import compare
 from harness.errors import HarnessError
 from harness.host import host_facts
+from harness.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
 from harness.options import (
     ArchChoice,
     ArchOpt,
@@ -64,6 +65,7 @@ from harness.phases.timing import run_timing
 from harness.phases.workload import DEFAULT_PROMPT, ModelSource, model_facts, prompt_ids, resolve_model
 from harness.receipt import utc_timestamp, write_receipt
 from harness.report import render
+from harness.signing import key_from_env, sign_receipt_file
 from harness.stats import THRESHOLD
 from harness.tables import OutputFormat
 from harness.verify import verify
@@ -270,86 +272,114 @@ def benchmark(
         typer.Option("--ab-threads", help="A/B run of two thread counts, e.g. 1,2 (as --ab-kernel)."),
     ] = None,
     threshold: ThresholdOpt = THRESHOLD * 100,
+    sign: Annotated[
+        bool, typer.Option("--sign", help="Sign the receipt: an HMAC-SHA256 DSSE envelope beside it.")
+    ] = False,
+    key_env: Annotated[
+        str | None, typer.Option("--key-env", help="Environment variable holding the signing key.")
+    ] = None,
+    max_memory: MaxMemoryOpt = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 3, the full benchmark: prefill and decode speed, time to first token, latency distribution.
 
     Load and JIT time are measured apart from the timed repetitions. The receipt is written atomically under
     --receipts-dir, verified, and reported.
     """
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    started_at = utc_timestamp()
-    pair = ab.sides(ab_kernel, ab_threads, kernel.value, threads)
-    if pair is not None and compare_to is not None:
-        raise HarnessError("--compare-to and --ab-kernel/--ab-threads are separate modes; give one")
-    base_path = archive.resolve(compare_to, receipts_dir) if compare_to is not None else None
-    base_receipt = archive.load_checked(base_path) if base_path is not None else None
-    source = _source(model, preset, fmt, arch, model_seed)
-    set_threads(threads)
-    read_gbps = None
-    if bandwidth:
-        with err.status("measuring read bandwidth"):
-            read_gbps = measure_read_bandwidth()
-    if pair is not None:
-        run = _ABRun(source, strict_loader, prompt, prompt_tokens, tokens, repetitions, warmup, params)
-        raise typer.Exit(run.execute(pair, started_at, read_gbps, receipts_dir, as_json, threshold / 100.0))
-    loaded, jit_seconds = _load(source, kernel, threads, strict_loader)
-    ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
-    phases: dict[str, Any] = {}
-    with _progress() as progress:
-        if run_probe_phase:
-            task = progress.add_task("phase 1: probe", total=None)
-            phases["probe"] = run_probe(
-                loaded, lambda what: progress.update(task, description=f"probe: {what}")
+    if sign and key_env is None:
+        raise HarnessError("--sign needs --key-env NAME, the environment variable that holds the key")
+    if sign:
+        key_from_env(key_env)  # a missing key fails now, not after the run
+    with resource_limits(max_memory, timeout):
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        started_at = utc_timestamp()
+        pair = ab.sides(ab_kernel, ab_threads, kernel.value, threads)
+        if pair is not None and compare_to is not None:
+            raise HarnessError("--compare-to and --ab-kernel/--ab-threads are separate modes; give one")
+        base_path = archive.resolve(compare_to, receipts_dir) if compare_to is not None else None
+        base_receipt = archive.load_checked(base_path) if base_path is not None else None
+        source = _source(model, preset, fmt, arch, model_seed)
+        set_threads(threads)
+        read_gbps = None
+        if bandwidth:
+            with err.status("measuring read bandwidth"):
+                read_gbps = measure_read_bandwidth()
+        if pair is not None:
+            if sign:
+                raise HarnessError(
+                    "--sign signs a single run's receipt; drop it for --ab-kernel/--ab-threads"
+                )
+            run = _ABRun(source, strict_loader, prompt, prompt_tokens, tokens, repetitions, warmup, params)
+            raise typer.Exit(
+                run.execute(pair, started_at, read_gbps, receipts_dir, as_json, threshold / 100.0)
             )
-            progress.update(task, total=1, completed=1, description="phase 1: probe")
-        if run_timing_phase:
-            task = progress.add_task("phase 2: timing", total=1)
-            phases["timing"] = run_timing(loaded, ids, timing_steps, params)
-            progress.update(task, completed=1)
-        task = progress.add_task("phase 3: benchmark", total=warmup + repetitions)
-        phases["benchmark"], output = run_benchmark(
-            loaded,
-            ids,
-            tokens,
-            repetitions,
-            warmup,
-            params,
-            lambda done, _t: progress.update(task, completed=done),
+        loaded, jit_seconds = _load(source, kernel, threads, strict_loader)
+        ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
+        phases: dict[str, Any] = {}
+        with _progress() as progress:
+            if run_probe_phase:
+                task = progress.add_task("phase 1: probe", total=None)
+                phases["probe"] = run_probe(
+                    loaded, lambda what: progress.update(task, description=f"probe: {what}")
+                )
+                progress.update(task, total=1, completed=1, description="phase 1: probe")
+            if run_timing_phase:
+                task = progress.add_task("phase 2: timing", total=1)
+                phases["timing"] = run_timing(loaded, ids, timing_steps, params)
+                progress.update(task, completed=1)
+            task = progress.add_task("phase 3: benchmark", total=warmup + repetitions)
+            phases["benchmark"], output = run_benchmark(
+                loaded,
+                ids,
+                tokens,
+                repetitions,
+                warmup,
+                params,
+                lambda done, _t: progress.update(task, completed=done),
+            )
+        receipt = build_receipt(
+            started_at=started_at,
+            model=loaded,
+            model_section=model_facts(loaded.file, str(source.path)),
+            phases=phases,
+            prompt_text=prompt or DEFAULT_PROMPT,
+            prompt=ids,
+            params=params,
+            tokens_requested=tokens,
+            output_tokens=output,
+            strict=resolve_strict(strict_flag(strict_loader)),
+            jit_seconds=jit_seconds,
+            read_gbps=read_gbps,
         )
-    receipt = build_receipt(
-        started_at=started_at,
-        model=loaded,
-        model_section=model_facts(loaded.file, str(source.path)),
-        phases=phases,
-        prompt_text=prompt or DEFAULT_PROMPT,
-        prompt=ids,
-        params=params,
-        tokens_requested=tokens,
-        output_tokens=output,
-        strict=resolve_strict(strict_flag(strict_loader)),
-        jit_seconds=jit_seconds,
-        read_gbps=read_gbps,
-    )
-    path = write_receipt(receipt, receipts_dir)
-    result = verify(receipt, model_path=source.path)
-    comparison = None
-    if base_receipt is not None:
-        comparison = compare(
-            base_receipt, receipt, base_label=str(base_path), new_label=str(path), threshold=threshold / 100.0
-        )
-    if as_json:
-        out = {"path": str(path), "receipt": receipt, "verification": result.to_dict()}
+        path = write_receipt(receipt, receipts_dir)
+        envelope = sign_receipt_file(path, key_env) if sign else None
+        result = verify(receipt, model_path=source.path)
+        comparison = None
+        if base_receipt is not None:
+            comparison = compare(
+                base_receipt,
+                receipt,
+                base_label=str(base_path),
+                new_label=str(path),
+                threshold=threshold / 100.0,
+            )
+        if as_json:
+            out = {"path": str(path), "receipt": receipt, "verification": result.to_dict()}
+            if comparison is not None:
+                out["comparison"] = comparison.to_dict()
+            if envelope is not None:
+                out["signature"] = str(envelope)
+            typer.echo(json.dumps(out, indent=2))
+        else:
+            render(receipt, Console(), result)
+            typer.echo(f"receipt: {path}")
+            if envelope is not None:
+                typer.echo(f"signature: {envelope}")
+            if comparison is not None:
+                render_comparison(comparison, OutputFormat.rich)
         if comparison is not None:
-            out["comparison"] = comparison.to_dict()
-        typer.echo(json.dumps(out, indent=2))
-    else:
-        render(receipt, Console(), result)
-        typer.echo(f"receipt: {path}")
-        if comparison is not None:
-            render_comparison(comparison, OutputFormat.rich)
-    if comparison is not None:
-        raise typer.Exit(comparison.exit_code)
-    raise typer.Exit(0 if result.ok else 1)
+            raise typer.Exit(comparison.exit_code)
+        raise typer.Exit(0 if result.ok else 1)
 
 
 class _ABRun:

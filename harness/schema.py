@@ -1,5 +1,6 @@
 """The receipt schema, loaded from the installed `schemas` package so writer and verifier share one file."""
 
+import itertools
 import json
 from functools import lru_cache
 from importlib import resources
@@ -9,6 +10,7 @@ from jsonschema import Draft202012Validator
 
 SCHEMA_VERSION = "1.0.0"
 SCHEMA_FILE = f"receipt.v{SCHEMA_VERSION}.schema.json"
+MAX_ERRORS = 1000  # enough to act on; collecting every error of a hostile receipt costs minutes
 
 
 @lru_cache(maxsize=1)
@@ -27,6 +29,7 @@ def validator() -> Draft202012Validator:
 
 
 def schema_errors(obj: object) -> list[tuple[str, str]]:
-    """Every schema violation as (JSON path, message), in a stable order."""
-    errors = sorted(validator().iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    """The first MAX_ERRORS schema violations as (JSON path, message), in a stable order."""
+    found = itertools.islice(validator().iter_errors(obj), MAX_ERRORS)
+    errors = sorted(found, key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [(e.json_path, e.message) for e in errors]
