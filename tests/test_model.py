@@ -249,3 +249,26 @@ def test_2b4t_resident_memory_stays_near_file_size() -> None:
     out = subprocess.run(probe, capture_output=True, text=True, check=True)
     rss = int(out.stdout.strip().splitlines()[-1])
     assert rss <= 1.3 * path.stat().st_size, f"RSS {rss >> 20} MiB vs file {path.stat().st_size >> 20} MiB"
+
+
+def test_auto_timing_takes_turns_between_families(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of outside load must hit every family alike: calls alternate i2s, tl1, tl2, i2s, ..."""
+    import engine.kernels as kernels
+    from engine.formats import FORMATS
+
+    rng = np.random.default_rng(3)
+    raw = FORMATS["i2s"].pack(rng.integers(-1, 2, (16, 256)).astype(np.int8), 0.5)
+    order: list[str] = []
+    real = kernels.matvec
+
+    def spy(m, q, s, out, counts):
+        order.append(m.kernel)
+        real(m, q, s, out, counts)
+
+    monkeypatch.setattr(kernels, "matvec", spy)
+    timings = kernel_choice.time_families("i2s", raw, 16, 256)
+    assert set(timings) == set(kernel_choice.FAMILIES)
+    assert all(isinstance(t, float) and t > 0 for t in timings.values())
+    timed = order[3:]  # after one untimed warm-up call each
+    assert len(timed) >= 3 * 5 and len(timed) % 3 == 0
+    assert timed == ["i2s", "tl1", "tl2"] * (len(timed) // 3)
