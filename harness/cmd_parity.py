@@ -16,12 +16,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.actquant_mode import ACT_QUANT_MODES
 from engine.atomic import atomic_write
 from harness.errors import HarnessError
-from harness.options import JsonOpt, LogitsChoice, ThreadsOpt
+from harness.options import JsonOpt, KernelChoice, KernelOpt, LogitsChoice, ThreadsOpt
 from harness.parity import (
     COSINE_MIN,
     GREEDY_STEPS,
@@ -40,6 +41,7 @@ ActQuantChoice = Enum("ActQuantChoice", {m: m for m in (*ACT_QUANT_MODES, "both"
 DEFAULT_REFERENCE = ReferenceChoice(REFERENCE_LLAMA_CPP)
 DEFAULT_ACT_QUANT = ActQuantChoice("both")
 DEFAULT_LOGITS = LogitsChoice("f32")
+DEFAULT_KERNEL = KernelChoice("auto")
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +70,7 @@ def _summary_table(report: dict[str, Any]) -> Table:
         table.add_row(
             f"{run['engine']['act_quant']} / logits {run['engine']['logits']}",
             f"{tok['ids_identical']}/{n} ids, {tok['detokenized_identical']}/{n} text",
-            f"{lg['min_cosine']:.6f}",
+            f"{lg['min_cosine']:.9f}",
             f"{lg['mean_top5_overlap']:.3f}",
             f"{lg['top1_agreement']:.3f}",
             f"{lg['max_abs_logit_error']:.4g}",
@@ -86,7 +88,7 @@ def _print_report(report: dict[str, Any], console: Console) -> None:
     console.print(_summary_table(report))
     for run in report["runs"]:
         for note in run["explanations"]:
-            console.print(f"[{run['engine']['act_quant']}] {note}")
+            console.print(escape(f"[{run['engine']['act_quant']}] {note}"))
     verdict = "PASS" if report["passed"] else "FAIL"
     console.print(
         f"{verdict}: block256 mode needs 100 % tokenizer agreement, every greedy token equal and cosine >= "
@@ -132,6 +134,7 @@ def parity_command(
     ] = LOGIT_TOKENS,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Greedy steps per prompt.")] = GREEDY_STEPS,
     threads: ThreadsOpt = None,
+    kernel: KernelOpt = DEFAULT_KERNEL,
     receipt: Annotated[
         Path | None,
         typer.Option(
@@ -149,7 +152,13 @@ def parity_command(
             f"--receipt records the {RECEIPT_MODE!r} run (the benchmark's path); add it to --act-quant"
         )
     report = run_parity(
-        model, act_quants=modes, logits=logits.value, logit_tokens=tokens, greedy_steps=steps, threads=threads
+        model,
+        act_quants=modes,
+        logits=logits.value,
+        logit_tokens=tokens,
+        greedy_steps=steps,
+        threads=threads,
+        kernel=kernel.value,
     )
     if out is not None:
         with atomic_write(out) as fh:

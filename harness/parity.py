@@ -238,13 +238,15 @@ def _margin(logits: np.ndarray) -> float:
 class EngineImpl(Implementation):
     """The engine: decode one token at a time (the GEMV path every generated token takes)."""
 
-    def __init__(self, path: Path, act_quant: str, logits: str, threads: int | None) -> None:
+    def __init__(
+        self, path: Path, act_quant: str, logits: str, threads: int | None, kernel: str = "auto"
+    ) -> None:
         from engine.actquant_mode import use_block_activations
         from engine.model import load_model
 
         if act_quant not in ACT_QUANT_MODES:
             raise HarnessError(f"unknown activation quantization {act_quant!r}; choose {ACT_QUANT_MODES}")
-        self.model = load_model(path, logits=logits, threads=threads)
+        self.model = load_model(path, logits=logits, threads=threads, kernel=kernel)
         if act_quant == "block256":
             use_block_activations(self.model)
         self.model.warmup()
@@ -425,7 +427,8 @@ def explain(tokenizer: dict[str, Any], run: dict[str, Any]) -> list[str]:
         if run["engine"]["logits"] == "int8":
             where += "; the engine's int8 logits (int8 embedding copy and int8 final state)"
         notes.append(
-            f"logits: min cosine {lg['min_cosine']:.6f} at position {lg['worst_position']}, max |error| "
+            f"logits: min cosine {lg['min_cosine']:.9f} (1 - {1 - lg['min_cosine']:.2g}) at position "
+            f"{lg['worst_position']}, max |error| "
             f"{lg['max_abs_logit_error']:.4g} (logit std {lg['logit_std']:.3g}); cause: {where}"
         )
     for g in run["greedy"]["runs"]:
@@ -458,6 +461,7 @@ def run_parity(
     prompts: Sequence[str] = GREEDY_PROMPTS,
     corpus: Sequence[str] = TOKENIZER_CORPUS,
     threads: int | None = None,
+    kernel: str = "auto",
 ) -> dict[str, Any]:
     """Compare the engine (once per activation-quantization mode) with llama.cpp on one model file.
 
@@ -474,7 +478,7 @@ def run_parity(
     if reason is not None:
         raise HarnessError(reason)
     ref = reference_file(Path(model))
-    engines = {mode: _engine(ref.path, mode, logits, threads) for mode in act_quants}
+    engines = {mode: _engine(ref.path, mode, logits, threads, kernel) for mode in act_quants}
     first = next(iter(engines.values()))
     cfg = first.model.config
     tok = first.model.tokenizer
@@ -492,7 +496,12 @@ def run_parity(
     runs = []
     for mode, engine in engines.items():
         run: dict[str, Any] = {
-            "engine": {"act_quant": mode, "logits": logits, "decode_path": "gemv, one token per step"},
+            "engine": {
+                "act_quant": mode,
+                "logits": logits,
+                "kernel": engine.model.kernel_family,
+                "decode_path": "gemv, one token per step",
+            },
             "logits": compare_logits(engine.sequence_logits(seq), ref_logits),
             "greedy": compare_greedy(engine, ref_greedy, greedy_steps),
         }
@@ -521,9 +530,9 @@ def run_parity(
     }
 
 
-def _engine(path: Path, mode: str, logits: str, threads: int | None) -> EngineImpl:
+def _engine(path: Path, mode: str, logits: str, threads: int | None, kernel: str) -> EngineImpl:
     try:
-        return EngineImpl(path, mode, logits, threads)
+        return EngineImpl(path, mode, logits, threads, kernel)
     except EngineError as exc:
         raise HarnessError(f"engine cannot load {path}: {exc}") from None
 

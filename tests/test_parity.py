@@ -204,10 +204,12 @@ def test_command_without_the_extra_says_how_to_install(models: Path) -> None:
 
 
 @needs_llama
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tq2_0", "tq1_0"])
 def test_llama_cpp_parity_on_tiny(models: Path, fmt: str) -> None:
+    """The issue's bar in the llama.cpp-matching mode (the per-token mode's numbers are in docs/parity.md)."""
     path = ensure_preset_model("tiny", fmt, ARCH_BITNET, 0, cache_dir=models)
-    report = run_parity(path, logit_tokens=64, greedy_steps=32, threads=2)
+    report = run_parity(path, act_quants=("block256",), logit_tokens=64, greedy_steps=32, kernel="i2s")
     tok = report["tokenizer"]
     assert tok["agreement"] == 1.0, tok["mismatches"][:2]
     block = next(r for r in report["runs"] if r["engine"]["act_quant"] == "block256")
