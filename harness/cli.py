@@ -38,7 +38,16 @@ app.add_typer(model_app, name="model")
 
 def _register_commands() -> None:
     """Each command module adds its commands; the module list is the whole command surface."""
-    from harness import cmd_archive, cmd_inspect, cmd_parity, cmd_phases, cmd_run, cmd_synth, cmd_verify
+    from harness import (
+        cmd_archive,
+        cmd_bench,
+        cmd_inspect,
+        cmd_parity,
+        cmd_phases,
+        cmd_run,
+        cmd_synth,
+        cmd_verify,
+    )
 
     cmd_inspect.register(model_app)
     cmd_synth.register(model_app)
@@ -47,6 +56,7 @@ def _register_commands() -> None:
     cmd_verify.register(app)
     cmd_archive.register(app)
     cmd_parity.register(app)
+    cmd_bench.register(app)
 
 
 _register_commands()
