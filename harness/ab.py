@@ -13,8 +13,7 @@ import numba
 from engine.generate import SamplingParams
 from engine.model import KERNEL_MODES, Model, set_threads
 from harness.errors import HarnessError
-from harness.phases.benchmark import run_benchmark
-from harness.receipt import decode_tokens_per_second, percentiles
+from harness.phases.benchmark import run_benchmark, summarize
 
 StepFn = Callable[[int, int], None]
 
@@ -74,21 +73,6 @@ def sides(
     return None
 
 
-def section(rows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
-    """A benchmark section from measured repetition rows, summarized as phases.benchmark summarizes them."""
-    steps = [s for r in rows for s in r["decode_seconds"]]
-    return {
-        "warmup_repetitions": warmup,
-        "repetitions": rows,
-        "summary": {
-            "prefill_seconds": percentiles([r["prefill_seconds"] for r in rows]),
-            "ttft_seconds": percentiles([r["ttft_seconds"] for r in rows]),
-            "decode_latency_seconds": percentiles(steps) if steps else None,
-            "tokens_per_second": decode_tokens_per_second(rows),
-        },
-    }
-
-
 def run_interleaved(
     pair: Sequence[tuple[Side, Model]],
     prompt: list[int],
@@ -124,4 +108,4 @@ def run_interleaved(
             done += 1
             if on_step is not None:
                 on_step(done, total)
-    return [(section(r, warmup), f) for r, f in zip(rows, first, strict=True)]
+    return [(summarize(r, warmup), f) for r, f in zip(rows, first, strict=True)]

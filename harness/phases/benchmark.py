@@ -66,16 +66,19 @@ def run_benchmark(
             first_tokens = ids
         if on_repetition is not None:
             on_repetition(warmup + i + 1, total)
-    tps = decode_tokens_per_second(rows)
+    return summarize(rows, warmup), first_tokens
+
+
+def summarize(rows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
+    """The `phases.benchmark` section of measured repetition rows: the raw rows and their summaries."""
     steps = [s for r in rows for s in r["decode_seconds"]]
-    section = {
+    return {
         "warmup_repetitions": warmup,
         "repetitions": rows,
         "summary": {
             "prefill_seconds": percentiles([r["prefill_seconds"] for r in rows]),
             "ttft_seconds": percentiles([r["ttft_seconds"] for r in rows]),
             "decode_latency_seconds": percentiles(steps) if steps else None,
-            "tokens_per_second": tps,
+            "tokens_per_second": decode_tokens_per_second(rows),
         },
     }
-    return section, first_tokens
