@@ -37,12 +37,12 @@ def speed_summary(
     model: Model, prompt_tokens: int, prefill_seconds: float, decode_seconds: list[float]
 ) -> str:
     """One line: prefill and decode throughput, the kernel family and the logits path."""
-    prefill_rate = prompt_tokens / prefill_seconds if prefill_seconds > 0 else float("nan")
+    prefill_rate = f"{prompt_tokens / prefill_seconds:.1f} tok/s" if prefill_seconds > 0 else "-"
     decode_total = sum(decode_seconds)
-    decode_rate = len(decode_seconds) / decode_total if decode_total > 0 else float("nan")
+    decode_rate = f"{len(decode_seconds) / decode_total:.2f} tok/s" if decode_total > 0 else "-"
     return (
-        f"prefill {prompt_tokens} tok {prefill_rate:.1f} tok/s | decode {len(decode_seconds)} tok "
-        f"{decode_rate:.2f} tok/s | kernel {model.kernel_family} | logits {model.logits_mode}"
+        f"prefill {prompt_tokens} tok {prefill_rate} | decode {len(decode_seconds)} tok "
+        f"{decode_rate} | kernel {model.kernel_family} | logits {model.logits_mode}"
     )
 
 
