@@ -167,20 +167,23 @@ def probe(
     receipts_dir: Annotated[
         Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
     ] = None,
+    max_memory: MaxMemoryOpt = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed."""
-    source = _source(model, preset, fmt, arch, model_seed)
-    loaded, _ = _load(source, kernel, threads, strict_loader)
-    with _progress() as progress:
-        task = progress.add_task("probing kernels", total=None)
-        section = run_probe(loaded, lambda what: progress.update(task, description=f"probing {what}"))
-    if receipts_dir is not None:
-        err.print(f"record: {_write_phase_record(receipts_dir, 'probe', loaded, source, section)}")
-    if as_json:
-        typer.echo(json.dumps(section, indent=2))
-        return
-    for table in _probe_tables(section):
-        Console().print(table)
+    with resource_limits(max_memory, timeout):
+        source = _source(model, preset, fmt, arch, model_seed)
+        loaded, _ = _load(source, kernel, threads, strict_loader)
+        with _progress() as progress:
+            task = progress.add_task("probing kernels", total=None)
+            section = run_probe(loaded, lambda what: progress.update(task, description=f"probing {what}"))
+        if receipts_dir is not None:
+            err.print(f"record: {_write_phase_record(receipts_dir, 'probe', loaded, source, section)}")
+        if as_json:
+            typer.echo(json.dumps(section, indent=2))
+            return
+        for table in _probe_tables(section):
+            Console().print(table)
 
 
 def timing(
@@ -199,30 +202,33 @@ def timing(
     receipts_dir: Annotated[
         Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
     ] = None,
+    max_memory: MaxMemoryOpt = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 2, per-token latency: stage times (embed, forward, logits, sample) and per-layer times."""
-    source = _source(model, preset, fmt, arch, model_seed)
-    loaded, _ = _load(source, kernel, threads, strict_loader)
-    ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
-    section = run_timing(loaded, ids, steps, SamplingParams())
-    if receipts_dir is not None:
-        err.print(f"record: {_write_phase_record(receipts_dir, 'timing', loaded, source, section)}")
-    if as_json:
-        typer.echo(json.dumps(section, indent=2))
-        return
-    table = Table(title=f"Phase 2: decode step latency over {steps} steps (ms)")
-    for col in ("stage", "p50", "p90", "p99"):
-        table.add_column(col, justify="right")
-    for stage, pct in section["percentiles"].items():
-        table.add_row(stage, *(f"{pct[p] * 1e3:.3f}" for p in ("p50", "p90", "p99")))
-    Console().print(table)
-    layers = Table(title="Phase 2: per-layer time of each step (ms)")
-    layers.add_column("layer", justify="right")
-    for i in range(len(section["steps"])):
-        layers.add_column(f"step {i + 1}", justify="right")
-    for layer in range(len(section["steps"][0]["layers"])):
-        layers.add_row(str(layer), *(f"{step['layers'][layer] * 1e3:.3f}" for step in section["steps"]))
-    Console().print(layers)
+    with resource_limits(max_memory, timeout):
+        source = _source(model, preset, fmt, arch, model_seed)
+        loaded, _ = _load(source, kernel, threads, strict_loader)
+        ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
+        section = run_timing(loaded, ids, steps, SamplingParams())
+        if receipts_dir is not None:
+            err.print(f"record: {_write_phase_record(receipts_dir, 'timing', loaded, source, section)}")
+        if as_json:
+            typer.echo(json.dumps(section, indent=2))
+            return
+        table = Table(title=f"Phase 2: decode step latency over {steps} steps (ms)")
+        for col in ("stage", "p50", "p90", "p99"):
+            table.add_column(col, justify="right")
+        for stage, pct in section["percentiles"].items():
+            table.add_row(stage, *(f"{pct[p] * 1e3:.3f}" for p in ("p50", "p90", "p99")))
+        Console().print(table)
+        layers = Table(title="Phase 2: per-layer time of each step (ms)")
+        layers.add_column("layer", justify="right")
+        for i in range(len(section["steps"])):
+            layers.add_column(f"step {i + 1}", justify="right")
+        for layer in range(len(section["steps"][0]["layers"])):
+            layers.add_row(str(layer), *(f"{step['layers'][layer] * 1e3:.3f}" for step in section["steps"]))
+        Console().print(layers)
 
 
 def benchmark(

@@ -16,6 +16,7 @@ import typer
 from engine.generate import SamplingParams, generate
 from engine.model import Model, load_model
 from engine.synth import ensure_preset_model
+from harness.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
 from harness.options import KernelChoice, LogitsChoice, PresetChoice, StrictOpt, ThreadsOpt, strict_flag
 
 DEFAULT_PROMPT = "The capital of France is"
@@ -67,33 +68,36 @@ def run_command(
         LogitsChoice, typer.Option("--logits", help="int8 tied-embedding logits, or the f32 fallback.")
     ] = DEFAULT_LOGITS,
     strict_loader: StrictOpt = False,
+    max_memory: MaxMemoryOpt = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Generate text from a prompt and print the prefill / decode speed."""
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    if model_path is None:
-        _status(f"model: synthetic preset {preset.value} (written to the cache on first use)")
-        model_path = ensure_preset_model(preset.value)
-    model = load_model(
-        model_path,
-        kernel=kernel.value,
-        threads=threads,
-        strict=strict_flag(strict_loader),
-        logits=logits.value,
-    )
-    for warning in model.file.warnings:
-        _status(f"warning: {warning}")
-    jit = model.warmup()
-    _status(f"loaded {model_path} in {model.load_seconds:.2f} s, kernels ready in {jit:.2f} s")
-    prompt_ids = model.tokenizer.encode(prompt, add_bos=True)
-    stream = model.tokenizer.decode_stream()
-    typer.echo(prompt, nl=False)
+    with resource_limits(max_memory, timeout):
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        if model_path is None:
+            _status(f"model: synthetic preset {preset.value} (written to the cache on first use)")
+            model_path = ensure_preset_model(preset.value)
+        model = load_model(
+            model_path,
+            kernel=kernel.value,
+            threads=threads,
+            strict=strict_flag(strict_loader),
+            logits=logits.value,
+        )
+        for warning in model.file.warnings:
+            _status(f"warning: {warning}")
+        jit = model.warmup()
+        _status(f"loaded {model_path} in {model.load_seconds:.2f} s, kernels ready in {jit:.2f} s")
+        prompt_ids = model.tokenizer.encode(prompt, add_bos=True)
+        stream = model.tokenizer.decode_stream()
+        typer.echo(prompt, nl=False)
 
-    def show(token: int) -> None:
-        sys.stdout.write(stream.push(token))
-        sys.stdout.flush()
+        def show(token: int) -> None:
+            sys.stdout.write(stream.push(token))
+            sys.stdout.flush()
 
-    result = generate(model, prompt_ids, n_tokens, params, on_token=show)
-    typer.echo(stream.flush())
-    if result.stopped_on_eos:
-        _status("stopped at end-of-sequence")
-    typer.echo(speed_summary(model, len(prompt_ids), result.prefill_seconds, result.decode_seconds))
+        result = generate(model, prompt_ids, n_tokens, params, on_token=show)
+        typer.echo(stream.flush())
+        if result.stopped_on_eos:
+            _status("stopped at end-of-sequence")
+        typer.echo(speed_summary(model, len(prompt_ids), result.prefill_seconds, result.decode_seconds))
