@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -212,22 +212,20 @@ def reference_file(source: Path) -> ReferenceFile:
 
 
 # -------------------------------------------------------------------- the two implementations
-class Implementation:
+class Implementation(Protocol):
     """What both sides offer: tokenize, detokenize, logits of every position of a sequence, greedy tokens."""
 
-    def tokenize(self, text: str) -> list[int]:
-        raise NotImplementedError
+    def tokenize(self, text: str) -> list[int]: ...
 
-    def detokenize(self, ids: Sequence[int]) -> str:
-        raise NotImplementedError
+    def detokenize(self, ids: Sequence[int]) -> str: ...
 
     def sequence_logits(self, ids: Sequence[int]) -> np.ndarray:
         """[len(ids), vocab] float32: the logits after each position (teacher forcing)."""
-        raise NotImplementedError
+        ...
 
     def greedy(self, prompt: Sequence[int], steps: int) -> tuple[list[int], list[float]]:
         """`steps` argmax tokens after `prompt`, and the top-1 minus top-2 logit margin of each step."""
-        raise NotImplementedError
+        ...
 
 
 def _margin(logits: np.ndarray) -> float:
@@ -235,7 +233,7 @@ def _margin(logits: np.ndarray) -> float:
     return float(top2[1] - top2[0])
 
 
-class EngineImpl(Implementation):
+class EngineImpl:
     """The engine: decode one token at a time (the GEMV path every generated token takes)."""
 
     def __init__(
@@ -273,7 +271,7 @@ class EngineImpl(Implementation):
         return out, margins
 
 
-class LlamaCppImpl(Implementation):
+class LlamaCppImpl:
     """Upstream llama.cpp through llama-cpp-python: float32 KV cache, all logits kept, CPU only."""
 
     def __init__(self, path: Path, n_ctx: int, threads: int | None) -> None:
