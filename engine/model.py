@@ -24,6 +24,7 @@ from engine.config import ModelConfig
 from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes
 from engine.errors import EngineError, UnsupportedModelError
 from engine.kernels import TernaryMatrix, matmul, matvec, prepare_matrix, quantize_activations
+from engine.kernels.actquant_blocks import QK_K, BlockMatrix, block_matrix, matvec_blocks, quantize_blocks
 from engine.kernels.cpu import select_logits
 from engine.kernels.ops import (
     attention_gqa,
@@ -45,6 +46,9 @@ from engine.trace import Trace
 KERNEL_FAMILIES = ("i2s", "tl1", "tl2")
 KERNEL_MODES = ("auto", *KERNEL_FAMILIES)
 LOGITS_MODES = ("int8", "f32")
+# "token": one int8 scale per token (bitnet.cpp, the fast path). "block256": one scale per 256 values, as
+# upstream llama.cpp quantizes activations for TQ1_0/TQ2_0 (Q8_K); a slow path kept for parity runs.
+ACT_QUANT_MODES = ("token", "block256")
 _EMBED_CHUNK_BYTES = 32 << 20
 
 
@@ -55,6 +59,7 @@ class _Layer:
     scales: dict[str, float]  # optional `.scale` tensors (bitnet arch); 1.0 when absent
     k_cache: np.ndarray
     v_cache: np.ndarray
+    block_mats: dict[str, BlockMatrix] | None = None  # act_quant="block256" only: int8 values, block scales
 
 
 class _Buffers:
@@ -117,6 +122,8 @@ class Model:
         self.config = cfg
         self.tokenizer = tokenizer
         self.trace = Trace()
+        self.act_quant = "token"
+        self._block_bufs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.logits_mode = logits_mode
         self.kernel_selection = kernel_selection
         self.kernel_choices: dict[str, str] = {}
@@ -274,6 +281,9 @@ class Model:
         m = layer.mats[name]
         scale = layer.scales[name]
         counts = self.trace.counts
+        if layer.block_mats is not None:
+            self._project_blocks(layer, name, out, b, scale)
+            return
         if gemm:
             if scale != 1.0:
                 np.divide(s, scale, out=b.s_adj)
@@ -282,6 +292,25 @@ class Model:
         else:
             sv = s[0] if scale == 1.0 else s[0] / scale
             matvec(m, q[0], sv, out[0], counts)
+
+    def _project_blocks(self, layer: _Layer, name: str, out: np.ndarray, b: _Buffers, scale: float) -> None:
+        """act_quant="block256": quantize the projection's float input per 256 values; a GEMV per token."""
+        m = layer.block_mats[name]
+        src = b.act_n if name == "ffn_down" else b.xn
+        n = out.shape[0]
+        key = (n, m.cols)
+        if key not in self._block_bufs:
+            self._block_bufs[key] = (
+                np.zeros((n, m.cols), np.int8),
+                np.zeros((n, m.cols // QK_K), np.float32),
+            )
+        qb, db = self._block_bufs[key]
+        counts = self.trace.counts
+        quantize_blocks(src[:n], qb, db, counts)
+        for t in range(n):
+            matvec_blocks(m, qb[t], db[t], out[t], counts)
+            if scale != 1.0:
+                out[t] *= np.float32(scale)
 
     def _layer(
         self, layer: _Layer, b: _Buffers, pos0: int, gemm: bool, mark: Callable[[str], None] = _no_mark
@@ -357,6 +386,7 @@ def load_model(
     threads: int | None = None,
     strict: bool | None = None,
     logits: str = "int8",
+    act_quant: str = "token",
 ) -> Model:
     """Load, validate and prepare a GGUF model: matrices in the chosen kernel layouts, buffers allocated."""
     start = time.perf_counter()
@@ -364,6 +394,9 @@ def load_model(
         raise EngineError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNEL_MODES)}")
     if logits not in LOGITS_MODES:
         raise EngineError(f"unknown logits mode {logits!r}; choose one of {', '.join(LOGITS_MODES)}")
+    if act_quant not in ACT_QUANT_MODES:
+        choices = ", ".join(ACT_QUANT_MODES)
+        raise EngineError(f"unknown activation quantization {act_quant!r}; choose {choices}")
     set_threads(threads)
     mf = load_file(path, strict=strict)
     cfg = mf.config
@@ -373,9 +406,19 @@ def load_model(
     layers = [_load_layer(mf, i, selection, kv_cache) for i in range(cfg.n_layers)]
     embedding = _embedding_view(mf)
     output_norm = _norm(mf, "output_norm.weight", cfg.hidden)
+    if act_quant == "block256":
+        for i, layer in enumerate(layers):
+            layer.block_mats = {name: _block_matrix(mf, f"blk.{i}.{name}.weight") for name in LAYER_MATRICES}
     model = Model(mf, tokenizer, layers, embedding, output_norm, logits, selection)
+    model.act_quant = act_quant
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+def _block_matrix(mf: ModelFile, name: str) -> BlockMatrix:
+    tensor = mf.tensor(name)
+    rows, cols = tensor.shape
+    return block_matrix(mf.flavor(name), tensor.data, rows, cols)
 
 
 def set_threads(threads: int | None) -> None:

@@ -32,6 +32,8 @@ KERNEL_IDS: tuple[str, ...] = (
     "residual_add",
     "logits_i8",  # logits through the cached int8 copy of the tied embedding
     "fp32_logits",  # logits through the float embedding (fallback path, labelled as such)
+    "act_quant_q8k",  # llama.cpp-style activation quantization, one scale per 256 values (parity mode)
+    "i2s_q8k_gemv",  # ternary int8 values x Q8_K activations with per-block scales (parity mode)
 )
 KERNEL_INDEX: dict[str, int] = {kid: i for i, kid in enumerate(KERNEL_IDS)}
 

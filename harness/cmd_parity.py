@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.actquant_mode import ACT_QUANT_MODES
 from engine.atomic import atomic_write
+from engine.model import ACT_QUANT_MODES
 from harness.errors import HarnessError
 from harness.options import JsonOpt, KernelChoice, KernelOpt, LogitsChoice, ThreadsOpt
 from harness.parity import (

@@ -10,7 +10,7 @@ scale stored as each block's fp16 scale). The engine runs the same file llama.cp
 Known, expected sources of difference (reported with the numbers):
 - activations: bitnet.cpp (the engine's default) quantizes each token's activations to int8 with one scale;
   llama.cpp's TQ kernels quantize them in 256-value blocks (Q8_K), one scale per block. The engine's
-  `block256` mode (engine.actquant_mode) does the same as llama.cpp;
+  `block256` mode (engine.model.load_model(act_quant="block256")) does the same as llama.cpp;
 - logits: llama.cpp multiplies the F16 tied embedding with the hidden state rounded to F16; the engine's `f32`
   logits use the F16 table with a float32 state, its `int8` logits an int8 copy of both;
 - float summation order (SIMD lanes, threads) in every kernel: differences of a few ulp.
@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.actquant_mode import ACT_QUANT_MODES
 from engine.constants import (
     ARCH_BITNET,
     FORMAT_I2S,
@@ -42,6 +41,7 @@ from engine.formats import FORMATS
 from engine.gguf_reader import GGUFFile, read_gguf
 from engine.gguf_writer import TensorSpec, Typed, write_gguf
 from engine.loader import load_file
+from engine.model import ACT_QUANT_MODES
 from harness.errors import HarnessError
 
 REFERENCE_LLAMA_CPP = "llama-cpp"
@@ -239,14 +239,11 @@ class EngineImpl:
     def __init__(
         self, path: Path, act_quant: str, logits: str, threads: int | None, kernel: str = "auto"
     ) -> None:
-        from engine.actquant_mode import use_block_activations
         from engine.model import load_model
 
         if act_quant not in ACT_QUANT_MODES:
             raise HarnessError(f"unknown activation quantization {act_quant!r}; choose {ACT_QUANT_MODES}")
-        self.model = load_model(path, logits=logits, threads=threads, kernel=kernel)
-        if act_quant == "block256":
-            use_block_activations(self.model)
+        self.model = load_model(path, logits=logits, threads=threads, kernel=kernel, act_quant=act_quant)
         self.model.warmup()
 
     def tokenize(self, text: str) -> list[int]:

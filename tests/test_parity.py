@@ -15,7 +15,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from engine.actquant_mode import use_block_activations
 from engine.constants import ARCH_BITNET, ARCH_BITNET_B158
 from engine.errors import EngineError
 from engine.formats import FORMATS
@@ -23,6 +22,7 @@ from engine.gguf_reader import read_gguf
 from engine.kernels.actquant_blocks import QK_K, block_matrix, matvec_blocks, quantize_blocks
 from engine.model import load_model
 from engine.synth import ensure_preset_model
+from engine.trace import Trace, kid
 from harness import cmd_parity
 from harness.errors import HarnessError
 from harness.parity import (
@@ -62,7 +62,9 @@ def test_q8k_quantizer_matches_ggml_formula() -> None:
     x[2, 5], x[2, 9] = -9.0, 9.0  # a tie in magnitude: the first one (negative) sets the sign
     q = np.empty(x.shape, np.int8)
     d = np.empty((3, 4), np.float32)
-    quantize_blocks(x, q, d)
+    counts = Trace().counts
+    quantize_blocks(x, q, d, counts)
+    assert counts[kid("act_quant_q8k")].tolist() == [1, 3, x.size]
     for t in range(3):
         qr, dr = _q8k_reference(x[t])
         np.testing.assert_array_equal(q[t], qr)
@@ -75,7 +77,10 @@ def test_q8k_quantizer_matches_ggml_formula() -> None:
 def test_quantize_blocks_rejects_bad_shapes() -> None:
     with pytest.raises(EngineError):
         quantize_blocks(
-            np.zeros((1, 100), np.float32), np.zeros((1, 100), np.int8), np.zeros((1, 1), np.float32)
+            np.zeros((1, 100), np.float32),
+            np.zeros((1, 100), np.int8),
+            np.zeros((1, 1), np.float32),
+            Trace().counts,
         )
 
 
@@ -90,9 +95,11 @@ def test_block_matvec_equals_float64_of_the_quantized_operands(fmt: str) -> None
     x = rng.standard_normal((1, cols)).astype(np.float32)
     q = np.empty((1, cols), np.int8)
     d = np.empty((1, cols // QK_K), np.float32)
-    quantize_blocks(x, q, d)
+    counts = Trace().counts
+    quantize_blocks(x, q, d, counts)
     out = np.empty(rows, np.float32)
-    matvec_blocks(m, q[0], d[0], out)
+    matvec_blocks(m, q[0], d[0], out, counts)
+    assert counts[kid("i2s_q8k_gemv")].tolist() == [1, rows, rows * cols]
     isum = (values.astype(np.int64).reshape(rows, -1, QK_K) * q[0].reshape(1, -1, QK_K)).sum(-1)
     want = (m.scales.astype(np.float64) * d[0] * isum).sum(-1)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
@@ -114,14 +121,17 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_block_mode_prefill_equals_decode_and_stays_close_to_token_mode(models: Path) -> None:
     path = ensure_preset_model("tiny", "tq2_0", ARCH_BITNET, 0, cache_dir=models)
     token = load_model(path, logits="f32")
-    block = load_model(path, logits="f32")
-    use_block_activations(block)
+    block = load_model(path, logits="f32", act_quant="block256")
     ids = [block.tokenizer.bos_id, *block.tokenizer.encode("hello there, block mode", add_bos=False)]
     last = block.prefill(ids).copy()
     block.reset()
     for t in ids:
         step = block.decode(t)
     np.testing.assert_allclose(step, last, rtol=1e-5, atol=1e-4)
+    calls = block.trace.calls()  # every block projection counted itself: 7 per layer per token, twice over
+    assert calls["i2s_q8k_gemv"] == 7 * block.config.n_layers * 2 * len(ids)
+    assert calls["act_quant_q8k"] == 7 * block.config.n_layers * (1 + len(ids))  # one per projection call
+    assert not [k for k in calls if k in ("i2s_blk_gemv", "i2s_blk_gemm", "i2s_gemv", "i2s_gemm")]
     ref = token.prefill(ids)
     cos = float(ref @ last / np.linalg.norm(ref) / np.linalg.norm(last))
     assert 0.99 < cos < 1.0  # same model, different activation rounding: close, not identical

@@ -19,10 +19,13 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.formats import FORMATS
+from engine.trace import CALLS, ELEMENTS, ROWS, kid
 
 QK_K = 256
 _NEG127 = np.float32(-127.0)
 _ONE = np.float32(1.0)
+_QUANT = kid("act_quant_q8k")
+_GEMV = kid("i2s_q8k_gemv")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -50,23 +53,29 @@ def _quantize_row(x, q, d):
 
 
 @numba.njit(cache=True, nogil=True)
-def _quantize_rows(x, q, d):
+def _quantize_rows(x, q, d, counts):
+    counts[_QUANT, CALLS] += 1
+    counts[_QUANT, ROWS] += x.shape[0]
+    counts[_QUANT, ELEMENTS] += x.size
     for t in range(x.shape[0]):
         _quantize_row(x[t], q[t], d[t])
 
 
-def quantize_blocks(x: np.ndarray, q_out: np.ndarray, d_out: np.ndarray) -> None:
+def quantize_blocks(x: np.ndarray, q_out: np.ndarray, d_out: np.ndarray, counts: np.ndarray) -> None:
     """Q8_K-quantize float32 rows x[T, cols] into int8 q_out[T, cols] and block scales d_out[T, cols/256]."""
     if x.ndim != 2 or x.shape[1] % QK_K:
         raise EngineError(f"block activation quantization needs [T, k*{QK_K}] rows, got {x.shape}")
     if q_out.shape != x.shape or d_out.shape != (x.shape[0], x.shape[1] // QK_K):
         raise EngineError("block activation quantization: output buffers do not match the input shape")
-    _quantize_rows(x, q_out, d_out)
+    _quantize_rows(x, q_out, d_out, counts)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _matvec_blocks(w, ws, q, d, out):
+def _matvec_blocks(w, ws, q, d, out, counts):
     rows, cols = w.shape
+    counts[_GEMV, CALLS] += 1
+    counts[_GEMV, ROWS] += rows
+    counts[_GEMV, ELEMENTS] += rows * cols
     nb = cols // QK_K
     for r in numba.prange(rows):
         acc = np.float32(0.0)
@@ -117,8 +126,8 @@ def block_matrix(flavor: str, raw: np.ndarray, rows: int, cols: int) -> BlockMat
     return BlockMatrix(np.ascontiguousarray(values, dtype=np.int8), np.ascontiguousarray(per_block))
 
 
-def matvec_blocks(m: BlockMatrix, q: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:
+def matvec_blocks(m: BlockMatrix, q: np.ndarray, d: np.ndarray, out: np.ndarray, counts: np.ndarray) -> None:
     """out[rows] = W x for one Q8_K-quantized token (q[cols] int8, d[cols/256] float32)."""
     if q.shape != (m.cols,) or d.shape != (m.cols // QK_K,) or out.shape != (m.rows,):
         raise EngineError("block matvec: activation or output shape does not match the matrix")
-    _matvec_blocks(m.values, m.scales, q, d, out)
+    _matvec_blocks(m.values, m.scales, q, d, out, counts)
