@@ -49,6 +49,7 @@ from harness.options import (
     KernelOpt,
     ModelOpt,
     ModelSeedOpt,
+    PhaseRecordDirOpt,
     PresetChoice,
     PresetOpt,
     PromptOpt,
@@ -164,9 +165,7 @@ def probe(
     kernel: KernelOpt = DEFAULT_KERNEL,
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
-    receipts_dir: Annotated[
-        Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
-    ] = None,
+    receipts_dir: PhaseRecordDirOpt = None,
     max_memory: MaxMemoryOpt = None,
     timeout: TimeoutOpt = None,
 ) -> None:
@@ -199,9 +198,7 @@ def timing(
     kernel: KernelOpt = DEFAULT_KERNEL,
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
-    receipts_dir: Annotated[
-        Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
-    ] = None,
+    receipts_dir: PhaseRecordDirOpt = None,
     max_memory: MaxMemoryOpt = None,
     timeout: TimeoutOpt = None,
 ) -> None:

@@ -40,6 +40,9 @@ PromptTokensOpt = Annotated[
     typer.Option("--prompt-tokens", min=1, help="Cycle or cut the prompt to exactly this many tokens."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+PhaseRecordDirOpt = Annotated[
+    Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
+]
 ReceiptsDirOpt = Annotated[Path, typer.Option("--receipts-dir", help="Folder receipts are written into.")]
 
 
