@@ -15,3 +15,11 @@ class TensorSizeError(GGUFFormatError):
 
 class UnsupportedModelError(EngineError):
     """The file is valid GGUF but describes a model this engine does not run."""
+
+
+def check_choice(
+    what: str, value: str, choices: tuple[str, ...], error: type[EngineError] = EngineError
+) -> None:
+    """One-line error naming the valid choices when `value` is not among them."""
+    if value not in choices:
+        raise error(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")

@@ -22,7 +22,7 @@ import numpy as np
 from engine import kernel_choice
 from engine.config import ModelConfig
 from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes
-from engine.errors import EngineError, UnsupportedModelError
+from engine.errors import EngineError, UnsupportedModelError, check_choice
 from engine.kernels import TernaryMatrix, matmul, matvec, prepare_matrix, quantize_activations
 from engine.kernels.actquant_blocks import QK_K, BlockMatrix, block_matrix, matvec_blocks, quantize_blocks
 from engine.kernels.cpu import select_logits
@@ -390,13 +390,9 @@ def load_model(
 ) -> Model:
     """Load, validate and prepare a GGUF model: matrices in the chosen kernel layouts, buffers allocated."""
     start = time.perf_counter()
-    if kernel not in KERNEL_MODES:
-        raise EngineError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNEL_MODES)}")
-    if logits not in LOGITS_MODES:
-        raise EngineError(f"unknown logits mode {logits!r}; choose one of {', '.join(LOGITS_MODES)}")
-    if act_quant not in ACT_QUANT_MODES:
-        choices = ", ".join(ACT_QUANT_MODES)
-        raise EngineError(f"unknown activation quantization {act_quant!r}; choose {choices}")
+    check_choice("kernel", kernel, KERNEL_MODES)
+    check_choice("logits mode", logits, LOGITS_MODES)
+    check_choice("activation quantization", act_quant, ACT_QUANT_MODES)
     set_threads(threads)
     mf = load_file(path, strict=strict)
     cfg = mf.config

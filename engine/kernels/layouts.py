@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.constants import FORMAT_I2S, FORMAT_QK256, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
-from engine.errors import EngineError
+from engine.errors import EngineError, check_choice
 from engine.kernels import lut, ternary
 from engine.kernels.cpu import select_blk, select_i2s, select_qk256, select_tl
 
@@ -145,10 +145,8 @@ def prepare_matrix(
     I2_S, TQ2_0 / TQ1_0 and QK256; AVX-512 BW vpermw lookups for tl1 / tl2) or "portable" forces plain numba.
     BitNet-32 is portable only. The chosen path is `TernaryMatrix.variant`; both give identical results.
     """
-    if variant not in VARIANTS:
-        raise KernelInputError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if kernel not in KERNELS:
-        raise KernelInputError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    check_choice("variant", variant, VARIANTS, KernelInputError)
+    check_choice("kernel", kernel, KERNELS, KernelInputError)
     if flavor not in WEIGHT_FORMATS:
         names = ", ".join(WEIGHT_FORMATS)
         raise KernelInputError(f"unknown weight format {flavor!r}; expected one of {names}")
