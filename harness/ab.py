@@ -73,6 +73,54 @@ def sides(
     return None
 
 
+Generation = Callable[[bool], tuple[dict[str, Any], list[int]]]
+"""One measured or warm-up generation: (benchmark row, token ids); True on the first measured round."""
+
+
+def engine_generation(
+    side: Side, model: Model, prompt: list[int], tokens: int, params: SamplingParams
+) -> Generation:
+    """One engine generation on `side`; the model's trace is emptied on the first measured round, then
+    accumulates exactly this side's measured repetitions."""
+
+    def one(first_measured: bool) -> tuple[dict[str, Any], list[int]]:
+        side.activate()
+        if first_measured:
+            model.trace.reset()
+        kept = model.trace.counts.copy()
+        section, ids = run_benchmark(model, prompt, tokens, 1, 0, params)  # resets the trace first
+        model.trace.counts += kept
+        return section["repetitions"][0], ids
+
+    return one
+
+
+def interleave(
+    runs: Sequence[Generation], repetitions: int, warmup: int, on_step: StepFn | None = None
+) -> list[tuple[dict[str, Any], list[int]]]:
+    """Warm-up rounds, then `repetitions` measured rounds, each round one generation per run in order.
+
+    Returns per run (benchmark section of its measured rows, tokens of its first measured repetition).
+    """
+    if repetitions < 1:
+        raise HarnessError(f"--repetitions must be >= 1 (got {repetitions})")
+    total = (warmup + repetitions) * len(runs)
+    done = 0
+    rows: list[list[dict[str, Any]]] = [[] for _ in runs]
+    first: list[list[int]] = [[] for _ in runs]
+    for round_ in range(warmup + repetitions):
+        measured = round_ >= warmup
+        for i, run in enumerate(runs):
+            row, ids = run(measured and round_ == warmup)
+            if measured:
+                rows[i].append(row)
+                first[i] = first[i] or ids
+            done += 1
+            if on_step is not None:
+                on_step(done, total)
+    return [(summarize(r, warmup), f) for r, f in zip(rows, first, strict=True)]
+
+
 def run_interleaved(
     pair: Sequence[tuple[Side, Model]],
     prompt: list[int],
@@ -82,30 +130,6 @@ def run_interleaved(
     params: SamplingParams,
     on_step: StepFn | None = None,
 ) -> list[tuple[dict[str, Any], list[int]]]:
-    """Warm-up rounds, then `repetitions` measured rounds, each round one generation per side in order A B.
-
-    Returns per side (benchmark section, tokens of its first measured repetition). Each model's trace is
-    emptied after the warm-up and then accumulates exactly its side's measured repetitions.
-    """
-    if repetitions < 1:
-        raise HarnessError(f"--repetitions must be >= 1 (got {repetitions})")
-    total = (warmup + repetitions) * len(pair)
-    done = 0
-    rows: list[list[dict[str, Any]]] = [[] for _ in pair]
-    first: list[list[int]] = [[] for _ in pair]
-    for round_ in range(warmup + repetitions):
-        measured = round_ >= warmup
-        for i, (side, model) in enumerate(pair):
-            side.activate()
-            if measured and round_ == warmup:
-                model.trace.reset()
-            kept = model.trace.counts.copy()
-            one, ids = run_benchmark(model, prompt, tokens, 1, 0, params)  # resets the trace first
-            model.trace.counts += kept
-            if measured:
-                rows[i].extend(one["repetitions"])
-                first[i] = first[i] or ids
-            done += 1
-            if on_step is not None:
-                on_step(done, total)
-    return [(summarize(r, warmup), f) for r, f in zip(rows, first, strict=True)]
+    """The A/B rounds: each side's engine generations interleaved A B A B (see `interleave`)."""
+    runs = [engine_generation(side, model, prompt, tokens, params) for side, model in pair]
+    return interleave(runs, repetitions, warmup, on_step)

@@ -4,6 +4,9 @@
 receipt atomically under --receipts-dir, verifies it and prints the report. Exit codes: 0 verified receipt,
 1 written but failing verification, 2 bad input.
 
+`benchmark --vs-llama-cpp` runs upstream llama.cpp (the optional `parity` extra) on the same file, its
+rounds interleaved with the engine's, and records its figures and the speed ratios in the receipt's `peer`.
+
 `benchmark --compare-to SELECTOR` then compares the new receipt against an archived one, and
 `benchmark --ab-kernel A,B` / `--ab-threads A,B` measures two configurations interleaved in one process and
 compares B against A; both exit with `compare`'s codes (0 no regression, 1 regression, 2 error or not
@@ -16,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numba
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -59,6 +63,8 @@ from harness.options import (
     ThreadsOpt,
     strict_flag,
 )
+from harness.parity import llama_cpp_missing, reference_file
+from harness.peer import LlamaCppRunner, peer_section
 from harness.phases.benchmark import run_benchmark
 from harness.phases.probe import run_probe
 from harness.phases.record import build_receipt
@@ -74,6 +80,7 @@ from harness.verify import verify
 DEFAULT_PRESET = PresetChoice("2b-4t")
 DEFAULT_FORMAT = FormatChoice("i2s")
 DEFAULT_ARCH = ArchChoice("bitnet-b1.58")
+VS_LLAMA_CPP_ARCH = ArchChoice("bitnet")
 DEFAULT_KERNEL = KernelChoice("auto")
 err = Console(stderr=True)
 
@@ -232,7 +239,14 @@ def benchmark(
     model: ModelOpt = None,
     preset: PresetOpt = DEFAULT_PRESET,
     fmt: FormatOpt = DEFAULT_FORMAT,
-    arch: ArchOpt = DEFAULT_ARCH,
+    arch: Annotated[
+        ArchChoice | None,
+        typer.Option(
+            "--arch",
+            help="Architecture of the preset model (default: bitnet-b1.58; bitnet with --vs-llama-cpp, the "
+            "only one llama.cpp runs).",
+        ),
+    ] = None,
     model_seed: ModelSeedOpt = 0,
     tokens: Annotated[int, typer.Option("--tokens", min=1, help="Tokens to generate per repetition.")] = 128,
     prompt: PromptOpt = None,
@@ -275,6 +289,15 @@ def benchmark(
         typer.Option("--ab-threads", help="A/B run of two thread counts, e.g. 1,2 (as --ab-kernel)."),
     ] = None,
     threshold: ThresholdOpt = THRESHOLD * 100,
+    vs_llama_cpp: Annotated[
+        bool,
+        typer.Option(
+            "--vs-llama-cpp",
+            help="Also run upstream llama.cpp (extra 'parity') on the same file, rounds interleaved engine, "
+            "llama.cpp; its figures and the speed ratios go into the receipt's peer section. A bitnet-arch "
+            "model; I2_S is converted to a TQ2_0 copy beside it, which both engines run.",
+        ),
+    ] = False,
     sign: Annotated[
         bool, typer.Option("--sign", help="Sign the receipt: an HMAC-SHA256 DSSE envelope beside it.")
     ] = False,
@@ -299,9 +322,15 @@ def benchmark(
         pair = ab.sides(ab_kernel, ab_threads, kernel.value, threads)
         if pair is not None and compare_to is not None:
             raise HarnessError("--compare-to and --ab-kernel/--ab-threads are separate modes; give one")
+        if vs_llama_cpp:
+            _check_vs_llama_cpp(pair is not None, params)
         base_path = archive.resolve(compare_to, receipts_dir) if compare_to is not None else None
         base_receipt = archive.load_checked(base_path) if base_path is not None else None
+        if arch is None:
+            arch = VS_LLAMA_CPP_ARCH if vs_llama_cpp else DEFAULT_ARCH
         source = _source(model, preset, fmt, arch, model_seed)
+        if vs_llama_cpp:
+            source = _llama_cpp_file(source)
         set_threads(threads)
         read_gbps = None
         if bandwidth:
@@ -318,7 +347,15 @@ def benchmark(
             )
         loaded, jit_seconds = _load(source, kernel, threads, strict_loader)
         ids = prompt_ids(loaded.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
+        facts = model_facts(loaded.file, str(source.path))
+        runner = None
+        if vs_llama_cpp:
+            with err.status(f"loading {source.path} into llama.cpp"):
+                runner = LlamaCppRunner(
+                    source.path, len(ids) + tokens + 1, threads or numba.config.NUMBA_NUM_THREADS
+                )
         phases: dict[str, Any] = {}
+        peer = None
         with _progress() as progress:
             if run_probe_phase:
                 task = progress.add_task("phase 1: probe", total=None)
@@ -330,20 +367,35 @@ def benchmark(
                 task = progress.add_task("phase 2: timing", total=1)
                 phases["timing"] = run_timing(loaded, ids, timing_steps, params)
                 progress.update(task, completed=1)
-            task = progress.add_task("phase 3: benchmark", total=warmup + repetitions)
-            phases["benchmark"], output = run_benchmark(
-                loaded,
-                ids,
-                tokens,
-                repetitions,
-                warmup,
-                params,
-                lambda done, _t: progress.update(task, completed=done),
-            )
+            if runner is None:
+                task = progress.add_task("phase 3: benchmark", total=warmup + repetitions)
+                phases["benchmark"], output = run_benchmark(
+                    loaded,
+                    ids,
+                    tokens,
+                    repetitions,
+                    warmup,
+                    params,
+                    lambda done, _t: progress.update(task, completed=done),
+                )
+            else:
+                task = progress.add_task("phase 3: benchmark, rounds engine then llama.cpp", total=None)
+                (phases["benchmark"], output), (peer_bench, _) = ab.interleave(
+                    [
+                        ab.engine_generation(
+                            ab.Side("engine", kernel.value, threads), loaded, ids, tokens, params
+                        ),
+                        lambda _first: runner.generation(ids, tokens),
+                    ],
+                    repetitions,
+                    warmup,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                )
+                peer = peer_section(runner, facts["sha256"], phases["benchmark"], peer_bench)
         receipt = build_receipt(
             started_at=started_at,
             model=loaded,
-            model_section=model_facts(loaded.file, str(source.path)),
+            model_section=facts,
             phases=phases,
             prompt_text=prompt or DEFAULT_PROMPT,
             prompt=ids,
@@ -353,6 +405,7 @@ def benchmark(
             strict=resolve_strict(strict_flag(strict_loader)),
             jit_seconds=jit_seconds,
             read_gbps=read_gbps,
+            peer=peer,
         )
         path = write_receipt(receipt, receipts_dir)
         envelope = sign_receipt_file(path, key_env) if sign else None
@@ -383,6 +436,25 @@ def benchmark(
         if comparison is not None:
             raise typer.Exit(comparison.exit_code)
         raise typer.Exit(0 if result.ok else 1)
+
+
+def _check_vs_llama_cpp(ab_run: bool, params: SamplingParams) -> None:
+    if ab_run:
+        raise HarnessError("--vs-llama-cpp and --ab-kernel/--ab-threads are separate modes; give one")
+    if params.temperature != 0:
+        raise HarnessError("--vs-llama-cpp compares greedy decoding; drop --temperature")
+    reason = llama_cpp_missing()
+    if reason is not None:
+        raise HarnessError(f"--vs-llama-cpp: {reason}")
+
+
+def _llama_cpp_file(source: ModelSource) -> ModelSource:
+    """The file both engines run: the model itself or its llama.cpp-readable copy beside it."""
+    with err.status(f"checking that llama.cpp reads {source.path} as the engine does"):
+        ref = reference_file(source.path)
+    for change in ref.changes:
+        err.print(f"llama.cpp copy {ref.path}: {change}", markup=False)
+    return ModelSource(ref.path, source.preset, source.fmt, source.arch, source.seed)
 
 
 class _ABRun:

@@ -247,3 +247,34 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
     parity = _get(receipt, "parity")
     if isinstance(parity, Mapping):
         console.print(_kv_table("Parity", [(str(k), _text(v)) for k, v in parity.items()]))
+    peer = _get(receipt, "peer")
+    if isinstance(peer, Mapping):
+        console.print(_peer_table(receipt, peer))
+
+
+def _peer_table(receipt: Mapping[str, Any], peer: Mapping[str, Any]) -> Table:
+    """This engine beside the peer that ran the same file interleaved with it."""
+    prompt_tokens = _get(receipt, "prompt", "token_count")
+    table = Table(title=f"Beside {_text(_get(peer, 'engine'))} ({_text(_get(peer, 'version'))}), same file")
+    for name in ("", "decode tok/s", "prefill tok/s (median)", "ttft (median)"):
+        table.add_column(name, justify="left" if not name else "right")
+    for label, bench in (
+        ("this engine", _get(receipt, "phases", "benchmark")),
+        ("peer", _get(peer, "benchmark")),
+    ):
+        prefill = _get(bench, "summary", "prefill_seconds", "p50")
+        prefill_tps = prompt_tokens / prefill if isinstance(prefill, float) and prefill > 0 else None
+        table.add_row(
+            label,
+            _num(_get(bench, "summary", "tokens_per_second"), ".2f"),
+            _num(prefill_tps, ".2f"),
+            _seconds(_get(bench, "summary", "ttft_seconds", "p50")),
+        )
+    table.add_row(
+        "ratio (engine / peer)",
+        _num(_get(peer, "decode_ratio"), ".2f"),
+        _num(_get(peer, "prefill_ratio"), ".2f"),
+        "",
+    )
+    table.caption = f"peer settings: {_text(_get(peer, 'settings'))}"
+    return table

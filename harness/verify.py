@@ -32,6 +32,7 @@ from typing import Any
 from engine.trace import KERNEL_IDS
 from harness.errors import HarnessError
 from harness.expectations import expected_counts, is_ternary, workload_from_receipt
+from harness.peer import ratios
 from harness.receipt import (
     content_digest,
     decode_tokens_per_second,
@@ -270,32 +271,29 @@ def _check_percentiles(c: _Context, where: str, samples: list[float], recorded: 
             )
 
 
+def _check_benchmark_summaries(c: _Context, where: str, bench: Mapping[str, Any]) -> None:
+    reps, summary = bench["repetitions"], bench["summary"]
+    for key in ("prefill_seconds", "ttft_seconds"):
+        _check_percentiles(c, f"{where}.summary.{key}", [x[key] for x in reps], summary[key])
+    latencies = [s for x in reps for s in x["decode_seconds"]]
+    if latencies and summary["decode_latency_seconds"] is not None:
+        _check_percentiles(
+            c, f"{where}.summary.decode_latency_seconds", latencies, summary["decode_latency_seconds"]
+        )
+    elif bool(latencies) != (summary["decode_latency_seconds"] is not None):
+        c.fail(
+            "summaries",
+            "decode_latency_seconds null exactly when there are no decode steps",
+            f"{len(latencies)} steps, summary {summary['decode_latency_seconds']}",
+            "Summaries must describe the recorded samples.",
+        )
+
+
 def _gate_summaries(c: _Context) -> None:
     r = c.receipt
     bench = r["phases"].get("benchmark")
     if bench is not None:
-        reps, summary = bench["repetitions"], bench["summary"]
-        _check_percentiles(
-            c,
-            "benchmark.summary.prefill_seconds",
-            [x["prefill_seconds"] for x in reps],
-            summary["prefill_seconds"],
-        )
-        _check_percentiles(
-            c, "benchmark.summary.ttft_seconds", [x["ttft_seconds"] for x in reps], summary["ttft_seconds"]
-        )
-        latencies = [s for x in reps for s in x["decode_seconds"]]
-        if latencies and summary["decode_latency_seconds"] is not None:
-            _check_percentiles(
-                c, "benchmark.summary.decode_latency_seconds", latencies, summary["decode_latency_seconds"]
-            )
-        elif bool(latencies) != (summary["decode_latency_seconds"] is not None):
-            c.fail(
-                "summaries",
-                "decode_latency_seconds null exactly when there are no decode steps",
-                f"{len(latencies)} steps, summary {summary['decode_latency_seconds']}",
-                "Summaries must describe the recorded samples.",
-            )
+        _check_benchmark_summaries(c, "benchmark", bench)
     timing = r["phases"].get("timing")
     if timing is None:
         return
@@ -436,6 +434,54 @@ def _gate_bandwidth(c: _Context) -> None:
         )
 
 
+def _gate_peer(c: _Context) -> None:
+    """The peer's figures: the same file and threads, summaries and ratios recomputed from its raw samples."""
+    r = c.receipt
+    peer = r.get("peer")
+    if peer is None:
+        return
+    if peer["model_sha256"] != r["model"]["sha256"]:
+        c.fail(
+            "peer",
+            f"peer.model_sha256 = model.sha256 ({r['model']['sha256']})",
+            peer["model_sha256"],
+            "A speed ratio means something only when both engines ran the same file.",
+        )
+    if peer["threads"] != r["threads"]:
+        c.fail(
+            "peer",
+            f"peer.threads = threads = {r['threads']}",
+            peer["threads"],
+            "Run both with one thread count.",
+        )
+    bench, engine_bench = peer["benchmark"], r["phases"].get("benchmark")
+    _check_benchmark_summaries(c, "peer.benchmark", bench)
+    tps = decode_tokens_per_second(bench["repetitions"])
+    if not _close(bench["summary"]["tokens_per_second"], tps):
+        c.fail(
+            "peer",
+            f"peer.benchmark.summary.tokens_per_second = {tps:.6g} (recomputed)",
+            bench["summary"]["tokens_per_second"],
+            "Throughput must be decode steps / summed decode latencies (harness.receipt).",
+        )
+    if engine_bench is None:
+        c.fail("peer", "phases.benchmark beside the peer's", "none", "A ratio needs the engine's own run.")
+        return
+    try:
+        want = ratios(engine_bench["repetitions"], bench["repetitions"])
+    except HarnessError as exc:
+        c.fail("peer", "decode steps and prefill times on both sides", str(exc), "Record real timings.")
+        return
+    for key, value in want.items():
+        if not _close(peer[key], value):
+            c.fail(
+                "peer",
+                f"peer.{key} = {value:.6g} (recomputed)",
+                peer[key],
+                "Recompute it from the raw samples.",
+            )
+
+
 def _gate_content_digest(c: _Context) -> None:
     want = content_digest(c.receipt)
     if c.receipt["content_digest"] != want:
@@ -496,6 +542,7 @@ _GATES: tuple[tuple[str, Callable[[_Context], None]], ...] = (
     ("determinism", _gate_determinism),
     ("timestamps", _gate_timestamps),
     ("bandwidth", _gate_bandwidth),
+    ("peer", _gate_peer),
     ("content_digest", _gate_content_digest),
     ("model_hash", _gate_model_hash),
     ("replay", _gate_replay),

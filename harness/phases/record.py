@@ -45,8 +45,10 @@ def build_receipt(
     strict: bool,
     jit_seconds: float,
     read_gbps: float | None,
+    peer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A finalized receipt (content digest set) for one benchmark run of `model`."""
+    """A finalized receipt (content digest set) for one benchmark run of `model`; `peer` is the section of
+    another engine benchmarked interleaved on the same file (harness.peer)."""
     counts = model.trace.snapshot()
     bench = phases["benchmark"]
     tps = bench["summary"]["tokens_per_second"]
@@ -78,5 +80,7 @@ def build_receipt(
     }
     if read_gbps is not None:
         receipt["bandwidth"] = bandwidth_section(read_gbps, model, tps)
+    if peer is not None:
+        receipt["peer"] = peer
     receipt["timestamp"] = utc_timestamp()
     return finalize(receipt)

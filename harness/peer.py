@@ -1,0 +1,120 @@
+"""`benchmark --vs-llama-cpp`: upstream llama.cpp on the same file, its rounds interleaved with the engine's.
+
+llama.cpp (through llama-cpp-python, the optional `parity` extra) runs only the SiLU `bitnet` architecture
+with TQ1_0/TQ2_0 weights, so both engines run the file `parity.reference_file` gives: the model itself, or
+its copy converted beside it (I2_S rewritten as TQ2_0, the LLaMA-3 pre-tokenizer key added). Each round is
+one engine generation then one llama.cpp generation of the same prompt and length, both greedy, in one
+process, so drift and a neighbour's load hit both alike. llama.cpp keeps the settings its own users run
+with (F16 KV cache, batch 512, no flash attention); the receipt records them.
+"""
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.parity import llama_cpp_missing, reference_version
+from harness.receipt import decode_tokens_per_second, percentiles, token_digest
+
+PEER_ENGINE = "llama.cpp"
+N_BATCH = 512
+CTX_ROUND = 256
+SETTINGS: dict[str, str | int | bool] = {"kv_cache": "f16", "n_batch": N_BATCH, "flash_attn": False}
+
+
+class LlamaCppRunner:
+    """Greedy generation timed like the engine's: prefill of the whole prompt, then one timed step per token.
+
+    As in engine.generate, the first token comes from the prefill logits and the last one needs no step, so a
+    generation of N tokens has N - 1 decode latencies; EOS ends it early.
+    """
+
+    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+        reason = llama_cpp_missing()
+        if reason is not None:
+            raise HarnessError(f"--vs-llama-cpp: {reason}")
+        from llama_cpp import Llama
+
+        self.threads = threads
+        self.n_ctx = -(-n_ctx // CTX_ROUND) * CTX_ROUND
+        try:
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                n_batch=N_BATCH,
+                n_threads=threads,
+                n_threads_batch=threads,
+                flash_attn=False,
+                n_gpu_layers=0,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise HarnessError(f"llama.cpp could not load {path}: {exc}") from None
+        self.version = reference_version()
+        self.eos = int(self.llm.token_eos())
+
+    def settings(self) -> dict[str, str | int | bool]:
+        return {**SETTINGS, "n_ctx": self.n_ctx}
+
+    def generation(self, prompt: list[int], tokens: int) -> tuple[dict[str, Any], list[int]]:
+        """One benchmark row (the engine's row format) and the generated ids."""
+        llm = self.llm
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt)
+        prefill = time.perf_counter() - start
+        out: list[int] = []
+        steps: list[float] = []
+        ttft = prefill
+        while len(out) < tokens:
+            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            if token == self.eos:
+                break
+            out.append(token)
+            if len(out) == 1:
+                ttft = time.perf_counter() - start
+            if len(out) == tokens:
+                break
+            step = time.perf_counter()
+            llm.eval([token])
+            steps.append(time.perf_counter() - step)
+        row = {
+            "prefill_seconds": prefill,
+            "ttft_seconds": ttft,
+            "decode_seconds": steps,
+            "tokens_generated": len(out),
+            "output_sha256": token_digest(out),
+        }
+        return row, out
+
+
+def ratios(
+    engine_reps: Sequence[Mapping[str, Any]], peer_reps: Sequence[Mapping[str, Any]]
+) -> dict[str, float]:
+    """From the raw rows: engine decode tok/s over the peer's; peer median prefill time over the engine's."""
+    peer_tps = decode_tokens_per_second(peer_reps)
+    engine_prefill = percentiles([r["prefill_seconds"] for r in engine_reps])["p50"]
+    if peer_tps <= 0 or engine_prefill <= 0:
+        raise HarnessError("the peer decoded no tokens or a prefill took no time; no ratio can be formed")
+    return {
+        "decode_ratio": decode_tokens_per_second(engine_reps) / peer_tps,
+        "prefill_ratio": percentiles([r["prefill_seconds"] for r in peer_reps])["p50"] / engine_prefill,
+    }
+
+
+def peer_section(
+    runner: LlamaCppRunner, model_sha256: str, engine_bench: dict[str, Any], peer_bench: dict[str, Any]
+) -> dict[str, Any]:
+    """The receipt's `peer` section."""
+    return {
+        "engine": PEER_ENGINE,
+        "version": runner.version,
+        "model_sha256": model_sha256,
+        "threads": runner.threads,
+        "settings": runner.settings(),
+        "benchmark": peer_bench,
+        **ratios(engine_bench["repetitions"], peer_bench["repetitions"]),
+    }
