@@ -14,7 +14,11 @@ The i2s GEMV and the int8 logits run 512-bit `vpdpbusd.512` over four rows per s
 instead of shift + AND, and the next tiles' bytes are requested ahead of time (1.3-1.6x on cache-warm
 matrices, 1.7x on matrices streamed from DRAM, single thread, over the 256-bit row kernel). The i2s GEMM
 (`_emit_pair_dots`) puts a block of two rows in one 512-bit register and reuses each unpacked plane for eight
-tokens (1.1-1.4x over the 256-bit four-token kernel).
+tokens (1.1-1.4x over the 256-bit four-token kernel). The TQ2_0 / TQ1_0 kernels (per-256 fp16 scales) take
+the same two paths with one scale block per step: `_rows_blk512` (GEMV, four rows) and `_pair_blk_intrinsic`
+(GEMM, two rows x eight tokens) reduce each block's exact int32 sums with a shuffle tree shared by the rows or
+tokens, then scale and accumulate in the portable order (GEMV 1.8-2.4x, GEMM 2.3-3.1x over the 256-bit row
+kernel, warm, 2 threads).
 
 Every variant adds to the same trace row as its portable twin and returns bit-identical results.
 """
@@ -157,26 +161,20 @@ def _blk_row_vnni(w, d, r, q, qsum):
 
 @njit(cache=True, parallel=True)
 def i2s_blk_gemv_vnni(w, d, q, s, out, qsum, cols, counts):
-    """Same contract and result as ternary.i2s_blk_gemv."""
+    """Same contract and result as ternary.i2s_blk_gemv; four rows per step on 512-bit vpdpbusd."""
     rows = w.shape[0]
     ternary._count(counts, _BLK_GEMV, rows, cols, 1)
     ternary._qsum_groups(q, qsum, 8)
-    for r in prange(rows):
+    tiles = rows // ROW_TILE
+    for c in prange(tiles):
+        r = c * ROW_TILE
+        f0, f1, f2, f3 = _rows_blk512(w, d, r, q, qsum)
+        out[r] = f0 / s
+        out[r + 1] = f1 / s
+        out[r + 2] = f2 / s
+        out[r + 3] = f3 / s
+    for r in range(tiles * ROW_TILE, rows):
         out[r] = _blk_row_vnni(w, d, r, q, qsum) / s
-
-
-@njit(cache=True, parallel=True)
-def i2s_blk_gemm_vnni(w, d, q, s, out, qsum, cols, counts):
-    """Same contract and result as ternary.i2s_blk_gemm."""
-    rows = w.shape[0]
-    ntok = q.shape[0]
-    ternary._count(counts, _BLK_GEMM, rows, cols, ntok)
-    for t in range(ntok):
-        ternary._qsum_groups(q[t], qsum[t], 8)
-    for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
-        for t in range(ntok):
-            for r in range(c * ternary.ROW_CHUNK, min(rows, (c + 1) * ternary.ROW_CHUNK)):
-                out[t, r] = _blk_row_vnni(w, d, r, q[t], qsum[t]) / s[t]
 
 
 @njit(cache=True, parallel=True)
@@ -338,6 +336,110 @@ def i2s_gemv_vnni(w, scale, q, s, out, cols, counts):
         out[r + 3] = np.float32(a3 - sq) / s * scale
     for r in range(tiles * ROW_TILE, rows):
         out[r] = np.float32(_row_dot512(w, r, q) - sq) / s * scale
+
+
+def _lanes(builder, a, b, idx):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), idx))
+
+
+def _emit_sum4(builder, v):
+    """IR: <4 x i32> of the lane sums of four <16 x i32> vectors (a shuffle tree; integer adds are exact)."""
+    halves = [
+        builder.add(
+            _lanes(builder, a, b, [*range(8), *range(16, 24)]),
+            _lanes(builder, a, b, [*range(8, 16), *range(24, 32)]),
+        )
+        for a, b in ((v[0], v[1]), (v[2], v[3]))
+    ]
+    quarter_lo = [j + o for o in (0, 8, 16, 24) for j in range(4)]
+    c = builder.add(
+        _lanes(builder, halves[0], halves[1], quarter_lo),
+        _lanes(builder, halves[0], halves[1], [j + 4 for j in quarter_lo]),
+    )
+    e = builder.add(
+        _lanes(builder, c, c, [j + o for o in (0, 4, 8, 12) for j in range(2)]),
+        _lanes(builder, c, c, [j + o for o in (2, 6, 10, 14) for j in range(2)]),
+    )
+    return builder.add(_lanes(builder, e, e, [0, 2, 4, 6]), _lanes(builder, e, e, [1, 3, 5, 7]))
+
+
+@intrinsic
+def _rows_blk512(typingctx, w, d, r0, q, qsum):
+    """float32 sums over the 256-value scale blocks j of rows r0 .. r0+3: d[r, j] * (int sum_j - qsum[j]).
+
+    One 512-bit load is one scale block of a row (two 128-value blocks); each block's exact int32 sum comes
+    from four vpdpbusd.512 (bit planes unpacked with shift + AND) and a shuffle tree shared by the four rows,
+    then the float accumulation runs in the portable kernel's order, so the result is bit-identical.
+    """
+    float_args = isinstance(d, types.Array) and d.dtype == types.float32 and d.ndim == 2 and d.layout == "C"
+    sums_ok = isinstance(qsum, types.Array) and qsum.dtype == types.int32 and qsum.ndim == 1
+    if not (_arrays_ok(w, q, 3) and float_args and sums_ok and isinstance(r0, types.Integer)):
+        return None
+    ret = types.UniTuple(types.float32, ROW_TILE)
+
+    def codegen(context, builder, sig, args):
+        i8x32 = ir.VectorType(ir.IntType(8), 32)
+        i8x64 = ir.VectorType(ir.IntType(8), 64)
+        i32x16 = ir.VectorType(ir.IntType(32), 16)
+        i32x4 = ir.VectorType(ir.IntType(32), 4)
+        f32x4 = ir.VectorType(ir.FloatType(), 4)
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        dp512 = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i32x16, [i32x16, i32x16, i32x16]), "llvm.x86.avx512.vpdpbusd.512"
+        )
+        wary = context.make_array(sig.args[0])(context, builder, args[0])
+        dary = context.make_array(sig.args[1])(context, builder, args[1])
+        qary = context.make_array(sig.args[3])(context, builder, args[3])
+        sary = context.make_array(sig.args[4])(context, builder, args[4])
+        row0 = context.cast(builder, args[2], sig.args[2], types.int64)
+        nb = builder.extract_value(wary.shape, 1)
+        nsum = builder.extract_value(dary.shape, 1)
+        row_bytes = builder.mul(nb, i64(32))
+        rows = [builder.add(row0, i64(j)) for j in range(ROW_TILE)]
+        wrows = [builder.gep(wary.data, [builder.mul(r, row_bytes)]) for r in rows]
+        drows = [builder.gep(dary.data, [builder.mul(r, nsum)]) for r in rows]
+        facc = cgutils.alloca_once_value(builder, ir.Constant(f32x4, None))
+        concat = ir.Constant(ir.VectorType(i32, 64), list(range(64)))
+        three = ir.Constant(i8x64, [3] * 64)
+
+        def qload(off):
+            ptr = builder.gep(qary.data, [off])
+            return builder.load(builder.bitcast(ptr, i8x32.as_pointer()), align=1)
+
+        with cgutils.for_range(builder, nsum) as loop:
+            j = loop.index
+            _emit_prefetch(builder, wrows[0], row_bytes, j, ROW_TILE)
+            base = builder.mul(j, i64(256))
+            qv = []
+            for g in range(4):
+                lo = qload(builder.add(base, i64(32 * g)))
+                hi = qload(builder.add(base, i64(128 + 32 * g)))
+                qv.append(builder.bitcast(builder.shuffle_vector(lo, hi, concat), i32x16))
+            sums = []
+            for wrow in wrows:
+                wptr = builder.bitcast(builder.gep(wrow, [builder.mul(j, i64(64))]), i8x64.as_pointer())
+                wbytes = builder.load(wptr, align=1)
+                acc = ir.Constant(i32x16, None)
+                for g in range(4):
+                    codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x64, [6 - 2 * g] * 64)), three)
+                    acc = builder.call(dp512, [acc, builder.bitcast(codes, i32x16), qv[g]])
+                sums.append(acc)
+            total = _emit_sum4(builder, sums)
+            qs = builder.load(builder.gep(sary.data, [j]))
+            one_lane = builder.insert_element(ir.Constant(i32x4, None), qs, i32(0))
+            diff = builder.sub(total, _lanes(builder, one_lane, one_lane, [0, 0, 0, 0]))
+            dv = ir.Constant(f32x4, None)
+            for i, drow in enumerate(drows):
+                dv = builder.insert_element(dv, builder.load(builder.gep(drow, [j])), i32(i))
+            term = builder.fmul(dv, builder.sitofp(diff, f32x4))
+            builder.store(builder.fadd(builder.load(facc), term), facc)
+        acc = builder.load(facc)
+        return context.make_tuple(
+            builder, ret, [builder.extract_element(acc, i32(i)) for i in range(ROW_TILE)]
+        )
+
+    return ret(w, d, r0, q, qsum), codegen
 
 
 def _emit_prefetch(builder, base, row_bytes, step, nrows):
@@ -521,6 +623,156 @@ _pair_dots8 = intrinsic(_pair_intrinsic(GEMM_TOKENS))
 _pair_dots1 = intrinsic(_pair_intrinsic(1))
 
 
+def _emit_pair_reduce(builder, accs):
+    """IR: lane sums of per-token <16 x i32> accumulators (lanes 0-7 row r, 8-15 row r + 1).
+
+    Eight tokens: one <16 x i32> with lane 8b + 4h + i the sum of token 4b + i, row r + h (a shuffle tree
+    shared by all tokens). One token: a <2 x i32> (row r, row r + 1).
+    """
+    if len(accs) == 1:
+        v = accs[0]
+        v = builder.add(
+            _lanes(builder, v, v, [0, 1, 2, 3, 8, 9, 10, 11]),
+            _lanes(builder, v, v, [4, 5, 6, 7, 12, 13, 14, 15]),
+        )
+        v = builder.add(_lanes(builder, v, v, [0, 1, 4, 5]), _lanes(builder, v, v, [2, 3, 6, 7]))
+        return builder.add(_lanes(builder, v, v, [0, 2]), _lanes(builder, v, v, [1, 3]))
+    # level 1, tokens (a, b): lanes [a r (4), b r (4), a r1 (4), b r1 (4)], partial sums of 2 lanes each
+    lo = [*range(4), *range(16, 20), *range(8, 12), *range(24, 28)]
+    u = [
+        builder.add(_lanes(builder, a, b, lo), _lanes(builder, a, b, [j + 4 for j in lo]))
+        for a, b in zip(accs[0::2], accs[1::2], strict=True)
+    ]
+    # level 2, pairs (0 1, 2 3): lanes [t0 r, t1 r, t2 r, t3 r, t0 r1, .. t3 r1] x 2 lanes each
+    lo = [0, 1, 4, 5, 16, 17, 20, 21, 8, 9, 12, 13, 24, 25, 28, 29]
+    w = [
+        builder.add(_lanes(builder, a, b, lo), _lanes(builder, a, b, [j + 2 for j in lo]))
+        for a, b in zip(u[0::2], u[1::2], strict=True)
+    ]
+    # level 3: one lane per (token, row)
+    even = [*range(0, 16, 2), *range(16, 32, 2)]
+    return builder.add(_lanes(builder, w[0], w[1], even), _lanes(builder, w[0], w[1], [j + 1 for j in even]))
+
+
+def _pair_blk_intrinsic(ntok: int):
+    """float32 sums d[row, j] * (int sum_j - qsum[t, j]) of rows r, r + 1 for tokens t0 .. t0 + ntok - 1.
+
+    A 256-value scale block of both rows is two steps of the pair kernel (`_emit_pair_dots`' register layout);
+    each block's exact int32 sums go through `_emit_pair_reduce`, then the float accumulation runs in the
+    portable kernel's order (bit-identical). Returns the ntok sums of row r, then the ntok of row r + 1.
+    """
+    ret = types.UniTuple(types.float32, 2 * ntok)
+    lanes_of = [8 * (t // 4) + t % 4 for t in range(ntok)] if ntok == 8 else [0]
+    row_offset = 4 if ntok == 8 else 1
+
+    def typer(typingctx, w, d, r, q, t0, qsum):
+        ints = isinstance(r, types.Integer) and isinstance(t0, types.Integer)
+        d_ok = isinstance(d, types.Array) and d.dtype == types.float32 and d.ndim == 2 and d.layout == "C"
+        s_ok = (
+            isinstance(qsum, types.Array)
+            and qsum.dtype == types.int32
+            and qsum.ndim == 2
+            and qsum.layout == "C"
+        )
+        if not (_arrays_ok(w, q, 4) and ints and d_ok and s_ok):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i8x32 = ir.VectorType(ir.IntType(8), 32)
+            i8x64 = ir.VectorType(ir.IntType(8), 64)
+            i64 = ir.IntType(64)
+            i32 = ir.IntType(32)
+            width = 16 if ntok == 8 else 2
+            iv = ir.VectorType(i32, width)
+            fv = ir.VectorType(ir.FloatType(), width)
+            i32x16 = ir.VectorType(i32, 16)
+            dp512 = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(i32x16, [i32x16, i32x16, i32x16]),
+                "llvm.x86.avx512.vpdpbusd.512",
+            )
+            wary = context.make_array(sig.args[0])(context, builder, args[0])
+            dary = context.make_array(sig.args[1])(context, builder, args[1])
+            qary = context.make_array(sig.args[3])(context, builder, args[3])
+            sary = context.make_array(sig.args[5])(context, builder, args[5])
+            row = context.cast(builder, args[2], sig.args[2], types.int64)
+            tok = context.cast(builder, args[4], sig.args[4], types.int64)
+            nb = builder.extract_value(wary.shape, 1)
+            nsum = builder.extract_value(dary.shape, 1)
+            row_bytes = builder.mul(nb, i64(32))
+            r0 = builder.gep(wary.data, [builder.mul(row, row_bytes)])
+            r1 = builder.gep(r0, [row_bytes])
+            d0 = builder.gep(dary.data, [builder.mul(row, nsum)])
+            d1 = builder.gep(d0, [nsum])
+            per_token = builder.mul(nb, i64(128))
+            qptrs = [
+                builder.gep(qary.data, [builder.mul(builder.add(tok, i64(t)), per_token)])
+                for t in range(ntok)
+            ]
+            sptrs = [
+                builder.gep(sary.data, [builder.mul(builder.add(tok, i64(t)), nsum)]) for t in range(ntok)
+            ]
+            facc = cgutils.alloca_once_value(builder, ir.Constant(fv, None))
+            concat = ir.Constant(ir.VectorType(i32, 64), list(range(64)))
+            twice = ir.Constant(ir.VectorType(i32, 64), list(range(32)) * 2)
+            three = ir.Constant(i8x64, [3] * 64)
+
+            def load32(base, off):
+                return builder.load(builder.bitcast(builder.gep(base, [off]), i8x32.as_pointer()), align=1)
+
+            with cgutils.for_range(builder, nsum) as loop:
+                j = loop.index
+                accs = [ir.Constant(i32x16, None)] * ntok
+                for half in range(2):
+                    k = builder.add(builder.mul(j, i64(2)), i64(half))
+                    woff = builder.mul(k, i64(32))
+                    wbytes = builder.shuffle_vector(load32(r0, woff), load32(r1, woff), concat)
+                    for g in range(4):
+                        codes = builder.and_(
+                            builder.lshr(wbytes, ir.Constant(i8x64, [6 - 2 * g] * 64)), three
+                        )
+                        codes = builder.bitcast(codes, i32x16)
+                        qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
+                        for t, base in enumerate(qptrs):
+                            part = load32(base, qoff)
+                            qv = builder.bitcast(builder.shuffle_vector(part, part, twice), i32x16)
+                            accs[t] = builder.call(dp512, [accs[t], codes, qv])
+                sums = _emit_pair_reduce(builder, accs)
+                qs = ir.Constant(iv, None)
+                dv = ir.Constant(fv, None)
+                dj = [builder.load(builder.gep(d0, [j])), builder.load(builder.gep(d1, [j]))]
+                for t, sptr in enumerate(sptrs):
+                    value = builder.load(builder.gep(sptr, [j]))
+                    for h in range(2):
+                        lane = i32(lanes_of[t] + h * row_offset)
+                        qs = builder.insert_element(qs, value, lane)
+                        dv = builder.insert_element(dv, dj[h], lane)
+                term = builder.fmul(dv, builder.sitofp(builder.sub(sums, qs), fv))
+                builder.store(builder.fadd(builder.load(facc), term), facc)
+            acc = builder.load(facc)
+            out = [
+                builder.extract_element(acc, i32(lanes_of[t] + h * row_offset))
+                for h in range(2)
+                for t in range(ntok)
+            ]
+            return context.make_tuple(builder, ret, out)
+
+        return ret(w, d, r, q, t0, qsum), codegen
+
+    return typer
+
+
+_pair_blk8 = intrinsic(_pair_blk_intrinsic(GEMM_TOKENS))
+_pair_blk1 = intrinsic(_pair_blk_intrinsic(1))
+
+
+@njit(cache=True)
+def _store_blk_pair(out, r, t, sums, ntok, s):
+    for j in range(ntok):
+        out[t + j, r] = sums[j] / s[t + j]
+        out[t + j, r + 1] = sums[ntok + j] / s[t + j]
+
+
 @njit(cache=True)
 def _store_pair(out, r, t, sums, ntok, qsum, s, scale):
     for j in range(ntok):
@@ -551,3 +803,27 @@ def i2s_gemm_vnni(w, scale, q, s, out, qsum, cols, counts):
             for t in range(ntok):
                 acc = _row_dot_vnni(w, pairs_end, q[t])
                 out[t, pairs_end] = np.float32(acc - qsum[t]) / s[t] * scale
+
+
+@njit(cache=True, parallel=True)
+def i2s_blk_gemm_vnni(w, d, q, s, out, qsum, cols, counts):
+    """Same contract and result as ternary.i2s_blk_gemm: pairs of rows, eight tokens a step (512-bit)."""
+    rows = w.shape[0]
+    ntok = q.shape[0]
+    ternary._count(counts, _BLK_GEMM, rows, cols, ntok)
+    for t in range(ntok):
+        ternary._qsum_groups(q[t], qsum[t], 8)
+    full = ntok - ntok % GEMM_TOKENS
+    for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
+        r0 = c * ternary.ROW_CHUNK
+        r1 = min(rows, r0 + ternary.ROW_CHUNK)
+        pairs_end = r0 + (r1 - r0) // 2 * 2
+        for t in range(0, full, GEMM_TOKENS):
+            for r in range(r0, pairs_end, 2):
+                _store_blk_pair(out, r, t, _pair_blk8(w, d, r, q, t, qsum), GEMM_TOKENS, s)
+        for t in range(full, ntok):
+            for r in range(r0, pairs_end, 2):
+                _store_blk_pair(out, r, t, _pair_blk1(w, d, r, q, t, qsum), 1, s)
+        if pairs_end < r1:
+            for t in range(ntok):
+                out[t, pairs_end] = _blk_row_vnni(w, d, pairs_end, q[t], qsum[t]) / s[t]
