@@ -77,6 +77,17 @@ def _summary_table(report: dict[str, Any]) -> Table:
             f"{matched}/{len(gr['runs'])} x {gr['steps']} tokens",
             "yes" if run["passed"] else "no",
         )
+    own = report["reference_self_check"]
+    table.add_row(
+        "llama.cpp vs itself, token by token (noise floor)",
+        "",
+        f"{own['logits']['min_cosine']:.9f}",
+        f"{own['logits']['mean_top5_overlap']:.3f}",
+        f"{own['logits']['top1_agreement']:.3f}",
+        f"{own['logits']['max_abs_logit_error']:.4g}",
+        f"{own['greedy_matching']}/{own['greedy_runs']} x {report['runs'][0]['greedy']['steps']} tokens",
+        "",
+    )
     return table
 
 

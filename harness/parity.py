@@ -18,6 +18,7 @@ Known, expected sources of difference (reported with the numbers):
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import math
 from collections.abc import Callable, Sequence
@@ -269,7 +270,13 @@ class EngineImpl:
 
 
 class LlamaCppImpl:
-    """Upstream llama.cpp through llama-cpp-python: float32 KV cache, all logits kept, CPU only."""
+    """Upstream llama.cpp through llama-cpp-python: float32 KV cache, all logits kept, CPU only.
+
+    Sequences and prompts go in as one batch, llama.cpp's usual schedule; `one_token_at_a_time()` gives a view
+    of the same loaded model that feeds them token by token instead (the engine's decode schedule).
+    """
+
+    incremental = False
 
     def __init__(self, path: Path, n_ctx: int, threads: int | None) -> None:
         reason = llama_cpp_missing()
@@ -301,14 +308,25 @@ class LlamaCppImpl:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
 
-    def sequence_logits(self, ids: Sequence[int]) -> np.ndarray:
+    def one_token_at_a_time(self) -> LlamaCppImpl:
+        view = copy.copy(self)
+        view.incremental = True
+        return view
+
+    def _feed(self, ids: Sequence[int]) -> None:
         self.llm.reset()
-        self.llm.eval(list(ids))
+        if self.incremental:
+            for token in ids:
+                self.llm.eval([int(token)])
+        else:
+            self.llm.eval(list(ids))
+
+    def sequence_logits(self, ids: Sequence[int]) -> np.ndarray:
+        self._feed(ids)
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
 
     def greedy(self, prompt: Sequence[int], steps: int) -> tuple[list[int], list[float]]:
-        self.llm.reset()
-        self.llm.eval(list(prompt))
+        self._feed(prompt)
         out, margins = [], []
         for _ in range(steps):
             logits = self.llm.scores[self.llm.n_tokens - 1]
@@ -405,7 +423,9 @@ def _logit_sequence(tokenizer_encode: Callable[[str], list[int]], bos: int, n: i
     return ids[:n]
 
 
-def explain(tokenizer: dict[str, Any], run: dict[str, Any]) -> list[str]:
+def explain(
+    tokenizer: dict[str, Any], run: dict[str, Any], self_check: dict[str, Any] | None = None
+) -> list[str]:
     """Plain sentences saying where the two differ and the known reason for each difference."""
     notes = []
     if tokenizer["mismatches"]:
@@ -433,7 +453,37 @@ def explain(tokenizer: dict[str, Any], run: dict[str, Any]) -> list[str]:
                 f"reference's top-2 margin is {g['reference_margin_at_divergence']:.4g} (a near tie flipped "
                 "by the differences above)"
             )
+    if self_check is not None and (run["greedy"]["all_match"] is False or lg["min_cosine"] < 1.0):
+        own = self_check["logits"]
+        notes.append(
+            f"noise floor: llama.cpp against itself ({self_check['schedule']}) has min cosine "
+            f"{own['min_cosine']:.9f}, max |error| {own['max_abs_logit_error']:.4g} and "
+            f"{self_check['greedy_matching']} of {self_check['greedy_runs']} greedy runs equal"
+        )
     return notes
+
+
+def reference_self_check(
+    reference: LlamaCppImpl,
+    seq: Sequence[int],
+    ref_logits: np.ndarray,
+    ref_greedy: Sequence[dict[str, Any]],
+    steps: int,
+) -> dict[str, Any]:
+    """llama.cpp against itself: the same loaded model fed one token at a time instead of one batch.
+
+    Nothing changes but the evaluation schedule, so its differences are float noise alone: the noise floor
+    below which no engine-versus-llama.cpp difference can be read as a different reading of the model.
+    """
+    view = reference.one_token_at_a_time()
+    greedy = compare_greedy(view, ref_greedy, steps)
+    return {
+        "schedule": "every sequence and prompt fed one token at a time, against one batch",
+        "logits": compare_logits(view.sequence_logits(seq), ref_logits),
+        "greedy_matching": sum(r["match"] for r in greedy["runs"]),
+        "greedy_runs": len(greedy["runs"]),
+        "first_divergence": [r["first_divergence"] for r in greedy["runs"]],
+    }
 
 
 def _reference_greedy(
@@ -488,6 +538,7 @@ def run_parity(
     ref_logits = reference.sequence_logits(seq)
     ref_greedy = _reference_greedy(reference, prompts, prompt_ids, greedy_steps)
     tokenizer = compare_tokenizers(first, reference, corpus)
+    self_check = reference_self_check(reference, seq, ref_logits, ref_greedy, greedy_steps)
     runs = []
     for mode, engine in engines.items():
         run: dict[str, Any] = {
@@ -500,7 +551,7 @@ def run_parity(
             "logits": compare_logits(engine.sequence_logits(seq), ref_logits),
             "greedy": compare_greedy(engine, ref_greedy, greedy_steps),
         }
-        run["explanations"] = explain(tokenizer, run)
+        run["explanations"] = explain(tokenizer, run, self_check)
         run["passed"] = bool(
             tokenizer["agreement"] == 1.0
             and run["greedy"]["all_match"]
@@ -520,6 +571,7 @@ def run_parity(
             "format": cfg.weight_format,
         },
         "tokenizer": tokenizer,
+        "reference_self_check": self_check,
         "runs": runs,
         "passed": all(r["passed"] for r in judged),
     }

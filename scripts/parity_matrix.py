@@ -1,6 +1,7 @@
 """The issue-8 parity matrix: tiny and small presets, bitnet arch, TQ2_0 and TQ1_0, three seeds each.
 
-Writes one JSON report per model into the output folder and prints the markdown table of docs/parity.md.
+Writes one JSON report per model into the output folder and prints the markdown table of docs/parity.md:
+per model a row for each engine mode and one for llama.cpp against itself (the noise floor).
 Usage: python scripts/parity_matrix.py [OUT_DIR] (needs the `parity` extra; models are cached presets).
 """
 
@@ -51,6 +52,18 @@ def main() -> None:
                         f"{lg['max_abs_logit_error']:.3g} | {greedy} | {'yes' if run['passed'] else 'no'} |",
                         flush=True,
                     )
+                own = report["reference_self_check"]
+                diverge = [d for d in own["first_divergence"] if d is not None]
+                greedy = f"{own['greedy_matching']}/{own['greedy_runs']}" + (
+                    f" (first diff at {diverge})" if diverge else ""
+                )
+                print(
+                    f"| {preset} | {fmt} | {seed} | llama.cpp vs itself, token by token | | "
+                    f"{own['logits']['min_cosine']:.9f} | {own['logits']['mean_top5_overlap']:.3f} | "
+                    f"{own['logits']['top1_agreement']:.3f} | {own['logits']['max_abs_logit_error']:.3g} | "
+                    f"{greedy} | |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -149,12 +149,18 @@ AMPLIFIERS = {
         "nested arrays",
     ),
     "too many tensors": (
-        b"GGUF" + _u32(3) + _u64(MAX_TENSORS + 1) + _u64(0)
+        b"GGUF"
+        + _u32(3)
+        + _u64(MAX_TENSORS + 1)
+        + _u64(0)
         + (_u64(1) + b"t" + _u32(1) + _u64(1) + _u32(0) + _u64(0)) * (MAX_TENSORS + 1),
         "tensors",
     ),
     "too many keys": (
-        b"GGUF" + _u32(3) + _u64(0) + _u64(MAX_METADATA_KEYS + 1)
+        b"GGUF"
+        + _u32(3)
+        + _u64(0)
+        + _u64(MAX_METADATA_KEYS + 1)
         + (_u64(1) + b"k" + _u32(0) + b"\0") * (MAX_METADATA_KEYS + 1),
         "keys",
     ),

@@ -28,6 +28,7 @@ from harness.errors import HarnessError
 from harness.parity import (
     PRE_KEY,
     PRE_LLAMA3,
+    LlamaCppImpl,
     compare_logits,
     llama_cpp_missing,
     receipt_section,
@@ -226,6 +227,44 @@ def test_llama_cpp_parity_on_tiny(models: Path, fmt: str) -> None:
     assert block["logits"]["min_cosine"] >= 0.999
     assert block["greedy"]["all_match"], block["explanations"]
     assert report["passed"]
+    own = report["reference_self_check"]
+    assert own["greedy_runs"] == 4 and len(own["first_divergence"]) == 4
+    assert 0.999 <= own["logits"]["min_cosine"] <= 1.0 + 1e-12 and own["logits"]["tokens"] == 64
+
+
+class _RecordingLlm:
+    """Stands in for llama_cpp.Llama: records the batches it is given, scores every position."""
+
+    def __init__(self, vocab: int = 8) -> None:
+        self.batches: list[list[int]] = []
+        self.n_tokens = 0
+        self.scores = np.zeros((32, vocab), np.float32)
+
+    def reset(self) -> None:
+        self.n_tokens = 0
+
+    def eval(self, tokens: list[int]) -> None:
+        self.batches.append(list(tokens))
+        for t in tokens:
+            self.scores[self.n_tokens] = 0.0
+            self.scores[self.n_tokens, (t + 1) % self.scores.shape[1]] = 1.0
+            self.n_tokens += 1
+
+
+def test_the_reference_self_check_feeds_one_token_at_a_time() -> None:
+    batch = LlamaCppImpl.__new__(LlamaCppImpl)
+    batch.llm = _RecordingLlm()
+    view = batch.one_token_at_a_time()
+    assert view.llm is batch.llm and not batch.incremental
+    batch.sequence_logits([1, 2, 3])
+    assert batch.llm.batches == [[1, 2, 3]]
+    batch.llm.batches.clear()
+    logits = view.sequence_logits([1, 2, 3])
+    assert batch.llm.batches == [[1], [2], [3]]
+    assert logits.argmax(axis=1).tolist() == [2, 3, 4]
+    batch.llm.batches.clear()
+    tokens, _ = view.greedy([5, 6], 2)
+    assert tokens == [7, 0] and batch.llm.batches == [[5], [6], [7], [0]]
 
 
 @needs_llama
