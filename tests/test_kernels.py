@@ -295,3 +295,18 @@ def test_extreme_sums_do_not_overflow(flavor, fill):
             out = np.zeros((1, rows), np.float32)
             matmul(m, q, s, out, Trace().counts)
             np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("where", [0, 7, 8, 4095, 65536 * 8 + 3, 65536 * 8 + 12])
+def test_code3_is_found_wherever_it_sits(where):
+    """The load-time check reads 64-bit words, then the bytes past the last whole word."""
+    from engine.kernels.ternary import has_code3
+
+    rng = np.random.default_rng(where)
+    raw = rng.choice(np.array([0x00, 0x55, 0xAA, 0x15, 0x92], np.uint8), size=65536 * 8 + 13)
+    assert not has_code3(raw)
+    for field in range(4):
+        bad = raw.copy()
+        bad[where] = (bad[where] & ~np.uint8(3 << (2 * field))) | np.uint8(3 << (2 * field))
+        assert has_code3(bad)
+    assert not has_code3(raw[1:])  # an unaligned start reads the same
