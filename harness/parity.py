@@ -135,7 +135,7 @@ def needed_changes(gguf: GGUFFile) -> list[str]:
     arch = meta.get("general.architecture")
     if arch != ARCH_BITNET:
         raise HarnessError(
-            f"llama.cpp parity needs a {ARCH_BITNET!r}-architecture model (SiLU FFN); this file is {arch!r}, "
+            f"llama.cpp needs a {ARCH_BITNET!r}-architecture model (SiLU FFN); this file is {arch!r}, "
             "which upstream llama.cpp does not run (squared-ReLU bitnet-b1.58 exists only in bitnet.cpp)"
         )
     changes = []
@@ -146,7 +146,7 @@ def needed_changes(gguf: GGUFFile) -> list[str]:
         changes.append("I2_S weights rewritten as TQ2_0 (per-tensor float32 scale -> fp16 block scales)")
     elif fmt not in LLAMA_CPP_FORMATS:
         raise HarnessError(
-            f"llama.cpp parity supports tq2_0, tq1_0 and i2s (converted) files; this file's weights are {fmt}"
+            f"llama.cpp runs tq2_0, tq1_0 and i2s (converted) files; this file's weights are {fmt}"
         )
     return changes
 
