@@ -22,7 +22,7 @@ from harness.bandwidth import measure_read_bandwidth
 from harness.errors import HarnessError
 from harness.options import JsonOpt, ThreadsOpt
 
-FAMILIES = ("i2s", "tl1", "tl2", "logits")
+FAMILIES = ("i2s", "tq2_0", "tl1", "tl2", "logits")
 # 2B-4T: hidden 2560, ffn 6912, 20 query heads and 5 KV heads of 128.
 HIDDEN, FFN, Q_DIM, KV_DIM, VOCAB, LAYERS = 2560, 6912, 2560, 640, 128256, 30
 DEFAULT_SHAPES = ("2560x2560", "640x2560", "6912x2560", "2560x6912")

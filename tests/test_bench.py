@@ -17,9 +17,10 @@ def evict() -> np.ndarray:
 
 
 def test_time_matrix_reports_what_it_ran(evict: np.ndarray) -> None:
-    for kernel in ("i2s", "tl1", "tl2"):
+    for kernel in ("i2s", "tq2_0", "tl1", "tl2"):
         t = bench.time_matrix(kernel, 64, 256, 3, evict)
-        assert t.kernel_id == f"{kernel}_gemv" and (t.rows, t.cols) == (64, 256)
+        want = "i2s_blk_gemv" if kernel == "tq2_0" else f"{kernel}_gemv"
+        assert t.kernel_id == want and (t.rows, t.cols) == (64, 256)
         assert len(t.samples) == 3 and all(s > 0 for s in t.samples)
         assert t.cold_seconds == float(np.median(t.samples))
         d = t.as_dict()
@@ -72,6 +73,7 @@ def test_command_json_on_small_shapes() -> None:
     names = [(r["name"], r["kernel_id"], tuple(r["shape"])) for r in data["results"]]
     assert names == [
         ("i2s", "i2s_gemv", (64, 256)),
+        ("tq2_0", "i2s_blk_gemv", (64, 256)),
         ("tl1", "tl1_gemv", (64, 256)),
         ("tl2", "tl2_gemv", (64, 256)),
         ("logits", "logits_i8", (12, 128)),

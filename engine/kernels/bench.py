@@ -154,17 +154,30 @@ def eviction_buffer(nbytes: int = _EVICT_BYTES) -> np.ndarray:
     return words
 
 
+# bench-kernels family -> (weight format, kernel): "tq2_0" is the i2s kernel family on TQ2_0 weights (i2s_blk,
+# per-256 scales), the layout `benchmark --vs-llama-cpp` runs
+MATRIX_FAMILIES = {
+    "i2s": ("i2s", "i2s"),
+    "tq2_0": ("tq2_0", "i2s"),
+    "tl1": ("i2s", "tl1"),
+    "tl2": ("i2s", "tl2"),
+}
+
+
 def time_matrix(
-    kernel: str, rows: int, cols: int, repeats: int, evict: np.ndarray, variant: str = "auto", seed: int = 0
+    family: str, rows: int, cols: int, repeats: int, evict: np.ndarray, variant: str = "auto", seed: int = 0
 ) -> KernelTiming:
-    """One GEMV (`matvec`) of random I2_S ternary weights prepared for `kernel` (i2s, tl1 or tl2)."""
+    """One GEMV (`matvec`) of random ternary weights of a MATRIX_FAMILIES family (i2s, tq2_0, tl1 or tl2)."""
+    flavor, kernel = MATRIX_FAMILIES[family]
     rng = np.random.default_rng(seed)
-    m = prepare_matrix("i2s", _random_raw("i2s", rows, cols, rng), rows, cols, kernel=kernel, variant=variant)
+    m = prepare_matrix(
+        flavor, _random_raw(flavor, rows, cols, rng), rows, cols, kernel=kernel, variant=variant
+    )
     q = rng.integers(-127, 128, size=cols, dtype=np.int8)
     out = np.empty(rows, dtype=np.float32)
     counts = Trace().counts
     return time_kernel(
-        kernel,
+        family,
         m.gemv_id,
         m.variant,
         rows,
