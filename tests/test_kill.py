@@ -181,11 +181,14 @@ def bench_env(tmp_path_factory):
     """A model cache with the tiny preset already written, and the seconds a full run takes here."""
     cache = tmp_path_factory.mktemp("cache")
     env = {**os.environ, "BITNET_HARNESS_CACHE": str(cache), "NUMBA_NUM_THREADS": "1"}
-    receipts = tmp_path_factory.mktemp("first")
-    start = time.monotonic()
-    proc = subprocess.run(_benchmark_argv(receipts), env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return env, time.monotonic() - start
+    seconds = []
+    for _ in range(2):  # the first run may still fill numba's cache; the second is what the tests race
+        receipts = tmp_path_factory.mktemp("first")
+        start = time.monotonic()
+        proc = subprocess.run(_benchmark_argv(receipts), env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        seconds.append(time.monotonic() - start)
+    return env, min(seconds)
 
 
 def test_sigint_during_a_benchmark_stops_within_a_second(tmp_path, bench_env):
@@ -221,9 +224,10 @@ def test_sigkill_benchmarks_at_random_moments(tmp_path, bench_env):
     while kills < 16 and time.monotonic() < deadline:
         argv = _benchmark_argv(folder)
         procs = [subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
-        # two runs share the cores, so the write lands later than in the calibration run: aim around 1.3x
+        # the receipt is written in a run's last moments: half the kills aim at 0.8-1.2x the calibrated
+        # run (two one-thread runs on two cores take about as long as one), the rest anywhere before
         near = [rng.random() < 0.5 for _ in procs]
-        moments = [rng.uniform(1.1, 1.5) * full if n else rng.uniform(0.1, 1.0) * full for n in near]
+        moments = [rng.uniform(0.8, 1.2) * full if n else rng.uniform(0.1, 0.8) * full for n in near]
         start = time.monotonic()
         for proc, moment in sorted(zip(procs, moments, strict=True), key=lambda pm: pm[1]):
             time.sleep(max(0.0, start + moment - time.monotonic()))
