@@ -221,6 +221,7 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
                 ("seed / threads", f"{_text(_get(receipt, 'seed'))} / {_text(_get(receipt, 'threads'))}"),
                 ("deterministic", _text(_get(receipt, "deterministic"))),
                 ("kernel choice", _text(_get(receipt, "kernel_choice", "requested"))),
+                ("kernel variants", _text(_get(receipt, "kernel_choice", "variants"))),
                 (
                     "load / jit",
                     f"{_seconds(_get(receipt, 'load_seconds'))} / {_seconds(_get(receipt, 'jit_seconds'))}",

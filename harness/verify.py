@@ -173,6 +173,52 @@ def _gate_known_kernels(c: _Context) -> None:
         )
 
 
+# /proc/cpuinfo flags a CPU-specific kernel variant needs (the features engine.kernels.cpu asks LLVM for)
+VARIANT_FLAGS = {
+    "avx512vnni": ("avx512_vnni", "avx512vl"),
+    "avx512bw": ("avx512bw", "avx512vl"),
+    "portable": (),
+}
+LOGITS_KERNELS = ("logits_i8", "fp32_logits")
+
+
+def _gate_kernel_variants(c: _Context) -> None:
+    """Each ternary and logits kernel that ran names its instruction-set path; the host has its features."""
+    r = c.receipt
+    variants = r["kernel_choice"].get("variants")
+    if variants is None:
+        return  # receipts written before the field existed
+    ran = {k for k, v in r["kernel_counts"].items() if v.get("calls", 0) > 0}
+    stray = sorted(set(variants) - ran)
+    if stray:
+        c.fail(
+            "kernel_variants",
+            "variants only for kernels that ran",
+            stray,
+            "kernel_choice.variants must describe the counted kernels (harness.phases.record).",
+        )
+    unnamed = sorted(k for k in ran if (is_ternary(k) or k in LOGITS_KERNELS) and k not in variants)
+    if unnamed:
+        c.fail(
+            "kernel_variants",
+            "a variant for every ternary and logits kernel that ran",
+            unnamed,
+            "Record which instruction-set path (or the portable kernel) produced each one.",
+        )
+    flags = set(r["host"]["cpu_flags"])
+    if not flags:
+        return  # a host that does not report its flags: nothing to hold the variants against
+    for kernel, variant in sorted(variants.items()):
+        missing = [f for f in VARIANT_FLAGS.get(variant, ()) if f not in flags]
+        if missing:
+            c.fail(
+                "kernel_variants",
+                f"host cpu_flags with {', '.join(VARIANT_FLAGS[variant])} for {kernel} on {variant}",
+                f"missing {', '.join(missing)}",
+                "This variant cannot have run on this host; the receipt's kernel choice is not its own.",
+            )
+
+
 def _gate_kernel_counts(c: _Context) -> None:
     listed = list(c.receipt["kernels"])
     counts = c.receipt["kernel_counts"]
@@ -535,6 +581,7 @@ _GATES: tuple[tuple[str, Callable[[_Context], None]], ...] = (
     ("gpu_kernels", _gate_gpu_kernels),
     ("known_kernels", _gate_known_kernels),
     ("kernel_counts", _gate_kernel_counts),
+    ("kernel_variants", _gate_kernel_variants),
     ("kernel_expectations", _gate_kernel_expectations),
     ("throughput", _gate_throughput),
     ("summaries", _gate_summaries),

@@ -186,7 +186,11 @@ def raw_receipt() -> dict[str, Any]:
         "sampling": {"temperature": 0.0, "top_k": 0, "top_p": 1.0},
         "seed": 0,
         "threads": 2,
-        "kernel_choice": {"requested": "auto", "per_shape": [{"shape": [64, 64], "kernel": "i2s"}]},
+        "kernel_choice": {
+            "requested": "auto",
+            "per_shape": [{"shape": [64, 64], "kernel": "i2s"}],
+            "variants": {"i2s_gemm": "avx512vnni", "i2s_gemv": "avx512vnni", "logits_i8": "portable"},
+        },
         "output_digest": {"sha256": out_digest, "count": len(OUTPUT_IDS)},
         "harness": {
             "version": "0.1.0",
@@ -195,7 +199,7 @@ def raw_receipt() -> dict[str, Any]:
         },
         "host": {
             "cpu_model": "Test CPU",
-            "cpu_flags": ["avx2", "fma"],
+            "cpu_flags": ["avx2", "avx512_vnni", "avx512bw", "avx512f", "avx512vl", "fma"],
             "cores": 2,
             "memory_bytes": 8 << 30,
             "os": "Linux",

@@ -71,6 +71,7 @@ FAILING = {
     "determinism": _set(("phases", "benchmark", "repetitions", 2, "output_sha256"), "cd" * 32),
     "timestamps": _set(("started_at",), utc_timestamp(datetime.now(timezone.utc) + timedelta(hours=1))),
     "bandwidth": _set(("bandwidth", "ratio_to_floor"), 0.5),
+    "kernel_variants": _set(("host", "cpu_flags"), ["avx2", "fma"]),
 }
 
 
@@ -140,6 +141,7 @@ def test_split_kernel_choice_counts_as_one_matmul_group():
         receipt["kernel_counts"]["tl1_gemv"] = {k: gemv[k] - half[k] for k in gemv}
         receipt["kernel_counts"]["i2s_gemv"] = half
         receipt["kernels"].append("tl1_gemv")
+        receipt["kernel_choice"]["variants"]["tl1_gemv"] = "avx512bw"
 
     assert verify(mutated(split)).ok
 
@@ -437,3 +439,27 @@ def test_expectations_agree_with_the_engines_trace_prediction(ffn_act, logits):
             if bounds is not None:
                 got = sum(total[k][counter] for k in exp.ids if k in total)
                 assert bounds[0] <= got <= bounds[1], (exp.group, counter, got, bounds)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_set(("kernel_choice", "variants", "tl1_gemv"), "avx512bw"), "variants only for kernels that ran"),
+        (lambda r: r["kernel_choice"]["variants"].pop("i2s_gemv"), "a variant for every ternary"),
+        (lambda r: r["kernel_choice"]["variants"].pop("logits_i8"), "a variant for every ternary"),
+        (_set(("host", "cpu_flags"), ["avx512_vnni", "avx2"]), "avx512_vnni, avx512vl for i2s_gemm"),
+    ],
+)
+def test_kernel_variants_must_match_the_run_and_the_host(edit, expected):
+    result = verify(mutated(edit))
+    failed = [f for f in result.failures if f.gate == "kernel_variants"]
+    assert failed and any(expected in f.expected for f in failed), [f.line() for f in result.failures]
+
+
+def test_kernel_variants_are_optional_and_unknown_paths_are_schema_errors():
+    old = verify(mutated(lambda r: r["kernel_choice"].pop("variants")))
+    assert old.ok and "kernel_variants" in old.passed
+    bad = verify(mutated(_set(("kernel_choice", "variants", "i2s_gemv"), "avx1024")))
+    assert "schema" in gates(bad)
+    quiet = verify(mutated(_set(("host", "cpu_flags"), [])))
+    assert quiet.ok  # a host that reports no flags: only the run itself is checked

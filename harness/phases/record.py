@@ -12,12 +12,17 @@ from harness.receipt import finalize, token_digest, utc_timestamp
 from harness.version import harness_version
 
 
-def kernel_choice_section(selection: Selection) -> dict[str, Any]:
+def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: set[str]) -> dict[str, Any]:
+    """The family per matrix shape, and the instruction-set variant of each kernel that ran."""
     per_shape = []
     for key, family in sorted(selection.kernels.items()):
         rows, cols = key.split(":", 1)[1].split("x")
         per_shape.append({"shape": [int(rows), int(cols)], "kernel": family})
-    return {"requested": selection.mode, "per_shape": per_shape}
+    return {
+        "requested": selection.mode,
+        "per_shape": per_shape,
+        "variants": {k: v for k, v in sorted(variants.items()) if k in ran},
+    }
 
 
 def bandwidth_section(read_gbps: float, model: Model, tokens_per_second: float) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def build_receipt(
         "sampling": {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p},
         "seed": params.seed,
         "threads": numba.get_num_threads(),
-        "kernel_choice": kernel_choice_section(model.kernel_selection),
+        "kernel_choice": kernel_choice_section(model.kernel_selection, model.kernel_variants(), set(counts)),
         "output_digest": {"sha256": token_digest(output_tokens), "count": len(output_tokens)},
         "harness": harness_facts(harness_version()),
         "host": host_facts(),
