@@ -1,19 +1,35 @@
 """Console entry point that honours Ctrl-C from the first instant.
 
-`harness.cli` imports numba, pandas and the kernels (about a second); a SIGINT in that window would otherwise
-print a KeyboardInterrupt traceback. Here the import itself is guarded, then `harness.cli.main` takes over.
+`harness.cli` imports numba, pandas and the kernels (about a second). A KeyboardInterrupt raised in that
+window can surface as another exception (Python wraps it in a RuntimeError when it lands in a class
+body's `__set_name__`, as during pydantic's import), so catching it is not enough: while importing, SIGINT
+has its own handler, which writes one line and exits 130 at once (nothing has been written yet that would
+need cleaning up). Then Python's default handler is back and `harness.cli.main` handles interrupts itself.
 """
 
+import os
+import signal
 import sys
+from types import FrameType
 
 EXIT_INTERRUPTED = 130
+_MESSAGE = b"error: interrupted\n"
+
+
+def _interrupted_while_starting(_signum: int, _frame: FrameType | None) -> None:
+    os.write(2, _MESSAGE)
+    os._exit(EXIT_INTERRUPTED)
 
 
 def main() -> None:
     """Import the CLI and run it; an interrupt at any point exits 130 with one line."""
+    previous = signal.signal(signal.SIGINT, _interrupted_while_starting)
     try:
         from harness.cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        cli_main()
+    except KeyboardInterrupt:  # landed between restoring the handler and the CLI's own guard
+        sys.stderr.write(_MESSAGE.decode())
         raise SystemExit(EXIT_INTERRUPTED) from None
-    cli_main()
