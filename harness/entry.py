@@ -33,3 +33,6 @@ def main() -> None:
     except KeyboardInterrupt:  # landed between restoring the handler and the CLI's own guard
         sys.stderr.write(_MESSAGE.decode())
         raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        # the work is done and its files written: an interrupt now would only turn the exit into a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
