@@ -3,6 +3,7 @@
 import typer
 
 from engine.errors import EngineError
+from harness import interrupts
 from harness.errors import HarnessError
 from harness.version import harness_version
 
@@ -64,6 +65,7 @@ _register_commands()
 
 def main() -> None:
     """Console entry point: known failures become one line on stderr and exit code 2, never a traceback."""
+    interrupts.install()
     try:
         app()
     except (EngineError, HarnessError) as exc:

@@ -36,7 +36,7 @@ from engine.atomic import atomic_write
 from engine.generate import SamplingParams
 from engine.model import Model, load_model, set_threads
 from engine.strict import resolve_strict
-from harness import ab, archive
+from harness import ab, archive, interrupts
 from harness.bandwidth import measure_read_bandwidth
 from harness.cmd_archive import ThresholdOpt, render_comparison
 from harness.compare import compare
@@ -110,6 +110,7 @@ def _load(
         for warning in model.file.warnings:
             err.print(f"warning: {warning}", markup=False)
         jit_seconds = model.warmup()
+    interrupts.raise_if_swallowed()
     err.print(
         f"loaded in {model.load_seconds:.2f} s; kernels ready in {jit_seconds:.2f} s (JIT, not measured)"
     )
@@ -363,6 +364,7 @@ def benchmark(
                     loaded, lambda what: progress.update(task, description=f"probe: {what}")
                 )
                 progress.update(task, total=1, completed=1, description="phase 1: probe")
+                interrupts.raise_if_swallowed()  # the probe loads the other kernel families
             if run_timing_phase:
                 task = progress.add_task("phase 2: timing", total=1)
                 phases["timing"] = run_timing(loaded, ids, timing_steps, params)

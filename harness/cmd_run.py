@@ -16,6 +16,7 @@ import typer
 from engine.generate import SamplingParams, generate
 from engine.model import Model, load_model
 from engine.synth import ensure_preset_model
+from harness import interrupts
 from harness.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
 from harness.options import KernelChoice, LogitsChoice, PresetChoice, StrictOpt, ThreadsOpt, strict_flag
 
@@ -87,6 +88,7 @@ def run_command(
         for warning in model.file.warnings:
             _status(f"warning: {warning}")
         jit = model.warmup()
+        interrupts.raise_if_swallowed()
         _status(f"loaded {model_path} in {model.load_seconds:.2f} s, kernels ready in {jit:.2f} s")
         prompt_ids = model.tokenizer.encode(prompt, add_bos=True)
         stream = model.tokenizer.decode_stream()
