@@ -110,6 +110,27 @@ def reference_version() -> str:
         return "llama-cpp-python (version unknown)"
 
 
+def open_llama(path: Path, threads: int, **settings: Any) -> Any:
+    """llama_cpp.Llama on `path`: CPU only, quiet, `threads` for decode and batches, plus `settings`;
+    a missing extra or a file it refuses becomes a one-line HarnessError."""
+    reason = llama_cpp_missing()
+    if reason is not None:
+        raise HarnessError(reason)
+    from llama_cpp import Llama
+
+    try:
+        return Llama(
+            model_path=str(path),
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=0,
+            verbose=False,
+            **settings,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise HarnessError(f"llama.cpp could not load {path}: {exc}") from None
+
+
 # -------------------------------------------------------------------- the file llama.cpp reads
 @dataclass
 class ReferenceFile:
@@ -279,28 +300,16 @@ class LlamaCppImpl:
     incremental = False
 
     def __init__(self, path: Path, n_ctx: int, threads: int | None) -> None:
-        reason = llama_cpp_missing()
-        if reason is not None:
-            raise HarnessError(reason)
-        from llama_cpp import Llama
-
-        threads = threads or 2
-        try:
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=n_ctx,
-                n_ubatch=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                logits_all=True,
-                type_k=GGML_TYPE_F32,
-                type_v=GGML_TYPE_F32,
-                n_gpu_layers=0,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise HarnessError(f"llama.cpp could not load {path}: {exc}") from None
+        self.llm = open_llama(
+            path,
+            threads or 2,
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            logits_all=True,
+            type_k=GGML_TYPE_F32,
+            type_v=GGML_TYPE_F32,
+        )
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

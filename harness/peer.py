@@ -9,15 +9,13 @@ with (F16 KV cache, batch 512, no flash attention); the receipt records them.
 """
 
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.parity import llama_cpp_missing, reference_version
-from harness.receipt import decode_tokens_per_second, percentiles, token_digest
+from harness.parity import open_llama, reference_version
+from harness.receipt import peer_ratios, token_digest
 
 PEER_ENGINE = "llama.cpp"
 N_BATCH = 512
@@ -33,26 +31,9 @@ class LlamaCppRunner:
     """
 
     def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
-        reason = llama_cpp_missing()
-        if reason is not None:
-            raise HarnessError(f"--vs-llama-cpp: {reason}")
-        from llama_cpp import Llama
-
         self.threads = threads
         self.n_ctx = -(-n_ctx // CTX_ROUND) * CTX_ROUND
-        try:
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=self.n_ctx,
-                n_batch=N_BATCH,
-                n_threads=threads,
-                n_threads_batch=threads,
-                flash_attn=False,
-                n_gpu_layers=0,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise HarnessError(f"llama.cpp could not load {path}: {exc}") from None
+        self.llm = open_llama(path, threads, n_ctx=self.n_ctx, n_batch=N_BATCH, flash_attn=False)
         self.version = reference_version()
         self.eos = int(self.llm.token_eos())
 
@@ -91,20 +72,6 @@ class LlamaCppRunner:
         return row, out
 
 
-def ratios(
-    engine_reps: Sequence[Mapping[str, Any]], peer_reps: Sequence[Mapping[str, Any]]
-) -> dict[str, float]:
-    """From the raw rows: engine decode tok/s over the peer's; peer median prefill time over the engine's."""
-    peer_tps = decode_tokens_per_second(peer_reps)
-    engine_prefill = percentiles([r["prefill_seconds"] for r in engine_reps])["p50"]
-    if peer_tps <= 0 or engine_prefill <= 0:
-        raise HarnessError("the peer decoded no tokens or a prefill took no time; no ratio can be formed")
-    return {
-        "decode_ratio": decode_tokens_per_second(engine_reps) / peer_tps,
-        "prefill_ratio": percentiles([r["prefill_seconds"] for r in peer_reps])["p50"] / engine_prefill,
-    }
-
-
 def peer_section(
     runner: LlamaCppRunner, model_sha256: str, engine_bench: dict[str, Any], peer_bench: dict[str, Any]
 ) -> dict[str, Any]:
@@ -116,5 +83,5 @@ def peer_section(
         "threads": runner.threads,
         "settings": runner.settings(),
         "benchmark": peer_bench,
-        **ratios(engine_bench["repetitions"], peer_bench["repetitions"]),
+        **peer_ratios(engine_bench["repetitions"], peer_bench["repetitions"]),
     }

@@ -89,6 +89,20 @@ def decode_tokens_per_second(repetitions: Sequence[Mapping[str, Any]]) -> float:
     return steps / seconds
 
 
+def peer_ratios(
+    engine_reps: Sequence[Mapping[str, Any]], peer_reps: Sequence[Mapping[str, Any]]
+) -> dict[str, float]:
+    """From the raw rows: engine decode tok/s over the peer's; peer median prefill time over the engine's."""
+    peer_tps = decode_tokens_per_second(peer_reps)
+    engine_prefill = percentiles([r["prefill_seconds"] for r in engine_reps])["p50"]
+    if peer_tps <= 0 or engine_prefill <= 0:
+        raise HarnessError("the peer decoded no tokens or a prefill took no time; no ratio can be formed")
+    return {
+        "decode_ratio": decode_tokens_per_second(engine_reps) / peer_tps,
+        "prefill_ratio": percentiles([r["prefill_seconds"] for r in peer_reps])["p50"] / engine_prefill,
+    }
+
+
 def receipt_filename(receipt: Mapping[str, Any]) -> str:
     """`<UTC timestamp>_<model>_<backend>_<short commit>.json` from the receipt's own fields."""
     moment = parse_timestamp(str(receipt["timestamp"]))

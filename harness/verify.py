@@ -32,11 +32,11 @@ from typing import Any
 from engine.trace import KERNEL_IDS
 from harness.errors import HarnessError
 from harness.expectations import expected_counts, is_ternary, workload_from_receipt
-from harness.peer import ratios
 from harness.receipt import (
     content_digest,
     decode_tokens_per_second,
     parse_timestamp,
+    peer_ratios,
     percentiles,
 )
 from harness.schema import schema_errors
@@ -514,7 +514,7 @@ def _gate_peer(c: _Context) -> None:
         c.fail("peer", "phases.benchmark beside the peer's", "none", "A ratio needs the engine's own run.")
         return
     try:
-        want = ratios(engine_bench["repetitions"], bench["repetitions"])
+        want = peer_ratios(engine_bench["repetitions"], bench["repetitions"])
     except HarnessError as exc:
         c.fail("peer", "decode steps and prefill times on both sides", str(exc), "Record real timings.")
         return

@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.errors import HarnessError
 from harness.parity import llama_cpp_missing
-from harness.peer import ratios
 from harness.phases.benchmark import summarize
-from harness.receipt import finalize
+from harness.receipt import finalize, peer_ratios
 from harness.verify import verify
 from tests.receipt_factory import raw_receipt
 
@@ -44,7 +43,7 @@ def _with_peer(**changes: Any) -> dict[str, Any]:
         "threads": receipt["threads"],
         "settings": {"kv_cache": "f16", "n_batch": 512, "flash_attn": False, "n_ctx": 256},
         "benchmark": summarize(copy.deepcopy(PEER_ROWS), 1),
-        **ratios(receipt["phases"]["benchmark"]["repetitions"], PEER_ROWS),
+        **peer_ratios(receipt["phases"]["benchmark"]["repetitions"], PEER_ROWS),
     }
     section.update(changes)
     receipt["peer"] = section
@@ -60,7 +59,7 @@ def test_ratios_come_from_the_raw_rows() -> None:
         {"prefill_seconds": 0.040, "decode_seconds": [0.010, 0.010]},
         {"prefill_seconds": 0.020, "decode_seconds": [0.010, 0.010]},
     ]
-    got = ratios(engine, peer)
+    got = peer_ratios(engine, peer)
     assert got["decode_ratio"] == pytest.approx((4 / 0.020) / (4 / 0.040))  # 2.0
     assert got["prefill_ratio"] == pytest.approx(0.030 / 0.020)  # medians 0.030 (peer) and 0.020 (engine)
 

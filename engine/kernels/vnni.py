@@ -542,13 +542,20 @@ def logits_i8_vnni(emb_q, emb_s, emb_sum, q, s, u, out, counts):
 GEMM_TOKENS = 8
 
 
-def _emit_pair_dots(builder, wary, row, qptrs):
-    """IR: int32 sums of rows `row` and `row + 1` against each token's activations in `qptrs`.
+def _pair_rows(builder, wary, row):
+    """IR: byte pointers to rows `row` and `row + 1` of w uint8[rows, nb, 32]."""
+    row_bytes = builder.mul(builder.extract_value(wary.shape, 1), ir.IntType(64)(32))
+    r0 = builder.gep(wary.data, [builder.mul(row, row_bytes)])
+    return r0, builder.gep(r0, [row_bytes])
 
-    Block k of both rows fills one 512-bit register (row r low half, row r+1 high half); a bit plane is
+
+def _emit_pair_block(builder, r0, r1, k, qptrs, accs):
+    """IR: block k of the two rows at r0 and r1 against each token's activations in `qptrs`, added to the
+    <16 x i32> values `accs` (one per token); returns the new values.
+
+    Block k of both rows fills one 512-bit register (row r0 low half, row r1 high half); a bit plane is
     unpacked once (shift + AND) and serves every token, whose 32 activation bytes of that plane are
-    broadcast to both halves by the load itself. One <16 x i32> accumulator per token; returns
-    [row r sums per token] + [row r+1 sums per token].
+    broadcast to both halves by the load itself.
     """
     i8x32 = ir.VectorType(ir.IntType(8), 32)
     i8x64 = ir.VectorType(ir.IntType(8), 64)
@@ -558,11 +565,6 @@ def _emit_pair_dots(builder, wary, row, qptrs):
     dp512 = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(i32x16, [i32x16, i32x16, i32x16]), "llvm.x86.avx512.vpdpbusd.512"
     )
-    nb = builder.extract_value(wary.shape, 1)
-    row_bytes = builder.mul(nb, i64(32))
-    r0 = builder.gep(wary.data, [builder.mul(row, row_bytes)])
-    r1 = builder.gep(r0, [row_bytes])
-    accs = [cgutils.alloca_once_value(builder, ir.Constant(i32x16, None)) for _ in qptrs]
     concat = ir.Constant(ir.VectorType(i32, 64), list(range(64)))
     twice = ir.Constant(ir.VectorType(i32, 64), list(range(32)) * 2)
     three = ir.Constant(i8x64, [3] * 64)
@@ -570,20 +572,36 @@ def _emit_pair_dots(builder, wary, row, qptrs):
     def load32(base, off):
         return builder.load(builder.bitcast(builder.gep(base, [off]), i8x32.as_pointer()), align=1)
 
-    with cgutils.for_range(builder, nb) as loop:
-        k = loop.index
-        woff = builder.mul(k, i64(32))
-        wbytes = builder.shuffle_vector(load32(r0, woff), load32(r1, woff), concat)
-        for g in range(4):
-            codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x64, [6 - 2 * g] * 64)), three)
-            codes = builder.bitcast(codes, i32x16)
-            qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
-            for base, slot in zip(qptrs, accs, strict=True):
-                half = load32(base, qoff)
-                qv = builder.bitcast(builder.shuffle_vector(half, half, twice), i32x16)
-                builder.store(builder.call(dp512, [builder.load(slot), codes, qv]), slot)
+    accs = list(accs)
+    woff = builder.mul(k, i64(32))
+    wbytes = builder.shuffle_vector(load32(r0, woff), load32(r1, woff), concat)
+    for g in range(4):
+        codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x64, [6 - 2 * g] * 64)), three)
+        codes = builder.bitcast(codes, i32x16)
+        qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
+        for t, base in enumerate(qptrs):
+            part = load32(base, qoff)
+            qv = builder.bitcast(builder.shuffle_vector(part, part, twice), i32x16)
+            accs[t] = builder.call(dp512, [accs[t], codes, qv])
+    return accs
+
+
+def _emit_pair_dots(builder, wary, row, qptrs):
+    """IR: int32 sums of rows `row` and `row + 1` against each token's activations in `qptrs`.
+
+    `_emit_pair_block` over every block, one <16 x i32> accumulator per token; returns
+    [row r sums per token] + [row r+1 sums per token].
+    """
+    i32x16 = ir.VectorType(ir.IntType(32), 16)
+    i32 = ir.IntType(32)
+    r0, r1 = _pair_rows(builder, wary, row)
+    slots = [cgutils.alloca_once_value(builder, ir.Constant(i32x16, None)) for _ in qptrs]
+    with cgutils.for_range(builder, builder.extract_value(wary.shape, 1)) as loop:
+        accs = _emit_pair_block(builder, r0, r1, loop.index, qptrs, [builder.load(x) for x in slots])
+        for slot, acc in zip(slots, accs, strict=True):
+            builder.store(acc, slot)
     low, high = [], []
-    for slot in accs:
+    for slot in slots:
         v = builder.load(slot)
         lanes = [builder.extract_element(v, i32(j)) for j in range(16)]
         a, b = lanes[0], lanes[8]
@@ -657,7 +675,7 @@ def _emit_pair_reduce(builder, accs):
 def _pair_blk_intrinsic(ntok: int):
     """float32 sums d[row, j] * (int sum_j - qsum[t, j]) of rows r, r + 1 for tokens t0 .. t0 + ntok - 1.
 
-    A 256-value scale block of both rows is two steps of the pair kernel (`_emit_pair_dots`' register layout);
+    A 256-value scale block of both rows is two `_emit_pair_block` steps (the i2s GEMM's register layout);
     each block's exact int32 sums go through `_emit_pair_reduce`, then the float accumulation runs in the
     portable kernel's order (bit-identical). Returns the ntok sums of row r, then the ntok of row r + 1.
     """
@@ -678,33 +696,22 @@ def _pair_blk_intrinsic(ntok: int):
             return None
 
         def codegen(context, builder, sig, args):
-            i8x32 = ir.VectorType(ir.IntType(8), 32)
-            i8x64 = ir.VectorType(ir.IntType(8), 64)
             i64 = ir.IntType(64)
             i32 = ir.IntType(32)
             width = 16 if ntok == 8 else 2
             iv = ir.VectorType(i32, width)
             fv = ir.VectorType(ir.FloatType(), width)
-            i32x16 = ir.VectorType(i32, 16)
-            dp512 = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(i32x16, [i32x16, i32x16, i32x16]),
-                "llvm.x86.avx512.vpdpbusd.512",
-            )
             wary = context.make_array(sig.args[0])(context, builder, args[0])
             dary = context.make_array(sig.args[1])(context, builder, args[1])
             qary = context.make_array(sig.args[3])(context, builder, args[3])
             sary = context.make_array(sig.args[5])(context, builder, args[5])
             row = context.cast(builder, args[2], sig.args[2], types.int64)
             tok = context.cast(builder, args[4], sig.args[4], types.int64)
-            nb = builder.extract_value(wary.shape, 1)
             nsum = builder.extract_value(dary.shape, 1)
-            row_bytes = builder.mul(nb, i64(32))
-            r0 = builder.gep(wary.data, [builder.mul(row, row_bytes)])
-            r1 = builder.gep(r0, [row_bytes])
+            r0, r1 = _pair_rows(builder, wary, row)
             d0 = builder.gep(dary.data, [builder.mul(row, nsum)])
             d1 = builder.gep(d0, [nsum])
-            per_token = builder.mul(nb, i64(128))
+            per_token = builder.mul(builder.extract_value(wary.shape, 1), i64(128))
             qptrs = [
                 builder.gep(qary.data, [builder.mul(builder.add(tok, i64(t)), per_token)])
                 for t in range(ntok)
@@ -713,30 +720,13 @@ def _pair_blk_intrinsic(ntok: int):
                 builder.gep(sary.data, [builder.mul(builder.add(tok, i64(t)), nsum)]) for t in range(ntok)
             ]
             facc = cgutils.alloca_once_value(builder, ir.Constant(fv, None))
-            concat = ir.Constant(ir.VectorType(i32, 64), list(range(64)))
-            twice = ir.Constant(ir.VectorType(i32, 64), list(range(32)) * 2)
-            three = ir.Constant(i8x64, [3] * 64)
-
-            def load32(base, off):
-                return builder.load(builder.bitcast(builder.gep(base, [off]), i8x32.as_pointer()), align=1)
 
             with cgutils.for_range(builder, nsum) as loop:
                 j = loop.index
-                accs = [ir.Constant(i32x16, None)] * ntok
+                accs = [ir.Constant(ir.VectorType(i32, 16), None)] * ntok
                 for half in range(2):
                     k = builder.add(builder.mul(j, i64(2)), i64(half))
-                    woff = builder.mul(k, i64(32))
-                    wbytes = builder.shuffle_vector(load32(r0, woff), load32(r1, woff), concat)
-                    for g in range(4):
-                        codes = builder.and_(
-                            builder.lshr(wbytes, ir.Constant(i8x64, [6 - 2 * g] * 64)), three
-                        )
-                        codes = builder.bitcast(codes, i32x16)
-                        qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
-                        for t, base in enumerate(qptrs):
-                            part = load32(base, qoff)
-                            qv = builder.bitcast(builder.shuffle_vector(part, part, twice), i32x16)
-                            accs[t] = builder.call(dp512, [accs[t], codes, qv])
+                    accs = _emit_pair_block(builder, r0, r1, k, qptrs, accs)
                 sums = _emit_pair_reduce(builder, accs)
                 qs = ir.Constant(iv, None)
                 dv = ir.Constant(fv, None)
