@@ -8,9 +8,7 @@ Every step is a numba kernel that updates `Model.trace`; decode allocates no arr
 
 from __future__ import annotations
 
-import ctypes
 import math
-import mmap
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +38,7 @@ from engine.kernels.ops import (
     silu_gate,
 )
 from engine.loader import ModelFile, load_file
+from engine.pages import advise, release_mapped_pages
 from engine.tokenizer import Tokenizer
 from engine.trace import Trace
 
@@ -468,7 +467,7 @@ def _kv_cache(cfg: ModelConfig) -> np.ndarray:
     pages, which numpy requests for large arrays: one touched key would otherwise map 2 MB.
     """
     cache = np.zeros((cfg.n_layers, 2, cfg.context_length, cfg.n_kv_heads, cfg.head_dim), np.float32)
-    _advise(cache, "MADV_NOHUGEPAGE")
+    advise(cache, "MADV_NOHUGEPAGE")
     return cache
 
 
@@ -518,28 +517,8 @@ def _int8_embedding(embedding: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray,
     for r0 in range(0, vocab, step):
         r1 = min(vocab, r0 + step)
         quantize_embedding_rows(embedding[r0:r1], lut, emb_q[r0:r1], emb_s[r0:r1], emb_sum[r0:r1])
-        _release_mapped_pages(embedding[r0:r1])
+        release_mapped_pages(embedding[r0:r1])
     return emb_q, emb_s, emb_sum
-
-
-def _release_mapped_pages(arr: np.ndarray) -> None:
-    """Drop a read-only file mapping's pages from this process (RSS); the kernel re-reads them if touched."""
-    if isinstance(arr, np.memmap) and not arr.flags.writeable:
-        _advise(arr, "MADV_DONTNEED")
-
-
-def _advise(arr: np.ndarray, advice: str) -> None:
-    """madvise() on the whole pages inside an array's memory; skipped where the OS lacks that advice."""
-    value = getattr(mmap, advice, None)
-    if value is None:
-        return
-    page = mmap.PAGESIZE
-    start = arr.ctypes.data
-    lo = -(-start // page) * page
-    hi = (start + arr.nbytes) // page * page
-    if hi > lo:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), value)
 
 
 def _rope_tables(context: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
