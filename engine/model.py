@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -19,7 +19,7 @@ import numpy as np
 
 from engine import kernel_choice
 from engine.config import ModelConfig
-from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes
+from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType
 from engine.errors import EngineError, UnsupportedModelError, check_choice
 from engine.kernels import TernaryMatrix, matmul, matvec, prepare_matrix, quantize_activations
 from engine.kernels.actquant_blocks import QK_K, BlockMatrix, block_matrix, matvec_blocks, quantize_blocks
@@ -165,7 +165,7 @@ class Model:
 
     # ---------------------------------------------------------------- public API
     def matrix_kernel_ids(self) -> dict[str, tuple[str, str]]:
-        """Matrix tensor name -> (gemv id, gemm id): the `kernel_ids` argument of `expected_counts`."""
+        """Matrix tensor name -> (gemv id, gemm id) of the kernels that run it (prefill runs the GEMM)."""
         return {name: (gemv, self.gemm_choices[name]) for name, gemv in self.kernel_choices.items()}
 
     def kernel_variants(self) -> dict[str, str]:
@@ -525,53 +525,3 @@ def _rope_tables(context: int, head_dim: int, theta: float) -> tuple[np.ndarray,
     freqs = float(theta) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     angles = np.arange(context, dtype=np.float64)[:, None] * freqs[None, :]
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-
-
-# -------------------------------------------------------------------- exact trace prediction
-def expected_counts(
-    config: ModelConfig,
-    prompt_tokens: int,
-    decode_steps: int,
-    kernel_ids: Mapping[str, tuple[str, str]],
-    logits: str = "int8",
-) -> dict[str, dict[str, int]]:
-    """The exact trace (as `Trace.snapshot()`) of one prefill of `prompt_tokens` then `decode_steps` decodes.
-
-    `kernel_ids` maps every matrix tensor name (`blk.N.attn_q.weight`, ...) to its (gemv id, gemm id):
-    `model.matrix_kernel_ids()`. Starts from an empty cache and trace (as after `warmup()`).
-    """
-    h, f, v = config.hidden, config.ffn, config.vocab_size
-    kv = config.n_kv_heads * config.head_dim
-    shapes = layer_matrix_shapes(h, f, config.n_heads * config.head_dim, kv)
-    totals: dict[str, list[int]] = {}
-
-    def add(kid_: str, calls: int, rows: int, elements: int) -> None:
-        row = totals.setdefault(kid_, [0, 0, 0])
-        row[0] += calls
-        row[1] += rows
-        row[2] += elements
-
-    passes = ([(prompt_tokens, 0, True)] if prompt_tokens else []) + [
-        (1, prompt_tokens + i, False) for i in range(decode_steps)
-    ]
-    act = "relu2_gate" if config.ffn_act == "relu2" else "silu_gate"
-    for t, pos0, gemm in passes:
-        add("embed_lookup", 1, t, t * h)
-        for i in range(config.n_layers):
-            add("rmsnorm", 4, 4 * t, t * (3 * h + f))
-            add("act_quant_i8", 4, 4 * t, t * (3 * h + f))
-            add("rope_neox", 2, 2 * t, t * (config.n_heads + config.n_kv_heads) * config.head_dim)
-            attended = t * pos0 + t * (t + 1) // 2
-            add("attention_gqa", 1, t, 2 * config.n_heads * config.head_dim * attended)
-            add(act, 1, t, t * f)
-            add("residual_add", 2, 2 * t, 2 * t * h)
-            for name, (rows, cols) in shapes.items():
-                gemv_id, gemm_id = kernel_ids[f"blk.{i}.{name}.weight"]
-                add(gemm_id if gemm else gemv_id, 1, rows * t, rows * cols * t)
-        add("rmsnorm", 1, 1, h)
-        if logits == "int8":
-            add("act_quant_i8", 1, 1, h)
-            add("logits_i8", 1, v, v * h)
-        else:
-            add("fp32_logits", 1, v, v * h)
-    return {k: {"calls": c, "rows": r, "elements": e} for k, (c, r, e) in totals.items()}
