@@ -369,10 +369,7 @@ class Model:
         if self.logits_mode == "int8":
             quantize_activations(dec.xn, dec.q_h, dec.s_h, counts)
             q, s = dec.q_h[0], dec.s_h[0]
-            if self.logits_variant == "portable":
-                self._logits_i8(self._emb_q, self._emb_s, q, s, self._logits, counts)
-            else:
-                self._logits_i8(self._emb_q, self._emb_s, self._emb_sum, q, s, self._u8, self._logits, counts)
+            self._logits_i8(self._emb_q, self._emb_s, self._emb_sum, q, s, self._u8, self._logits, counts)
         else:
             fp32_logits(self._embedding, self._lut, dec.xn[0], self._logits, counts)
 
