@@ -80,7 +80,7 @@ def read_merges_text(text: str) -> tuple[dict[str, object], list[str]]:
     """Parse the committed merges file: one JSON header line, then one "a b" merge per line."""
     lines = text.split("\n")
     if not lines or not lines[0].startswith(MERGES_HEADER_PREFIX):
-        raise EngineError("BPE merges file lacks its header; regenerate it with engine.tokenizer_train")
+        raise EngineError("BPE merges file lacks its header; regenerate it with scripts/train_tokenizer.py")
     header = json.loads(lines[0][len(MERGES_HEADER_PREFIX) :])
     merges = [line for line in lines[1:] if line]
     return header, merges

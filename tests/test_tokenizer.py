@@ -1,8 +1,10 @@
 """Tokenizer metadata layout, round trips, streaming, SentencePiece vocabularies, bad metadata."""
 
 import gzip
+import importlib.util
 import time
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -24,7 +26,19 @@ from engine.tokenizer_data import (
     tokens_from_merges,
     trained_bpe,
 )
-from engine.tokenizer_train import merges_file_bytes, train_bpe
+
+
+def _load_trainer():
+    """scripts/train_tokenizer.py, the offline tool behind the committed merges (not an installed module)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_tokenizer.py"
+    spec = importlib.util.spec_from_file_location("train_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TRAINER = _load_trainer()
+merges_file_bytes, train_bpe = _TRAINER.merges_file_bytes, _TRAINER.train_bpe
 
 VOCAB_SIZES = (1024, 32000, 128256)
 TOKENIZER_KEYS = {

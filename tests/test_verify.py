@@ -394,8 +394,8 @@ def test_every_schema_error_is_reported_up_to_a_cap():
 def test_expectations_agree_with_the_engines_trace_prediction(ffn_act, logits):
     """The engine's own per-tensor prediction, summed over repetitions, meets every expectation exactly."""
     from engine.config import ModelConfig
-    from engine.model import expected_counts as engine_counts
     from harness.expectations import Workload, expected_counts
+    from tests.trace_prediction import expected_counts as engine_counts
 
     config = ModelConfig(
         arch="bitnet",

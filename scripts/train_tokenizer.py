@@ -3,7 +3,7 @@
 Synthetic models need a real tokenizer and nothing may be downloaded, so the merges are learned once from text
 every Python installation has (a sorted, size-bounded subset of the standard library's sources) plus the
 project's own docs, and committed. Nothing trains at run time: `engine.tokenizer_data` reads the committed
-file. Regenerate with `python -m engine.tokenizer_train --out engine/data/bpe_merges.txt.gz`; the header line
+file. Regenerate with `python scripts/train_tokenizer.py --out engine/data/bpe_merges.txt.gz`; the header line
 records the corpus (file count, bytes, sha256, Python version) so a rerun on the same corpus is checkable.
 """
 
@@ -118,7 +118,7 @@ def merges_file_bytes(merges: Sequence[str], header: dict[str, object]) -> bytes
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Train on the standard library subset plus the project docs and write the committed merges file."""
-    parser = argparse.ArgumentParser(prog="python -m engine.tokenizer_train", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python scripts/train_tokenizer.py", description=main.__doc__)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "engine" / "data" / MERGES_RESOURCE)
     parser.add_argument("--merges", type=int, default=DEFAULT_MERGES)
     parser.add_argument("--max-bytes", type=int, default=MAX_CORPUS_BYTES)
