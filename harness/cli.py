@@ -3,8 +3,8 @@
 import typer
 
 from engine.errors import EngineError
-from harness import interrupts
 from harness.errors import HarnessError
+from harness.runtime import interrupts
 from harness.version import harness_version
 
 EXIT_USAGE = 2
@@ -39,15 +39,29 @@ app.add_typer(model_app, name="model")
 
 def _register_commands() -> None:
     """Each command module adds its commands; the module list is the whole command surface."""
-    from harness import (
-        cmd_archive,
-        cmd_bench,
-        cmd_inspect,
-        cmd_parity,
-        cmd_phases,
-        cmd_run,
-        cmd_synth,
-        cmd_verify,
+    from harness.commands import (
+        archive as cmd_archive,
+    )
+    from harness.commands import (
+        bench_kernels as cmd_bench,
+    )
+    from harness.commands import (
+        benchmark as cmd_phases,
+    )
+    from harness.commands import (
+        model_inspect as cmd_inspect,
+    )
+    from harness.commands import (
+        model_synth as cmd_synth,
+    )
+    from harness.commands import (
+        parity as cmd_parity,
+    )
+    from harness.commands import (
+        run as cmd_run,
+    )
+    from harness.commands import (
+        verify_receipt as cmd_verify,
     )
 
     cmd_inspect.register(model_app)

@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.gguf_reader import read_gguf
 from engine.gguf_writer import TensorSpec, write_gguf
-from harness.parity import (
+from harness.peers.parity import (
     GREEDY_PROMPTS,
     GREEDY_STEPS,
     LOGIT_TOKENS,

@@ -16,9 +16,16 @@ import typer
 from typer.testing import CliRunner
 
 from engine.errors import EngineError
-from harness import cmd_archive, cmd_phases
+from harness.commands import archive as cmd_archive
+from harness.commands import benchmark as cmd_phases
 from harness.errors import HarnessError
-from harness.receipt import decode_tokens_per_second, finalize, percentiles, utc_timestamp, write_receipt
+from harness.receipts.files import (
+    decode_tokens_per_second,
+    finalize,
+    percentiles,
+    utc_timestamp,
+    write_receipt,
+)
 from tests.receipt_factory import MODEL, OUTPUT_IDS, PROMPT_IDS, raw_receipt, simulate_counts
 
 STEPS = len(OUTPUT_IDS) - 1  # decode steps per repetition (the first token comes from the prefill)

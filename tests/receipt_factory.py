@@ -1,4 +1,4 @@
-"""Builds valid, internally consistent receipts for tests, independently of harness/expectations.py.
+"""Builds valid, internally consistent receipts for tests, independently of harness/receipts/expectations.py.
 
 The kernel counters come from replaying the engine's call pattern forward by forward (the layer order in
 FORMATS.md), so the verifier's expectation table is checked against a second, separate encoding of it.
@@ -9,7 +9,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from harness.receipt import decode_tokens_per_second, finalize, percentiles, token_digest, utc_timestamp
+from harness.receipts.files import (
+    decode_tokens_per_second,
+    finalize,
+    percentiles,
+    token_digest,
+    utc_timestamp,
+)
 
 MODEL = {
     "path": "models/tiny.gguf",

@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from engine.kernels import bench
-from harness import cmd_bench
+from harness.commands import bench_kernels as cmd_bench
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.receipt import MAX_RECEIPT_BYTES, MAX_RECEIPT_VALUES
+from harness.receipts.files import MAX_RECEIPT_BYTES, MAX_RECEIPT_VALUES
 from tests.receipt_factory import make_receipt
 
 MAX_SECONDS = 5.0

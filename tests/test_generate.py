@@ -14,7 +14,7 @@ from engine.errors import EngineError
 from engine.generate import Sampler, SamplingParams, generate
 from engine.model import load_model
 from engine.synth import ensure_preset_model
-from harness import cmd_run
+from harness.commands import run as cmd_run
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from engine.kernels.actquant_blocks import QK_K, block_matrix, matvec_blocks, qu
 from engine.model import load_model
 from engine.synth import ensure_preset_model
 from engine.trace import Trace, kid
-from harness import cmd_parity
+from harness.commands import parity as cmd_parity
 from harness.errors import HarnessError
-from harness.parity import (
+from harness.peers.parity import (
     PRE_KEY,
     PRE_LLAMA3,
     LlamaCppImpl,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import host
 from harness.errors import HarnessError
-from harness.receipt import (
+from harness.machine import host
+from harness.receipts.files import (
     MAX_DEPTH,
     canonical_json,
     content_digest,
@@ -23,7 +23,7 @@ from harness.receipt import (
     token_digest,
     write_receipt,
 )
-from harness.schema import load_schema
+from harness.receipts.schema import load_schema
 from tests.receipt_factory import make_receipt, raw_receipt
 
 
@@ -157,7 +157,7 @@ def test_load_receipt_rejects_directories_missing_and_huge_files(tmp_path, monke
         load_receipt(tmp_path)
     with pytest.raises(HarnessError, match="cannot read"):
         load_receipt(tmp_path / "missing.json")
-    monkeypatch.setattr("harness.receipt.MAX_RECEIPT_BYTES", 10)
+    monkeypatch.setattr("harness.receipts.files.MAX_RECEIPT_BYTES", 10)
     with pytest.raises(HarnessError, match="larger than"):
         load_receipt(_write(tmp_path, '{"a": "0123456789"}'))
 

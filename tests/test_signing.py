@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from engine.errors import EngineError
 from harness.cli import app
 from harness.errors import HarnessError
-from harness.receipt import write_receipt
-from harness.signing import (
+from harness.receipts.files import write_receipt
+from harness.receipts.signing import (
     ENVELOPE_SUFFIX,
     KeyUnavailableError,
     SignatureError,

@@ -10,7 +10,7 @@ from typing import Any
 from engine.generate import SamplingParams, generate
 from engine.model import Model
 from harness.errors import HarnessError
-from harness.receipt import decode_tokens_per_second, percentiles, token_digest
+from harness.receipts.files import decode_tokens_per_second, percentiles, token_digest
 
 RepetitionFn = Callable[[int, int], None]
 

@@ -15,12 +15,12 @@ from typing import Any
 import pandas as pd
 
 from engine.atomic import atomic_write
+from harness.comparison.metrics import BY_KEY, value
 from harness.errors import HarnessError
-from harness.metrics import BY_KEY, value
-from harness.receipt import load_receipt, parse_timestamp, receipt_filename
-from harness.schema import SCHEMA_VERSION
-from harness.signing import is_envelope_path
-from harness.verify import verify
+from harness.receipts.files import load_receipt, parse_timestamp, receipt_filename
+from harness.receipts.schema import SCHEMA_VERSION
+from harness.receipts.signing import is_envelope_path
+from harness.receipts.verify import verify
 
 DEFAULT_ARCHIVE = Path("receipts")
 _LATEST = re.compile(r"latest(?:~(\d+))?")

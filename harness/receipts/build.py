@@ -7,8 +7,8 @@ import numba
 from engine.generate import SamplingParams
 from engine.kernel_choice import Selection
 from engine.model import Model
-from harness.host import environment_facts, harness_facts, host_facts, peak_rss_bytes
-from harness.receipt import finalize, token_digest, utc_timestamp
+from harness.machine.host import environment_facts, harness_facts, host_facts, peak_rss_bytes
+from harness.receipts.files import finalize, token_digest, utc_timestamp
 from harness.version import harness_version
 
 
@@ -53,7 +53,7 @@ def build_receipt(
     peer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A finalized receipt (content digest set) for one benchmark run of `model`; `peer` is the section of
-    another engine benchmarked interleaved on the same file (harness.peer)."""
+    another engine benchmarked interleaved on the same file (harness.peers.vs_llama_cpp)."""
     counts = model.trace.snapshot()
     bench = phases["benchmark"]
     tps = bench["summary"]["tokens_per_second"]

@@ -16,9 +16,16 @@ import typer
 from engine.generate import SamplingParams, generate
 from engine.model import Model, load_model
 from engine.synth import ensure_preset_model
-from harness import interrupts
-from harness.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
-from harness.options import KernelChoice, LogitsChoice, PresetChoice, StrictOpt, ThreadsOpt, strict_flag
+from harness.commands.options import (
+    KernelChoice,
+    LogitsChoice,
+    PresetChoice,
+    StrictOpt,
+    ThreadsOpt,
+    strict_flag,
+)
+from harness.runtime import interrupts
+from harness.runtime.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
 
 DEFAULT_PROMPT = "The capital of France is"
 DEFAULT_PRESET = PresetChoice("2b-4t")

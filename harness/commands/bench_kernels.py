@@ -18,9 +18,9 @@ from engine.constants import layer_matrix_shapes
 from engine.kernels import bench
 from engine.kernels.cpu import has_permw, has_vnni
 from engine.model import set_threads
-from harness.bandwidth import measure_read_bandwidth
+from harness.commands.options import JsonOpt, ThreadsOpt
 from harness.errors import HarnessError
-from harness.options import JsonOpt, ThreadsOpt
+from harness.machine.bandwidth import measure_read_bandwidth
 
 FAMILIES = ("i2s", "tq2_0", "tl1", "tl2", "logits")
 # 2B-4T: hidden 2560, ffn 6912, 20 query heads and 5 KV heads of 128.

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from engine.atomic import atomic_write
 from harness.errors import HarnessError
-from harness.receipt import MAX_RECEIPT_BYTES, parse_receipt_bytes, read_regular_file
+from harness.receipts.files import MAX_RECEIPT_BYTES, parse_receipt_bytes, read_regular_file
 
-PAYLOAD_TYPE = "application/vnd.bitnet-harness.receipt+json"
+PAYLOAD_TYPE = "application/vnd.bitnet-harness.receipts.files+json"
 ENVELOPE_SUFFIX = ".dsse.json"
 MIN_KEY_BYTES = 16
 MAX_ENVELOPE_BYTES = 2 * MAX_RECEIPT_BYTES  # base64 of the largest receipt, plus the frame

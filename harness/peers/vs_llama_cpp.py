@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.parity import open_llama, reference_version
-from harness.receipt import peer_ratios, token_digest
+from harness.peers.parity import open_llama, reference_version
+from harness.receipts.files import peer_ratios, token_digest
 
 PEER_ENGINE = "llama.cpp"
 N_BATCH = 512

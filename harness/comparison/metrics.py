@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.comparison.stats import Statistic, median, percentile_of
 from harness.errors import HarnessError
-from harness.stats import Statistic, median, percentile_of
 
 PER_REPETITION, PER_TOKEN, SINGLE = "per repetition", "per token", "single"
 

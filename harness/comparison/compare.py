@@ -1,5 +1,5 @@
 """Is NEW slower than BASE? Comparability first (same model, workload, machine; both receipts honest),
-then each metric judged by harness.stats, a geometric-mean row, and the exit code of the regression gate.
+then each metric judged by harness.comparison.stats, a geometric-mean row, and the gate's exit code.
 
 Exit codes: 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
 """
@@ -10,11 +10,20 @@ from typing import Any
 
 import pandas as pd
 
+from harness.comparison.metrics import METRICS, SINGLE, Metric, samples
+from harness.comparison.stats import (
+    ALPHA,
+    SEED,
+    THRESHOLD,
+    Judgement,
+    Verdict,
+    geometric_mean,
+    judge,
+    judge_single,
+)
+from harness.comparison.tables import records
 from harness.errors import HarnessError
-from harness.metrics import METRICS, SINGLE, Metric, samples
-from harness.stats import ALPHA, SEED, THRESHOLD, Judgement, Verdict, geometric_mean, judge, judge_single
-from harness.tables import records
-from harness.verify import verify
+from harness.receipts.verify import verify
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 REASON_KEYS = (

@@ -11,12 +11,12 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from harness import archive, history
-from harness.compare import EXIT_ERROR, EXIT_OK, REASON_KEYS, Comparison, comparability, compare
+from harness.comparison import archive, history
+from harness.comparison.compare import EXIT_ERROR, EXIT_OK, REASON_KEYS, Comparison, comparability, compare
+from harness.comparison.metrics import BY_KEY, metric
+from harness.comparison.stats import ALPHA, THRESHOLD
+from harness.comparison.tables import OutputFormat, cell, dumps, markdown, records, rich_table
 from harness.errors import HarnessError
-from harness.metrics import BY_KEY, metric
-from harness.stats import ALPHA, THRESHOLD
-from harness.tables import OutputFormat, cell, dumps, markdown, records, rich_table
 
 ArchiveOpt = Annotated[
     Path, typer.Option("--archive", help="Archive folder (top-level *.json receipts).", file_okay=False)

@@ -2,7 +2,8 @@
 
 Exit codes: 0 valid, 1 invalid, 2 unusable input (unreadable file, not a JSON object, unknown schema_version,
 unreadable model file, replay unavailable). With `--key-env NAME` the receipt must carry a valid signature
-(harness/signing.py): a missing, changed or wrongly keyed signature is invalid (1); a missing key is 2.
+(harness/receipts/signing.py): a missing, changed or wrongly keyed signature is invalid (1); a missing key
+is 2.
 """
 
 import importlib
@@ -15,13 +16,13 @@ import typer
 from rich.console import Console
 
 from engine.errors import EngineError
+from harness.commands.options import StrictOpt, strict_flag
 from harness.errors import HarnessError
-from harness.options import StrictOpt, strict_flag
-from harness.receipt import load_receipt, parse_receipt_bytes
-from harness.report import render
-from harness.schema import SCHEMA_VERSION
-from harness.signing import SignatureError, is_envelope_path, key_from_env, key_id, verify_signed
-from harness.verify import ReplayFn, verify
+from harness.receipts.files import load_receipt, parse_receipt_bytes
+from harness.receipts.schema import SCHEMA_VERSION
+from harness.receipts.signing import SignatureError, is_envelope_path, key_from_env, key_id, verify_signed
+from harness.receipts.verify import ReplayFn, verify
+from harness.reporting.receipt import render
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
@@ -42,7 +43,7 @@ def _load(path: Path, body: bytes | None = None) -> dict[str, Any]:
 def _replay_fn(model_path: Path, strict: bool | None) -> ReplayFn:
     """The engine-side replay, imported only when asked for; missing means replay is unavailable."""
     try:
-        module = importlib.import_module("harness.replay")
+        module = importlib.import_module("harness.session.replay")
         replay_digest = module.replay_digest
     except (ImportError, AttributeError) as exc:
         raise HarnessError(f"replay is unavailable in this installation ({exc})") from None
@@ -59,7 +60,7 @@ def _model_for_replay(receipt: Mapping[str, Any], model: Path | None) -> Path:
     if model is None and isinstance(recorded, str) and recorded:
         model = Path(recorded)
     try:
-        from harness.replay import replay_model_path
+        from harness.session.replay import replay_model_path
     except ImportError as exc:
         raise HarnessError(f"replay is unavailable in this installation ({exc})") from None
     return replay_model_path(receipt, model)

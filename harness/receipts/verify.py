@@ -8,7 +8,8 @@ Gates (names as reported):
 - gpu_kernels: GPU-named ids (cuda_, cublas_, gemm_, wmma_, a `gpu` name part) cannot run on a cpu receipt.
 - known_kernels: ids must be in the engine's registry (engine.trace.KERNEL_IDS).
 - kernel_counts: `kernels` and the ids with calls > 0 in `kernel_counts` are the same set.
-- kernel_expectations: counters match the model shape and the benchmark workload (harness/expectations.py).
+- kernel_expectations: counters match the model shape and the benchmark workload
+  (harness/receipts/expectations.py).
 - throughput: tokens_per_second recomputed from the raw decode latencies (1 %).
 - summaries: benchmark and timing percentiles recomputed from their raw samples (1 %); per-layer times fit.
 - tokens: tokens_generated equals output_digest.count and the first repetition; none exceeds tokens_requested.
@@ -31,15 +32,15 @@ from typing import Any
 
 from engine.trace import KERNEL_IDS
 from harness.errors import HarnessError
-from harness.expectations import expected_counts, is_ternary, workload_from_receipt
-from harness.receipt import (
+from harness.receipts.expectations import expected_counts, is_ternary, workload_from_receipt
+from harness.receipts.files import (
     content_digest,
     decode_tokens_per_second,
     parse_timestamp,
     peer_ratios,
     percentiles,
 )
-from harness.schema import schema_errors
+from harness.receipts.schema import schema_errors
 
 ReplayFn = Callable[[Mapping[str, Any]], str]
 
@@ -195,7 +196,7 @@ def _gate_kernel_variants(c: _Context) -> None:
             "kernel_variants",
             "variants only for kernels that ran",
             stray,
-            "kernel_choice.variants must describe the counted kernels (harness.phases.record).",
+            "kernel_choice.variants must describe the counted kernels (harness.receipts.build).",
         )
     unnamed = sorted(k for k in ran if (is_ternary(k) or k in LOGITS_KERNELS) and k not in variants)
     if unnamed:
@@ -270,7 +271,7 @@ def _gate_kernel_expectations(c: _Context) -> None:
                     f"{total}",
                     f"Counters must cover exactly the measured repetitions ({work.prefill_forwards} prefills "
                     f"of {r['prompt']['token_count']} tokens, {work.decode_steps} decode steps) of a "
-                    f"{r['model']['n_layers']}-layer model; see harness/expectations.py.",
+                    f"{r['model']['n_layers']}-layer model; see harness/receipts/expectations.py.",
                 )
 
 
@@ -301,7 +302,7 @@ def _gate_throughput(c: _Context) -> None:
                 "throughput",
                 f"{where} = {tps:.6g} (recomputed, within 1 %)",
                 f"{value}",
-                "Throughput must be decode steps / summed decode latencies (harness.receipt).",
+                "Throughput must be decode steps / summed decode latencies (harness.receipts.files).",
             )
 
 
@@ -313,7 +314,7 @@ def _check_percentiles(c: _Context, where: str, samples: list[float], recorded: 
                 "summaries",
                 f"{where}.{key} = {value:.6g} (recomputed, within 1 %)",
                 f"{recorded[key]}",
-                "Summaries must be computed from the raw samples with harness.receipt.percentiles.",
+                "Summaries must be computed from the raw samples with harness.receipts.files.percentiles.",
             )
 
 
@@ -508,7 +509,7 @@ def _gate_peer(c: _Context) -> None:
             "peer",
             f"peer.benchmark.summary.tokens_per_second = {tps:.6g} (recomputed)",
             bench["summary"]["tokens_per_second"],
-            "Throughput must be decode steps / summed decode latencies (harness.receipt).",
+            "Throughput must be decode steps / summed decode latencies (harness.receipts.files).",
         )
     if engine_bench is None:
         c.fail("peer", "phases.benchmark beside the peer's", "none", "A ratio needs the engine's own run.")
@@ -630,7 +631,7 @@ def verify(
                 "schema",
                 "a receipt matching receipt schema 1.0.0",
                 _short(f"{path}: {message}"),
-                "Write receipts with harness.receipt; fix or regenerate this one.",
+                "Write receipts with harness.receipts.files; fix or regenerate this one.",
             )
         )
     if len(errors) > MAX_SCHEMA_FAILURES:

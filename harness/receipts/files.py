@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.atomic import TargetExistsError, atomic_write
 from harness.errors import HarnessError
-from harness.schema import schema_errors
+from harness.receipts.schema import schema_errors
 
 DIGEST_FIELD = "content_digest"
 PERCENTILES = (50, 90, 99)

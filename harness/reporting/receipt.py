@@ -7,8 +7,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.expectations import is_ternary
-from harness.verify import VerificationResult, is_fallback, is_gpu
+from harness.receipts.expectations import is_ternary
+from harness.receipts.verify import VerificationResult, is_fallback, is_gpu
 
 _NOTABLE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "fma", "f16c", "neon", "asimd")
 

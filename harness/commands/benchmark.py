@@ -36,14 +36,8 @@ from engine.atomic import atomic_write
 from engine.generate import SamplingParams
 from engine.model import Model, load_model, set_threads
 from engine.strict import resolve_strict
-from harness import ab, archive, interrupts
-from harness.bandwidth import measure_read_bandwidth
-from harness.cmd_archive import ThresholdOpt, render_comparison
-from harness.compare import compare
-from harness.errors import HarnessError
-from harness.host import host_facts
-from harness.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
-from harness.options import (
+from harness.commands.archive import ThresholdOpt, render_comparison
+from harness.commands.options import (
     ArchChoice,
     ArchOpt,
     FormatChoice,
@@ -63,19 +57,27 @@ from harness.options import (
     ThreadsOpt,
     strict_flag,
 )
-from harness.parity import llama_cpp_missing, reference_file
-from harness.peer import LlamaCppRunner, peer_section
+from harness.comparison import archive
+from harness.comparison.compare import compare
+from harness.comparison.stats import THRESHOLD
+from harness.comparison.tables import OutputFormat
+from harness.errors import HarnessError
+from harness.machine.bandwidth import measure_read_bandwidth
+from harness.machine.host import host_facts
+from harness.peers.parity import llama_cpp_missing, reference_file
+from harness.peers.vs_llama_cpp import LlamaCppRunner, peer_section
 from harness.phases.benchmark import run_benchmark
 from harness.phases.probe import run_probe
-from harness.phases.record import build_receipt
 from harness.phases.timing import run_timing
 from harness.phases.workload import DEFAULT_PROMPT, ModelSource, model_facts, prompt_ids, resolve_model
-from harness.receipt import utc_timestamp, write_receipt
-from harness.report import render
-from harness.signing import key_from_env, sign_receipt_file
-from harness.stats import THRESHOLD
-from harness.tables import OutputFormat
-from harness.verify import verify
+from harness.receipts.build import build_receipt
+from harness.receipts.files import utc_timestamp, write_receipt
+from harness.receipts.signing import key_from_env, sign_receipt_file
+from harness.receipts.verify import verify
+from harness.reporting.receipt import render
+from harness.runtime import interrupts
+from harness.runtime.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
+from harness.session import ab
 
 DEFAULT_PRESET = PresetChoice("2b-4t")
 DEFAULT_FORMAT = FormatChoice("i2s")

@@ -21,9 +21,9 @@ from rich.table import Table
 
 from engine.atomic import atomic_write
 from engine.model import ACT_QUANT_MODES
+from harness.commands.options import JsonOpt, KernelChoice, KernelOpt, LogitsChoice, ThreadsOpt
 from harness.errors import HarnessError
-from harness.options import JsonOpt, KernelChoice, KernelOpt, LogitsChoice, ThreadsOpt
-from harness.parity import (
+from harness.peers.parity import (
     COSINE_MIN,
     GREEDY_STEPS,
     LOGIT_TOKENS,
@@ -32,8 +32,8 @@ from harness.parity import (
     run_parity,
 )
 from harness.phases.workload import file_sha256
-from harness.receipt import finalize, load_receipt
-from harness.schema import schema_errors
+from harness.receipts.files import finalize, load_receipt
+from harness.receipts.schema import schema_errors
 
 ReferenceChoice = Enum("ReferenceChoice", {REFERENCE_LLAMA_CPP: REFERENCE_LLAMA_CPP}, type=str)
 RECEIPT_MODE = "token"  # benchmarks run the engine's default per-token activation quantization

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.archive import Entry
+from harness.comparison.archive import Entry
+from harness.comparison.metrics import PER_REPETITION, PER_TOKEN, Metric, samples
+from harness.comparison.stats import N_RESAMPLES, SEED
 from harness.errors import HarnessError
-from harness.metrics import PER_REPETITION, PER_TOKEN, Metric, samples
-from harness.stats import N_RESAMPLES, SEED
 
 BAND = (10.0, 90.0)
 _CHART_SUFFIXES = (".png", ".svg")

@@ -9,7 +9,7 @@ from engine.model import load_model
 from engine.synth import ensure_preset_model
 from harness.errors import HarnessError
 from harness.phases.workload import prompt_ids
-from harness.receipt import token_digest
+from harness.receipts.files import token_digest
 
 
 def replay_model_path(receipt: Mapping[str, Any], model_path: Path | None) -> Path:
