@@ -1,4 +1,4 @@
-"""The `bitnet-harness` command: one typer app, one module per group of subcommands."""
+"""The `bitnet-harness` command: one typer app; each module of harness.commands adds its command."""
 
 import typer
 
@@ -40,38 +40,37 @@ app.add_typer(model_app, name="model")
 def _register_commands() -> None:
     """Each command module adds its commands; the module list is the whole command surface."""
     from harness.commands import (
-        archive as cmd_archive,
-    )
-    from harness.commands import (
-        bench_kernels as cmd_bench,
-    )
-    from harness.commands import (
-        benchmark as cmd_phases,
-    )
-    from harness.commands import (
-        model_inspect as cmd_inspect,
-    )
-    from harness.commands import (
-        model_synth as cmd_synth,
-    )
-    from harness.commands import (
-        parity as cmd_parity,
-    )
-    from harness.commands import (
-        run as cmd_run,
-    )
-    from harness.commands import (
-        verify_receipt as cmd_verify,
+        archive,
+        bench_kernels,
+        benchmark,
+        compare,
+        history,
+        model_inspect,
+        model_synth,
+        parity,
+        probe,
+        report,
+        run,
+        timing,
+        verify_receipt,
     )
 
-    cmd_inspect.register(model_app)
-    cmd_synth.register(model_app)
-    cmd_phases.register(app)
-    cmd_run.register(app)
-    cmd_verify.register(app)
-    cmd_archive.register(app)
-    cmd_parity.register(app)
-    cmd_bench.register(app)
+    for module in (model_inspect, model_synth):
+        module.register(model_app)
+    for module in (
+        probe,
+        timing,
+        benchmark,
+        run,
+        verify_receipt,
+        report,
+        archive,
+        compare,
+        history,
+        parity,
+        bench_kernels,
+    ):
+        module.register(app)
 
 
 _register_commands()

@@ -9,13 +9,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from harness.receipts.files import (
-    decode_tokens_per_second,
-    finalize,
-    percentiles,
-    token_digest,
-    utc_timestamp,
-)
+from harness.receipts.digest import finalize, token_digest
+from harness.receipts.files import utc_timestamp
+from harness.receipts.summary import decode_tokens_per_second, percentiles
 
 MODEL = {
     "path": "models/tiny.gguf",

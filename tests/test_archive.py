@@ -132,7 +132,7 @@ def test_archive_add(tmp_path: Path) -> None:
     assert again.code == 0 and "already archived" in again.stdout
     clash = json.loads(src.read_text())
     clash["seed"] = 1
-    from harness.receipts.files import finalize
+    from harness.receipts.digest import finalize
 
     other = write_raw(tmp_path / "incoming" / "clash.json", finalize(clash))
     refused = invoke(APP, ["archive", "add", other, "--archive", folder])

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.errors import HarnessError
-from harness.peers.parity import llama_cpp_missing
+from harness.peers.llama_cpp import llama_cpp_missing
 from harness.phases.benchmark import summarize
-from harness.receipts.files import finalize, peer_ratios
+from harness.receipts.digest import finalize
+from harness.receipts.summary import peer_ratios
 from harness.receipts.verify import verify
 from tests.receipt_factory import raw_receipt
 

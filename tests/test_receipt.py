@@ -10,20 +10,10 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.machine import host
-from harness.receipts.files import (
-    MAX_DEPTH,
-    canonical_json,
-    content_digest,
-    decode_tokens_per_second,
-    finalize,
-    load_receipt,
-    parse_timestamp,
-    percentiles,
-    receipt_filename,
-    token_digest,
-    write_receipt,
-)
+from harness.receipts.digest import canonical_json, content_digest, finalize, token_digest
+from harness.receipts.files import MAX_DEPTH, load_receipt, parse_timestamp, receipt_filename, write_receipt
 from harness.receipts.schema import load_schema
+from harness.receipts.summary import decode_tokens_per_second, percentiles
 from tests.receipt_factory import make_receipt, raw_receipt
 
 

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from harness.commands import verify_receipt as cmd_verify
+from harness.commands import report, verify_receipt
 from harness.receipts.files import utc_timestamp
 from harness.receipts.verify import verify
 from tests.receipt_factory import make_receipt, mutated
@@ -262,7 +262,8 @@ def test_replay_is_not_run_on_a_schema_invalid_receipt():
 @pytest.fixture
 def run():
     app = typer.Typer()
-    cmd_verify.register(app)
+    verify_receipt.register(app)
+    report.register(app)
     runner = CliRunner()
 
     def invoke(*args):

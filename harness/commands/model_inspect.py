@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.config import ModelConfig
-from engine.constants import GGMLType
+from engine.constants import type_name
 from engine.errors import EngineError
 from engine.flavor import STATUS_INVALID, STATUS_NEAR
 from engine.gguf_reader import GGUFFile, read_gguf
@@ -52,10 +52,6 @@ def _model_report(gguf: GGUFFile) -> tuple[ModelConfig | None, list[str], list[s
     return config, problems, notes
 
 
-def _type_name(ggml_type: int) -> str:
-    return GGMLType(ggml_type).name
-
-
 def _totals(checks: list[TensorCheck]) -> dict[str, object]:
     return {
         "tensors": len(checks),
@@ -87,7 +83,7 @@ def _json_report(
         "tensors": [
             {
                 "name": c.name,
-                "type": _type_name(c.ggml_type),
+                "type": type_name(c.ggml_type),
                 "flavor": c.flavor,
                 "shape": list(c.shape),
                 "bytes": c.nbytes,
@@ -133,7 +129,7 @@ def _print_report(
         expected = "-" if c.expected_nbytes is None else f"{c.expected_nbytes:,}"
         status = f"[{STATUS_STYLE[c.status]}]{c.status}[/]"
         table.add_row(
-            c.name, _type_name(c.ggml_type), c.flavor, str(c.shape), f"{c.nbytes:,}", expected, status
+            c.name, type_name(c.ggml_type), c.flavor, str(c.shape), f"{c.nbytes:,}", expected, status
         )
     flavors = Counter(c.flavor for c in checks)
     statuses = Counter(c.status for c in checks)

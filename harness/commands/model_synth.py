@@ -7,7 +7,6 @@ bytes, so a receipt naming preset, format, architecture and seed can be reproduc
 from __future__ import annotations
 
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,14 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.constants import ARCH_BITNET_B158, ARCHITECTURES, FORMAT_I2S, WEIGHT_FORMATS
-from engine.presets import PRESETS
+from engine.constants import ARCH_BITNET_B158, FORMAT_I2S
 from engine.synth import MAX_SEED, synthesize
+from harness.commands.options import ArchChoice, FormatChoice, PresetChoice
 
-# Typer turns str Enums into choices: a bad value is a usage error (exit 2) that lists the choices.
-PresetChoice = Enum("PresetChoice", {name: name for name in PRESETS}, type=str)
-FormatChoice = Enum("FormatChoice", {name: name for name in WEIGHT_FORMATS}, type=str)
-ArchChoice = Enum("ArchChoice", {name: name for name in ARCHITECTURES}, type=str)
 DEFAULT_PRESET = PresetChoice("tiny")
 DEFAULT_FORMAT = FormatChoice(FORMAT_I2S)
 DEFAULT_ARCH = ArchChoice(ARCH_BITNET_B158)

@@ -27,16 +27,13 @@ from harness.peers.parity import (
     COSINE_MIN,
     GREEDY_STEPS,
     LOGIT_TOKENS,
+    RECEIPT_MODE,
     REFERENCE_LLAMA_CPP,
-    receipt_section,
     run_parity,
+    write_receipt_copy,
 )
-from harness.phases.workload import file_sha256
-from harness.receipts.files import finalize, load_receipt
-from harness.receipts.schema import schema_errors
 
 ReferenceChoice = Enum("ReferenceChoice", {REFERENCE_LLAMA_CPP: REFERENCE_LLAMA_CPP}, type=str)
-RECEIPT_MODE = "token"  # benchmarks run the engine's default per-token activation quantization
 ActQuantChoice = Enum("ActQuantChoice", {m: m for m in (*ACT_QUANT_MODES, "both")}, type=str)
 DEFAULT_REFERENCE = ReferenceChoice(REFERENCE_LLAMA_CPP)
 DEFAULT_ACT_QUANT = ActQuantChoice("both")
@@ -105,25 +102,6 @@ def _print_report(report: dict[str, Any], console: Console) -> None:
         f"{verdict}: block256 mode needs 100 % tokenizer agreement, every greedy token equal and cosine >= "
         f"{COSINE_MIN} at every position"
     )
-
-
-def write_receipt_copy(receipt_path: Path, model: Path, report: dict[str, Any]) -> Path:
-    """`<receipt>.parity.json`: the receipt with its `parity` section set, re-digested, schema-checked."""
-    receipt = load_receipt(receipt_path)
-    recorded = (receipt.get("model") or {}).get("sha256") if isinstance(receipt.get("model"), dict) else None
-    if recorded != file_sha256(model):
-        raise HarnessError(f"receipt {receipt_path} was not produced with {model} (model sha256 differs)")
-    receipt["parity"] = receipt_section(report, RECEIPT_MODE)
-    receipt = finalize(receipt)
-    errors = schema_errors(receipt)
-    if errors:
-        where, message = errors[0]
-        raise HarnessError(f"the receipt with a parity section fails the schema ({where}: {message})")
-    out = receipt_path.with_name(receipt_path.name.removesuffix(".json") + ".parity.json")
-    data = json.dumps(receipt, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    with atomic_write(out) as fh:
-        fh.write(data + b"\n")
-    return out
 
 
 def parity_command(

@@ -8,28 +8,30 @@ family that ran.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from engine.generate import SamplingParams, generate
-from engine.model import Model, load_model
+from engine.model import Model
 from engine.synth import ensure_preset_model
 from harness.commands.options import (
-    KernelChoice,
+    DEFAULT_KERNEL,
+    DEFAULT_PRESET,
+    KernelOpt,
     LogitsChoice,
+    MaxMemoryOpt,
+    ModelOpt,
     PresetChoice,
     StrictOpt,
     ThreadsOpt,
+    TimeoutOpt,
     strict_flag,
 )
-from harness.runtime import interrupts
-from harness.runtime.limits import MaxMemoryOpt, TimeoutOpt, resource_limits
+from harness.phases.load import load_and_warm
+from harness.runtime.limits import resource_limits
 
 DEFAULT_PROMPT = "The capital of France is"
-DEFAULT_PRESET = PresetChoice("2b-4t")
-DEFAULT_KERNEL = KernelChoice("auto")
 DEFAULT_LOGITS = LogitsChoice("int8")
 
 
@@ -56,9 +58,7 @@ def speed_summary(
 
 
 def run_command(
-    model_path: Annotated[
-        Path | None, typer.Option("--model", help="GGUF model file (default: the synthetic --preset model).")
-    ] = None,
+    model_path: ModelOpt = None,
     preset: Annotated[
         PresetChoice, typer.Option("--preset", help="Synthetic preset used when --model is not given.")
     ] = DEFAULT_PRESET,
@@ -69,9 +69,7 @@ def run_command(
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")] = 0,
     threads: ThreadsOpt = None,
-    kernel: Annotated[
-        KernelChoice, typer.Option("--kernel", help="Ternary kernel family; auto times each on this CPU.")
-    ] = DEFAULT_KERNEL,
+    kernel: KernelOpt = DEFAULT_KERNEL,
     logits: Annotated[
         LogitsChoice, typer.Option("--logits", help="int8 tied-embedding logits, or the f32 fallback.")
     ] = DEFAULT_LOGITS,
@@ -85,18 +83,18 @@ def run_command(
         if model_path is None:
             _status(f"model: synthetic preset {preset.value} (written to the cache on first use)")
             model_path = ensure_preset_model(preset.value)
-        model = load_model(
+        loaded = load_and_warm(
             model_path,
             kernel=kernel.value,
             threads=threads,
             strict=strict_flag(strict_loader),
             logits=logits.value,
+            on_warning=lambda w: _status(f"warning: {w}"),
         )
-        for warning in model.file.warnings:
-            _status(f"warning: {warning}")
-        jit = model.warmup()
-        interrupts.raise_if_swallowed()
-        _status(f"loaded {model_path} in {model.load_seconds:.2f} s, kernels ready in {jit:.2f} s")
+        model = loaded.model
+        _status(
+            f"loaded {model_path} in {model.load_seconds:.2f} s, kernels ready in {loaded.jit_seconds:.2f} s"
+        )
         prompt_ids = model.tokenizer.encode(prompt, add_bos=True)
         stream = model.tokenizer.decode_stream()
         typer.echo(prompt, nl=False)

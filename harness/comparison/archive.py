@@ -17,8 +17,7 @@ import pandas as pd
 from engine.atomic import atomic_write
 from harness.comparison.metrics import BY_KEY, value
 from harness.errors import HarnessError
-from harness.receipts.files import load_receipt, parse_timestamp, receipt_filename
-from harness.receipts.schema import SCHEMA_VERSION
+from harness.receipts.files import load_checked, load_receipt, parse_timestamp, receipt_filename
 from harness.receipts.signing import is_envelope_path
 from harness.receipts.verify import verify
 
@@ -40,15 +39,6 @@ class Entry:
     @property
     def commit(self) -> str | None:
         return (self.receipt or {}).get("harness", {}).get("git_commit")
-
-
-def load_checked(path: Path) -> dict[str, Any]:
-    """A parsed receipt of the schema version this harness reads (HarnessError otherwise)."""
-    receipt = load_receipt(path)
-    version = receipt.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise HarnessError(f"{path}: schema_version {version!r}; this harness reads {SCHEMA_VERSION!r}")
-    return receipt
 
 
 def _entry(path: Path) -> Entry:

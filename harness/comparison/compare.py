@@ -23,7 +23,7 @@ from harness.comparison.stats import (
 )
 from harness.comparison.tables import records
 from harness.errors import HarnessError
-from harness.receipts.verify import verify
+from harness.receipts.verify import VerificationResult, verify
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 REASON_KEYS = (
@@ -37,6 +37,7 @@ REASON_KEYS = (
     "output",
 )
 _MISSING = object()
+Verified = tuple[VerificationResult | None, VerificationResult | None]
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,18 @@ def _show(value: Any) -> str:
 
 
 def comparability(
-    base: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = (), *, same_output: bool = False
+    base: Mapping[str, Any],
+    new: Mapping[str, Any],
+    ignore: Iterable[str] = (),
+    *,
+    same_output: bool = False,
+    verified: Verified = (None, None),
 ) -> list[Reason]:
     """Why the pair cannot be compared honestly (empty when it can); keys in `ignore` are not checked.
 
     same_output also requires identical generated tokens (the CI check against the committed baseline: the
     engine must compute the same tokens on any machine); otherwise differing tokens are only a note.
+    `verified` holds a side's verification when the caller has just run it (it is not run again).
     """
     skip = set(ignore)
     unknown = skip - set(REASON_KEYS)
@@ -84,8 +91,8 @@ def comparability(
         )
     out: list[Reason] = []
     if "verification" not in skip:
-        for side, receipt in (("BASE", base), ("NEW", new)):
-            result = verify(receipt)
+        for side, receipt, known in (("BASE", base, verified[0]), ("NEW", new, verified[1])):
+            result = known if known is not None else verify(receipt)
             if not result.ok:
                 gates = ", ".join(sorted({f.gate for f in result.failures}))
                 out.append(Reason("verification", f"{side} fails verification (gates: {gates})"))
@@ -232,16 +239,20 @@ def compare(
     ignore: Iterable[str] = (),
     same_process: bool = False,
     seed: int = SEED,
+    verified: Verified = (None, None),
 ) -> Comparison:
     """Compare two receipts. Not comparable and not forced: only the reasons, no rows.
 
     same_process: both receipts come from one process (A/B), so peak RSS was not measured per side.
+    verified: the verification of BASE and NEW where the caller already has it (see comparability).
     """
     if not 0 < threshold < 1:
         raise HarnessError(f"--threshold must be a fraction in (0, 1) (got {threshold})")
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha must be in (0, 1) (got {alpha})")
-    result = Comparison(base_label, new_label, threshold, alpha, comparability(base, new, ignore), force)
+    result = Comparison(
+        base_label, new_label, threshold, alpha, comparability(base, new, ignore, verified=verified), force
+    )
     if result.refused:
         return result
     note = output_note(base, new)
@@ -251,37 +262,15 @@ def compare(
         b, n = samples(base, m), samples(new, m)
         if m.kind == SINGLE:
             if same_process:
-                j = Judgement(
-                    float(b[0]),
-                    float(n[0]),
-                    float("nan"),
-                    None,
-                    None,
-                    None,
-                    None,
-                    1,
-                    1,
-                    Verdict.NOT_JUDGED,
-                    "one process for both sides: not measured per side",
+                j = Judgement.not_judged(
+                    float(b[0]), float(n[0]), 1, 1, "one process for both sides: not measured per side"
                 )
             else:
                 j = judge_single(
                     float(b[0]), float(n[0]), higher_is_better=m.higher_is_better, threshold=threshold
                 )
         elif b.size == 0 or n.size == 0:
-            j = Judgement(
-                float("nan"),
-                float("nan"),
-                float("nan"),
-                None,
-                None,
-                None,
-                None,
-                b.size,
-                n.size,
-                Verdict.NOT_JUDGED,
-                "no samples on one side",
-            )
+            j = Judgement.not_judged(float("nan"), float("nan"), b.size, n.size, "no samples on one side")
         else:
             j = judge(
                 b,

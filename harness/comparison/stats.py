@@ -45,6 +45,11 @@ class Judgement:
     verdict: Verdict
     note: str | None = None
 
+    @classmethod
+    def not_judged(cls, base: float, new: float, n_base: int, n_new: int, note: str) -> "Judgement":
+        """A metric that cannot be judged (no ratio, interval or test), with the reason."""
+        return cls(base, new, float("nan"), None, None, None, None, n_base, n_new, Verdict.NOT_JUDGED, note)
+
 
 def median(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.median(x, axis=axis)
@@ -147,9 +152,8 @@ def judge(
     n = np.asarray(new, np.float64)
     sb, sn = float(statistic(b)), float(statistic(n))
     if sb <= 0.0 or not np.isfinite(sb) or not np.isfinite(sn):
-        note = f"base statistic {sb:.4g} cannot be a denominator"
-        return Judgement(
-            sb, sn, float("nan"), None, None, None, None, b.size, n.size, Verdict.NOT_JUDGED, note
+        return Judgement.not_judged(
+            sb, sn, b.size, n.size, f"base statistic {sb:.4g} cannot be a denominator"
         )
     ratio = sn / sb
     floor = min_p_value(b.size, n.size)
@@ -181,9 +185,7 @@ def judge_single(
     Memory peaks do not carry timing noise, so a move beyond the threshold counts; within it is no change.
     """
     if base <= 0:
-        return Judgement(
-            base, new, float("nan"), None, None, None, None, 1, 1, Verdict.NOT_JUDGED, "base is 0"
-        )
+        return Judgement.not_judged(base, new, 1, 1, "base is 0")
     ratio = new / base
     verdict = _effect_verdict(ratio, higher_is_better, threshold) or Verdict.NO_CHANGE
     return Judgement(

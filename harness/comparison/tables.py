@@ -1,4 +1,5 @@
-"""Output of pandas tables in the formats every archive command offers: rich, markdown, csv, json."""
+"""Tables of receipts and comparisons as text: the output formats (rich, markdown, csv, json), cells, markdown
+and JSON records. The rich table itself is in harness.reporting.tables."""
 
 import json
 import math
@@ -6,8 +7,6 @@ from enum import Enum
 from typing import Any
 
 import pandas as pd
-from rich.table import Table
-from rich.text import Text
 
 
 class OutputFormat(str, Enum):
@@ -37,17 +36,6 @@ def markdown(frame: pd.DataFrame) -> str:
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(esc(v) for v in row) + " |")
     return "\n".join(lines)
-
-
-def rich_table(frame: pd.DataFrame, title: str) -> Table:
-    """A rich table; cells are plain text, never interpreted as markup."""
-    table = Table(title=title, title_justify="left")
-    for column in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(str(column), justify="right" if numeric else "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(Text(cell(v)) for v in row))
-    return table
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:

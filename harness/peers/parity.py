@@ -1,11 +1,8 @@
 """Parity with upstream llama.cpp (through llama-cpp-python): tokenizer, teacher-forced logits, greedy tokens.
 
 The numpy reference checks the kernels against our own reading of the model; llama.cpp is a reading no one
-here wrote. Upstream runs the `bitnet` architecture (SiLU-gated FFN) with TQ1_0/TQ2_0 weights, so the model
-given to it is the user's file when it already is such a file with a LLaMA-3 pre-tokenizer key, else a
-converted copy written beside it (`<name>.llamacpp.gguf`): `tokenizer.ggml.pre = "llama-bpe"` added (without
-it llama.cpp splits text with its GPT-2 "default" regex), and I2_S weights rewritten as TQ2_0 (the per-tensor
-scale stored as each block's fp16 scale). The engine runs the same file llama.cpp runs.
+here wrote. Both run the file `harness.peers.llama_cpp.reference_file` gives (the model, or its copy that
+llama.cpp reads as the engine does).
 
 Known, expected sources of difference (reported with the numbers):
 - activations: bitnet.cpp (the engine's default) quantizes each token's activations to int8 with one scale;
@@ -19,37 +16,25 @@ Known, expected sources of difference (reported with the numbers):
 from __future__ import annotations
 
 import copy
-import importlib.metadata
+import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from engine.constants import (
-    ARCH_BITNET,
-    FORMAT_I2S,
-    FORMAT_TQ1_0,
-    FORMAT_TQ2_0,
-    LAYER_MATRICES,
-    FileType,
-    GGMLType,
-)
+from engine.atomic import atomic_write
 from engine.errors import EngineError
-from engine.formats import FORMATS
-from engine.gguf_reader import GGUFFile, read_gguf
-from engine.gguf_writer import TensorSpec, Typed, write_gguf
-from engine.loader import load_file
 from engine.model import ACT_QUANT_MODES
 from harness.errors import HarnessError
+from harness.peers.llama_cpp import PRE_KEY, llama_cpp_missing, open_llama, reference_file, reference_version
+from harness.phases.load import load_and_warm
+from harness.receipts.digest import file_digest, finalize
+from harness.receipts.files import load_receipt
+from harness.receipts.schema import schema_errors
 
 REFERENCE_LLAMA_CPP = "llama-cpp"
-PRE_KEY = "tokenizer.ggml.pre"
-PRE_LLAMA3 = "llama-bpe"
-CONVERTED_SUFFIX = ".llamacpp.gguf"
-LLAMA_CPP_FORMATS = (FORMAT_TQ2_0, FORMAT_TQ1_0)
 GGML_TYPE_F32 = 0  # llama.cpp KV cache type: float32, so the cache adds no rounding of its own
 
 COSINE_MIN = 0.999
@@ -57,6 +42,7 @@ LOGIT_TOKENS = 64
 GREEDY_STEPS = 32
 TOP_K = 5
 MATCHING_MODE = "block256"  # the engine mode that quantizes activations as llama.cpp does
+RECEIPT_MODE = "token"  # benchmarks run the engine's default per-token activation quantization
 
 TOKENIZER_CORPUS: tuple[str, ...] = (
     "",
@@ -90,149 +76,6 @@ LOGIT_TEXT = (
 )
 
 
-# -------------------------------------------------------------------- the reference's availability
-def llama_cpp_missing() -> str | None:
-    """None when llama_cpp imports, else the reason it cannot be used (one line)."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as exc:
-        return f"llama_cpp is not importable ({exc}); install the extra: pip install '.[parity]'"
-    except OSError as exc:  # a wheel whose shared library does not load on this machine
-        return f"llama_cpp's shared library does not load: {exc}"
-    return None
-
-
-def reference_version() -> str:
-    """`llama-cpp-python <version>`: the package that built and vendors the llama.cpp it runs."""
-    try:
-        return f"llama-cpp-python {importlib.metadata.version('llama_cpp_python')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "llama-cpp-python (version unknown)"
-
-
-def open_llama(path: Path, threads: int, **settings: Any) -> Any:
-    """llama_cpp.Llama on `path`: CPU only, quiet, `threads` for decode and batches, plus `settings`;
-    a missing extra or a file it refuses becomes a one-line HarnessError."""
-    reason = llama_cpp_missing()
-    if reason is not None:
-        raise HarnessError(reason)
-    from llama_cpp import Llama
-
-    try:
-        return Llama(
-            model_path=str(path),
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_gpu_layers=0,
-            verbose=False,
-            **settings,
-        )
-    except (ValueError, RuntimeError) as exc:
-        raise HarnessError(f"llama.cpp could not load {path}: {exc}") from None
-
-
-# -------------------------------------------------------------------- the file llama.cpp reads
-@dataclass
-class ReferenceFile:
-    """The file both implementations run, and what was changed to make it one llama.cpp reads correctly."""
-
-    source: Path
-    path: Path
-    converted: bool
-    changes: list[str] = field(default_factory=list)
-
-
-def _weight_format(gguf: GGUFFile) -> str:
-    meta = gguf.metadata
-    fmt = meta.get("bitnet_harness.format")
-    if isinstance(fmt, str):
-        return fmt
-    return str(load_file(gguf.path).config.weight_format)
-
-
-def needed_changes(gguf: GGUFFile) -> list[str]:
-    """What must change for llama.cpp to run this file as the engine does (empty: use it as it is)."""
-    meta = gguf.metadata
-    arch = meta.get("general.architecture")
-    if arch != ARCH_BITNET:
-        raise HarnessError(
-            f"llama.cpp needs a {ARCH_BITNET!r}-architecture model (SiLU FFN); this file is {arch!r}, "
-            "which upstream llama.cpp does not run (squared-ReLU bitnet-b1.58 exists only in bitnet.cpp)"
-        )
-    changes = []
-    if meta.get("tokenizer.ggml.model") == "gpt2" and meta.get(PRE_KEY) is None:
-        changes.append(f"added {PRE_KEY} = {PRE_LLAMA3!r} (llama.cpp's LLaMA-3 pre-tokenizer regex)")
-    fmt = _weight_format(gguf)
-    if fmt == FORMAT_I2S:
-        changes.append("I2_S weights rewritten as TQ2_0 (per-tensor float32 scale -> fp16 block scales)")
-    elif fmt not in LLAMA_CPP_FORMATS:
-        raise HarnessError(
-            f"llama.cpp runs tq2_0, tq1_0 and i2s (converted) files; this file's weights are {fmt}"
-        )
-    return changes
-
-
-def _copy_value(value: object, value_type: int) -> object:
-    if isinstance(value, list):
-        return value
-    return Typed(value_type, value)
-
-
-def _i2s_to_tq2_0(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    values, scale = FORMATS[FORMAT_I2S].unpack(raw, rows, cols)
-    blocks = np.full((rows, cols // 256), float(np.asarray(scale).reshape(-1)[0]), np.float64)
-    return FORMATS[FORMAT_TQ2_0].pack(values, blocks)
-
-
-def write_converted(gguf: GGUFFile, out: Path) -> None:
-    """Copy `gguf` to `out` with the pre-tokenizer key set and any I2_S matrix rewritten as TQ2_0."""
-    metadata: dict[str, object] = {}
-    for key, value in gguf.metadata.items():
-        if key == "general.alignment":
-            continue
-        metadata[key] = _copy_value(value, gguf.metadata_types[key])
-    if gguf.metadata.get("tokenizer.ggml.model") == "gpt2":
-        metadata.setdefault(PRE_KEY, PRE_LLAMA3)
-    converting = _weight_format(gguf) == FORMAT_I2S
-    if converting:
-        metadata["general.file_type"] = Typed(4, int(FileType.MOSTLY_TQ2_0))  # 4 = UINT32
-        if "bitnet_harness.format" in metadata:
-            metadata["bitnet_harness.format"] = FORMAT_TQ2_0
-    matrices = {f".{name}.weight" for name in LAYER_MATRICES}
-    specs = []
-    for t in gguf.tensors.values():
-        if converting and t.ggml_type == GGMLType.I2_S and any(t.name.endswith(m) for m in matrices):
-            rows, cols = t.shape
-            nbytes = FORMATS[FORMAT_TQ2_0].expected_nbytes(rows, cols)
-            specs.append(
-                TensorSpec(
-                    t.name,
-                    int(GGMLType.TQ2_0),
-                    t.shape,
-                    nbytes,
-                    lambda t=t, r=rows, c=cols: _i2s_to_tq2_0(t.data, r, c),
-                )
-            )
-        else:
-            specs.append(TensorSpec(t.name, t.ggml_type, t.shape, t.nbytes, lambda t=t: np.asarray(t.data)))
-    write_gguf(out, metadata, specs, alignment=gguf.alignment)
-
-
-def reference_file(source: Path) -> ReferenceFile:
-    """The file to compare on: `source` itself, or its converted copy (rewritten when older than `source`)."""
-    source = Path(source)
-    if not source.is_file():
-        raise HarnessError(f"model file {source} does not exist or is not a file")
-    gguf = read_gguf(source)
-    changes = needed_changes(gguf)
-    if not changes:
-        return ReferenceFile(source, source, False)
-    out = source.with_name(source.name.removesuffix(".gguf") + CONVERTED_SUFFIX)
-    if not out.is_file() or out.stat().st_mtime < source.stat().st_mtime:
-        write_converted(gguf, out)
-    return ReferenceFile(source, out, True, changes)
-
-
 # -------------------------------------------------------------------- the two implementations
 class Implementation(Protocol):
     """What both sides offer: tokenize, detokenize, logits of every position of a sequence, greedy tokens."""
@@ -261,12 +104,13 @@ class EngineImpl:
     def __init__(
         self, path: Path, act_quant: str, logits: str, threads: int | None, kernel: str = "auto"
     ) -> None:
-        from engine.model import load_model
-
         if act_quant not in ACT_QUANT_MODES:
             raise HarnessError(f"unknown activation quantization {act_quant!r}; choose {ACT_QUANT_MODES}")
-        self.model = load_model(path, logits=logits, threads=threads, kernel=kernel, act_quant=act_quant)
-        self.model.warmup()
+        try:
+            loaded = load_and_warm(path, kernel=kernel, threads=threads, logits=logits, act_quant=act_quant)
+        except EngineError as exc:
+            raise HarnessError(f"engine cannot load {path}: {exc}") from None
+        self.model = loaded.model
 
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenizer.encode(text, add_bos=False)
@@ -532,7 +376,7 @@ def run_parity(
     if reason is not None:
         raise HarnessError(reason)
     ref = reference_file(Path(model))
-    engines = {mode: _engine(ref.path, mode, logits, threads, kernel) for mode in act_quants}
+    engines = {mode: EngineImpl(ref.path, mode, logits, threads, kernel) for mode in act_quants}
     first = next(iter(engines.values()))
     cfg = first.model.config
     tok = first.model.tokenizer
@@ -586,13 +430,6 @@ def run_parity(
     }
 
 
-def _engine(path: Path, mode: str, logits: str, threads: int | None, kernel: str) -> EngineImpl:
-    try:
-        return EngineImpl(path, mode, logits, threads, kernel)
-    except EngineError as exc:
-        raise HarnessError(f"engine cannot load {path}: {exc}") from None
-
-
 def receipt_section(report: dict[str, Any], act_quant: str = "token") -> dict[str, Any]:
     """The receipt's `parity` object (schema v1.0.0 fields) from the run in `act_quant` mode.
 
@@ -611,3 +448,22 @@ def receipt_section(report: dict[str, Any], act_quant: str = "token") -> dict[st
         "max_abs_logit_error": max_err,
         "top1_agreement": float(lg["top1_agreement"]),
     }
+
+
+def write_receipt_copy(receipt_path: Path, model: Path, report: dict[str, Any]) -> Path:
+    """`<receipt>.parity.json`: the receipt with its `parity` section set, re-digested, schema-checked."""
+    receipt = load_receipt(receipt_path)
+    recorded = (receipt.get("model") or {}).get("sha256") if isinstance(receipt.get("model"), dict) else None
+    if recorded != file_digest(model).sha256:
+        raise HarnessError(f"receipt {receipt_path} was not produced with {model} (model sha256 differs)")
+    receipt["parity"] = receipt_section(report, RECEIPT_MODE)
+    receipt = finalize(receipt)
+    errors = schema_errors(receipt)
+    if errors:
+        where, message = errors[0]
+        raise HarnessError(f"the receipt with a parity section fails the schema ({where}: {message})")
+    out = receipt_path.with_name(receipt_path.name.removesuffix(".json") + ".parity.json")
+    data = json.dumps(receipt, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    with atomic_write(out) as fh:
+        fh.write(data + b"\n")
+    return out

@@ -1,7 +1,7 @@
 """`benchmark --vs-llama-cpp`: upstream llama.cpp on the same file, its rounds interleaved with the engine's.
 
 llama.cpp (through llama-cpp-python, the optional `parity` extra) runs only the SiLU `bitnet` architecture
-with TQ1_0/TQ2_0 weights, so both engines run the file `parity.reference_file` gives: the model itself, or
+with TQ1_0/TQ2_0 weights, so both engines run the file `llama_cpp.reference_file` gives: the model itself, or
 its copy converted beside it (I2_S rewritten as TQ2_0, the LLaMA-3 pre-tokenizer key added). Each round is
 one engine generation then one llama.cpp generation of the same prompt and length, both greedy, in one
 process, so drift and a neighbour's load hit both alike. llama.cpp keeps the settings its own users run
@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.peers.parity import open_llama, reference_version
-from harness.receipts.files import peer_ratios, token_digest
+from harness.peers.llama_cpp import open_llama, reference_version
+from harness.phases.benchmark import repetition_row
+from harness.receipts.summary import peer_ratios
 
 PEER_ENGINE = "llama.cpp"
 N_BATCH = 512
@@ -62,14 +63,7 @@ class LlamaCppRunner:
             step = time.perf_counter()
             llm.eval([token])
             steps.append(time.perf_counter() - step)
-        row = {
-            "prefill_seconds": prefill,
-            "ttft_seconds": ttft,
-            "decode_seconds": steps,
-            "tokens_generated": len(out),
-            "output_sha256": token_digest(out),
-        }
-        return row, out
+        return repetition_row(prefill, ttft, steps, out), out
 
 
 def peer_section(

@@ -1,15 +1,52 @@
 """Assembles a complete receipt from what a benchmark run measured; every value comes from that run."""
 
+from collections import Counter
 from typing import Any
 
 import numba
 
 from engine.generate import SamplingParams
 from engine.kernel_choice import Selection
+from engine.loader import ModelFile
 from engine.model import Model
 from harness.machine.host import environment_facts, harness_facts, host_facts, peak_rss_bytes
-from harness.receipts.files import finalize, token_digest, utc_timestamp
+from harness.receipts.digest import FileDigest, finalize, token_digest
+from harness.receipts.files import utc_timestamp
 from harness.version import harness_version
+
+
+def preset_facts(mf: ModelFile) -> tuple[str | None, int | None]:
+    """Preset name and seed recorded by the project's writer, or (None, None) for any other file."""
+    meta = mf.gguf.metadata
+    preset, seed = meta.get("bitnet_harness.preset"), meta.get("bitnet_harness.seed")
+    if isinstance(preset, str) and isinstance(seed, int):
+        return preset, seed
+    return None, None
+
+
+def model_section(mf: ModelFile, path_label: str, digest: FileDigest) -> dict[str, Any]:
+    """The receipt's `model` section: identity (the file's digest, hashed once per run), architecture and
+    shape facts."""
+    cfg = mf.config
+    preset, seed = preset_facts(mf)
+    per_format = Counter(check.flavor for check in mf.checks)
+    return {
+        "path": path_label,
+        "sha256": digest.sha256,
+        "size_bytes": digest.size,
+        "architecture": cfg.arch,
+        "preset": preset,
+        "preset_seed": seed,
+        "format": cfg.weight_format,
+        "n_layers": cfg.n_layers,
+        "hidden": cfg.hidden,
+        "ffn": cfg.ffn,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "tensors_per_format": dict(sorted(per_format.items())),
+    }
 
 
 def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: set[str]) -> dict[str, Any]:
@@ -33,6 +70,19 @@ def bandwidth_section(read_gbps: float, model: Model, tokens_per_second: float) 
         "weight_bytes_per_token": model.weight_bytes_per_token,
         "decode_floor_tok_s": floor,
         "ratio_to_floor": tokens_per_second / floor if floor > 0 else 0.0,
+    }
+
+
+def phase_record(phase: str, model_section: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """A phase's own JSON record (`probe` or `timing` with --receipts-dir): its receipt section with the
+    model's identity and the host."""
+    return {
+        "schema_version": "1.0.0",
+        "phase": phase,
+        "timestamp": utc_timestamp(),
+        "model": model_section,
+        "host": host_facts(),
+        phase: section,
     }
 
 

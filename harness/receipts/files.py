@@ -1,29 +1,24 @@
-"""Canonical JSON, content digests and atomic writes of receipts, plus the summary math they are built with.
+"""Receipt files: names, timestamps, atomic writes that never overwrite, and defensive reading.
 
-The verifier recomputes every summary with the same functions, so a writer that uses them passes by
-construction and a hand-edited number does not.
+A receipt is written only when a verifier could read it back, and read only when it is a regular file of
+bounded size, depth and value count.
 """
 
-import hashlib
 import json
 import math
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from engine.atomic import TargetExistsError, atomic_write
 from harness.errors import HarnessError
-from harness.receipts.schema import schema_errors
+from harness.receipts.digest import DIGEST_FIELD, content_digest
+from harness.receipts.schema import SCHEMA_VERSION, schema_errors
 
-DIGEST_FIELD = "content_digest"
-PERCENTILES = (50, 90, 99)
-_INT32_MAX = 2**31 - 1
 MAX_RECEIPT_BYTES = 16 * 1024 * 1024  # real receipts are tens of kB; the cap bounds memory (~3x)
 MAX_DEPTH = 32
 MAX_RECEIPT_VALUES = 1 << 19  # ~20x the values of a 2b-4t receipt with 10 repetitions of 4096 tokens
@@ -32,75 +27,10 @@ _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
-def canonical_json(obj: object) -> bytes:
-    """Sorted keys, no whitespace, UTF-8, NaN/Infinity refused: the byte string the digest covers."""
-    try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:
-        raise HarnessError(f"receipt is not canonical JSON: {exc}") from None
-    return text.encode("utf-8")
-
-
-def content_digest(receipt: Mapping[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of the receipt without its content_digest field."""
-    body = {k: v for k, v in receipt.items() if k != DIGEST_FIELD}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
-
-
-def finalize(receipt: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the receipt with its content digest set (any previous digest replaced)."""
-    out = {k: v for k, v in receipt.items() if k != DIGEST_FIELD}
-    out[DIGEST_FIELD] = content_digest(out)
-    return out
-
-
-def token_digest(ids: Sequence[int] | np.ndarray) -> str:
-    """sha256 hex of the token ids encoded as consecutive little-endian int32 values."""
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise HarnessError("token ids must be a flat sequence of integers")
-    if arr.size and (arr.min() < 0 or arr.max() > _INT32_MAX):
-        raise HarnessError("token ids must lie in 0 .. 2**31-1")
-    return hashlib.sha256(arr.astype("<i4").tobytes()).hexdigest()
-
-
 def utc_timestamp(moment: datetime | None = None) -> str:
     """RFC 3339 UTC timestamp with microseconds, e.g. 2025-01-31T12:00:00.123456Z."""
     moment = moment or datetime.now(timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def percentiles(samples: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99 with linear interpolation (numpy.percentile's default); samples must not be empty."""
-    if len(samples) == 0:
-        raise HarnessError("percentiles of an empty sample list")
-    values = np.percentile(np.asarray(samples, dtype=np.float64), PERCENTILES)
-    return {f"p{p}": float(v) for p, v in zip(PERCENTILES, values, strict=True)}
-
-
-def decode_tokens_per_second(repetitions: Sequence[Mapping[str, Any]]) -> float:
-    """Decode steps of all repetitions over the sum of their latencies; 0.0 when there were no steps."""
-    steps = sum(len(rep["decode_seconds"]) for rep in repetitions)
-    seconds = float(sum(sum(rep["decode_seconds"]) for rep in repetitions))
-    if steps == 0:
-        return 0.0
-    if seconds <= 0.0:
-        raise HarnessError("decode latencies sum to zero; cannot compute tokens per second")
-    return steps / seconds
-
-
-def peer_ratios(
-    engine_reps: Sequence[Mapping[str, Any]], peer_reps: Sequence[Mapping[str, Any]]
-) -> dict[str, float]:
-    """From the raw rows: engine decode tok/s over the peer's; peer median prefill time over the engine's."""
-    peer_tps = decode_tokens_per_second(peer_reps)
-    engine_prefill = percentiles([r["prefill_seconds"] for r in engine_reps])["p50"]
-    if peer_tps <= 0 or engine_prefill <= 0:
-        raise HarnessError("the peer decoded no tokens or a prefill took no time; no ratio can be formed")
-    return {
-        "decode_ratio": decode_tokens_per_second(engine_reps) / peer_tps,
-        "prefill_ratio": percentiles([r["prefill_seconds"] for r in peer_reps])["p50"] / engine_prefill,
-    }
 
 
 def receipt_filename(receipt: Mapping[str, Any]) -> str:
@@ -127,13 +57,14 @@ def parse_timestamp(text: str) -> datetime:
     return moment
 
 
-def write_receipt(receipt: Mapping[str, Any], folder: str | Path) -> Path:
+def write_receipt(receipt: Mapping[str, Any], folder: str | Path, *, schema_checked: bool = False) -> Path:
     """Validate against the schema, check the digest, write atomically under a new name; never overwrites.
 
-    Two writers that pick the same name (same microsecond, model and commit) never clash: the second takes
-    the next free `_2`, `_3`... name. Writing the very same bytes again is refused as a duplicate.
+    `schema_checked`: the caller's verify() of this very object found it matching the schema, which is then
+    not checked a second time. Two writers that pick the same name (same microsecond, model and commit) never
+    clash: the second takes the next free `_2`, `_3`... name. Writing the very same bytes again is refused.
     """
-    errors = schema_errors(receipt)
+    errors = [] if schema_checked else schema_errors(receipt)
     if errors:
         path, message = errors[0]
         raise HarnessError(
@@ -161,6 +92,15 @@ def write_receipt(receipt: Mapping[str, Any], folder: str | Path) -> Path:
             continue
         return target
     raise HarnessError(f"{folder}: {_MAX_NAME_ATTEMPTS} receipts already use the name {name}")
+
+
+def write_phase_record(folder: str | Path, record: Mapping[str, Any], label: str) -> Path:
+    """Write a phase record atomically as `phases/<timestamp>_<label>_<phase>.json` under `folder`."""
+    name = re.sub(r"[^0-9A-Za-z]", "", str(record["timestamp"])) + f"_{label}_{record['phase']}.json"
+    target = Path(folder) / "phases" / name
+    with atomic_write(target, exclusive=True) as fh:
+        fh.write(json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
+    return target
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
@@ -279,3 +219,15 @@ def parse_receipt_bytes(data: bytes, where: str) -> dict[str, Any]:
 def load_receipt(path: str | Path) -> dict[str, Any]:
     """Read and parse a receipt file: a regular file under the size cap, then parse_receipt_bytes."""
     return parse_receipt_bytes(read_regular_file(path, MAX_RECEIPT_BYTES), str(path))
+
+
+def load_checked(path: str | Path, body: bytes | None = None) -> dict[str, Any]:
+    """A parsed receipt (from `body` when given, else read from `path`) of the schema version this harness
+    reads (HarnessError otherwise)."""
+    receipt = load_receipt(path) if body is None else parse_receipt_bytes(body, str(path))
+    version = receipt.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise HarnessError(
+            f"{path}: unknown schema_version {version!r}; this harness reads {SCHEMA_VERSION!r} receipts"
+        )
+    return receipt

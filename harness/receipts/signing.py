@@ -96,6 +96,13 @@ def is_envelope_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).name.endswith(ENVELOPE_SUFFIX)
 
 
+def not_an_envelope(path: Path) -> Path:
+    """`path`, unless it names a signature envelope, which only a check with the key can open."""
+    if is_envelope_path(path):
+        raise HarnessError(f"{path} is a signature envelope; pass --key-env NAME to check it")
+    return path
+
+
 def sign_receipt_file(path: str | os.PathLike[str], key_env: str) -> Path:
     """Sign a written receipt's exact bytes with the key in `key_env`; the envelope goes atomically beside it.
 

@@ -22,7 +22,6 @@ Gates (names as reported):
 When the schema fails, the other gates still run where the data they need is usable and are skipped otherwise.
 """
 
-import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,15 +31,11 @@ from typing import Any
 
 from engine.trace import KERNEL_IDS
 from harness.errors import HarnessError
+from harness.receipts.digest import FileDigest, content_digest, file_digest
 from harness.receipts.expectations import expected_counts, is_ternary, workload_from_receipt
-from harness.receipts.files import (
-    content_digest,
-    decode_tokens_per_second,
-    parse_timestamp,
-    peer_ratios,
-    percentiles,
-)
+from harness.receipts.files import parse_timestamp
 from harness.receipts.schema import schema_errors
+from harness.receipts.summary import decode_tokens_per_second, peer_ratios, percentiles
 
 ReplayFn = Callable[[Mapping[str, Any]], str]
 
@@ -52,7 +47,6 @@ _MAX_SHOWN = 300
 _FALLBACK_PREFIXES = ("fp32_", "fallback_", "dequant_")
 _FALLBACK_SUFFIXES = ("_dequant", "_fallback")
 _GPU_PREFIXES = ("cuda_", "cublas_", "gemm_", "wmma_")
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +71,11 @@ class VerificationResult:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def schema_ok(self) -> bool:
+        """The receipt matched the schema (a writer need not check it again)."""
+        return "schema" in self.passed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +110,7 @@ def _close(a: float, b: float) -> bool:
 @dataclass
 class _Context:
     receipt: Mapping[str, Any]
-    model_digest: tuple[int, str] | None
+    model_digest: FileDigest | None
     replay: ReplayFn | None
     out: list[GateFailure] = field(default_factory=list)
 
@@ -598,32 +597,24 @@ _GATES: tuple[tuple[str, Callable[[_Context], None]], ...] = (
 _UNUSABLE_DATA = (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, HarnessError)
 
 
-def file_digest(path: str | Path) -> tuple[int, str]:
-    """(size in bytes, sha256 hex) of a file, read in 1 MiB chunks; HarnessError when it cannot be read."""
-    p = Path(path)
-    if not p.is_file():
-        raise HarnessError(f"model file {p} does not exist or is not a regular file")
-    h = hashlib.sha256()
-    size = 0
-    try:
-        with p.open("rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-    except OSError as exc:
-        raise HarnessError(f"cannot read model file {p}: {exc.strerror or exc}") from None
-    return size, h.hexdigest()
-
-
 def verify(
-    receipt_obj: object, *, model_path: str | Path | None = None, replay: ReplayFn | None = None
+    receipt_obj: object,
+    *,
+    model_path: str | Path | None = None,
+    model_digest: FileDigest | None = None,
+    replay: ReplayFn | None = None,
 ) -> VerificationResult:
     """Check a parsed receipt; `replay(receipt) -> sha256 hex` re-generates its tokens (engine side).
 
-    Raises HarnessError only for an unusable model file; every problem with the receipt is a reported failure.
+    The model_hash gate holds the receipt against the file at `model_path`, or against `model_digest` when
+    the caller has just hashed that file (a benchmark hashes its model once per run). Raises HarnessError only
+    for an unusable model file; every problem with the receipt is a reported failure.
     """
+    if model_path is not None and model_digest is not None:
+        raise ValueError("give the model file or its digest, not both")
     result = VerificationResult()
-    model_digest = file_digest(model_path) if model_path is not None else None
+    if model_path is not None:
+        model_digest = file_digest(model_path)
     errors = schema_errors(receipt_obj)
     for path, message in errors[:MAX_SCHEMA_FAILURES]:
         result.failures.append(

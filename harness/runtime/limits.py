@@ -18,24 +18,12 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import Annotated
-
-import typer
 
 from harness.errors import HarnessError
 
 POLL_SECONDS = 0.05
 _SIGNAL = signal.SIGUSR1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-MaxMemoryOpt = Annotated[
-    int | None,
-    typer.Option("--max-memory", min=1, help="Stop with an error when resident memory passes this many MB."),
-]
-TimeoutOpt = Annotated[
-    float | None,
-    typer.Option("--timeout", min=0.001, help="Stop with an error after this many seconds."),
-]
 
 
 class LimitExceeded(BaseException):

@@ -1,7 +1,9 @@
-"""A/B benchmarks: two engine configurations of one model file (two kernel families, or two thread counts),
-each loaded once, measured interleaved A B A B in one process so drift and a neighbour's load hit both alike.
+"""Interleaved runs: two configurations (A/B), or the engine and a peer, measured round by round in one
+process, so drift and a neighbour's load hit both alike.
 
-Each side gets its own benchmark section and receipt; its trace counts exactly its own measured repetitions.
+An A/B run compares two engine configurations of one model file (two kernel families, or two thread counts),
+each loaded once. Each side gets its own benchmark section and receipt; its trace counts exactly its own
+measured repetitions.
 """
 
 from collections.abc import Callable, Sequence
@@ -13,7 +15,7 @@ import numba
 from engine.generate import SamplingParams
 from engine.model import KERNEL_MODES, Model, set_threads
 from harness.errors import HarnessError
-from harness.phases.benchmark import run_benchmark, summarize
+from harness.phases.benchmark import generation_row, summarize
 
 StepFn = Callable[[int, int], None]
 
@@ -45,7 +47,7 @@ def _pair(text: str, option: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def sides(
+def parse_sides(
     ab_kernel: str | None, ab_threads: str | None, kernel: str, threads: int | None
 ) -> tuple[Side, Side] | None:
     """The two sides from --ab-kernel / --ab-threads (one of them; the other setting is shared), or None."""
@@ -87,10 +89,7 @@ def engine_generation(
         side.activate()
         if first_measured:
             model.trace.reset()
-        kept = model.trace.counts.copy()
-        section, ids = run_benchmark(model, prompt, tokens, 1, 0, params)  # resets the trace first
-        model.trace.counts += kept
-        return section["repetitions"][0], ids
+        return generation_row(model, prompt, tokens, params)
 
     return one
 
@@ -119,17 +118,3 @@ def interleave(
             if on_step is not None:
                 on_step(done, total)
     return [(summarize(r, warmup), f) for r, f in zip(rows, first, strict=True)]
-
-
-def run_interleaved(
-    pair: Sequence[tuple[Side, Model]],
-    prompt: list[int],
-    tokens: int,
-    repetitions: int,
-    warmup: int,
-    params: SamplingParams,
-    on_step: StepFn | None = None,
-) -> list[tuple[dict[str, Any], list[int]]]:
-    """The A/B rounds: each side's engine generations interleaved A B A B (see `interleave`)."""
-    runs = [engine_generation(side, model, prompt, tokens, params) for side, model in pair]
-    return interleave(runs, repetitions, warmup, on_step)

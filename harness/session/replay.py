@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.generate import SamplingParams, generate
-from engine.model import load_model
 from engine.synth import ensure_preset_model
 from harness.errors import HarnessError
+from harness.phases.load import load_and_warm
 from harness.phases.workload import prompt_ids
-from harness.receipts.files import token_digest
+from harness.receipts.digest import token_digest
 
 
 def replay_model_path(receipt: Mapping[str, Any], model_path: Path | None) -> Path:
@@ -29,7 +29,7 @@ def replay_model_path(receipt: Mapping[str, Any], model_path: Path | None) -> Pa
 def replay_digest(receipt: Mapping[str, Any], model_path: Path | None, strict: bool | None = None) -> str:
     """sha256 of the token ids that the recorded prompt and sampling settings generate on this model."""
     path = replay_model_path(receipt, model_path)
-    model = load_model(path, threads=receipt.get("threads"), strict=strict)
+    model = load_and_warm(path, threads=receipt.get("threads"), strict=strict).model
     prompt = receipt["prompt"]
     text = prompt.get("text")
     if text is None:
@@ -41,6 +41,5 @@ def replay_digest(receipt: Mapping[str, Any], model_path: Path | None, strict: b
         )
     sampling = receipt["sampling"]
     params = SamplingParams(sampling["temperature"], sampling["top_k"], sampling["top_p"], receipt["seed"])
-    model.warmup()
     result = generate(model, ids, receipt["tokens_requested"], params)
     return token_digest(result.tokens)
