@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +24,7 @@ from engine.flavor import STATUS_INVALID, STATUS_NEAR
 from engine.gguf_reader import GGUFFile, read_gguf
 from engine.loader import TensorCheck, check_tensors, inventory_problems
 from engine.strict import resolve_strict
+from harness.commands.options import strict_flag
 
 EXIT_INVALID = 1
 EXIT_BAD_INPUT = 2
@@ -62,24 +63,34 @@ def _totals(checks: list[TensorCheck]) -> dict[str, object]:
     }
 
 
-def _json_report(
-    gguf: GGUFFile,
-    checks: list[TensorCheck],
-    config: ModelConfig | None,
-    problems: list[str],
-    notes: list[str],
-    strict: bool,
-) -> str:
+@dataclass(frozen=True)
+class Inspection:
+    """What `model inspect` found in one file."""
+
+    gguf: GGUFFile
+    checks: list[TensorCheck]
+    config: ModelConfig | None
+    problems: list[str]
+    notes: list[str]
+    strict: bool
+
+    @property
+    def loadable(self) -> bool:
+        return not self.problems and all(c.status != STATUS_INVALID for c in self.checks)
+
+
+def _json_report(ins: Inspection) -> str:
+    gguf, checks, config = ins.gguf, ins.checks, ins.config
     doc = {
         "path": str(gguf.path),
         "version": gguf.version,
         "alignment": gguf.alignment,
         "file_size": gguf.file_size,
-        "strict": strict,
+        "strict": ins.strict,
         "metadata": {key: _summarize_value(value) for key, value in gguf.metadata.items()},
         "config": None if config is None else asdict(config),
-        "problems": problems,
-        "notes": notes,
+        "problems": ins.problems,
+        "notes": ins.notes,
         "tensors": [
             {
                 "name": c.name,
@@ -94,24 +105,17 @@ def _json_report(
             for c in checks
         ],
         "totals": _totals(checks),
-        "loadable": not problems and all(c.status != STATUS_INVALID for c in checks),
+        "loadable": ins.loadable,
     }
     return json.dumps(doc, indent=2, default=str)
 
 
-def _print_report(
-    console: Console,
-    gguf: GGUFFile,
-    checks: list[TensorCheck],
-    config: ModelConfig | None,
-    problems: list[str],
-    notes: list[str],
-    strict: bool,
-) -> None:
+def _print_report(console: Console, ins: Inspection) -> None:
+    gguf, checks, config = ins.gguf, ins.checks, ins.config
     summary = Table(title=f"{gguf.path.name}: GGUF v{gguf.version}", show_header=False)
     summary.add_row("file size", f"{gguf.file_size:,} bytes")
     summary.add_row("alignment", str(gguf.alignment))
-    summary.add_row("loader mode", "strict" if strict else "permissive")
+    summary.add_row("loader mode", "strict" if ins.strict else "permissive")
     summary.add_row("metadata keys", str(len(gguf.metadata)))
     for key in ("general.architecture", "general.name", "general.file_type", "tokenizer.ggml.model"):
         if key in gguf.metadata:
@@ -149,9 +153,9 @@ def _print_report(
             console.print(
                 f"[{STATUS_STYLE[c.status]}]{c.status}:[/] {c.message}", markup=True, highlight=False
             )
-    for note in notes:
+    for note in ins.notes:
         console.print(f"note: {note}", highlight=False)
-    for problem in problems:
+    for problem in ins.problems:
         console.print(f"[bold red]model:[/] {problem}", highlight=False)
 
 
@@ -166,17 +170,16 @@ def inspect_command(
     ] = False,
 ) -> None:
     """Show a GGUF file's metadata and every tensor's layout and size check; exit 1 if any is invalid."""
-    strict = resolve_strict(True if strict_loader else None)
+    strict = resolve_strict(strict_flag(strict_loader))
     try:
         gguf = read_gguf(file)
     except EngineError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    checks = check_tensors(gguf, strict)
-    config, problems, notes = _model_report(gguf)
+    ins = Inspection(gguf, check_tensors(gguf, strict), *_model_report(gguf), strict)
     if as_json:
-        typer.echo(_json_report(gguf, checks, config, problems, notes, strict))
+        typer.echo(_json_report(ins))
     else:
-        _print_report(Console(), gguf, checks, config, problems, notes, strict)
-    if problems or any(c.status == STATUS_INVALID for c in checks):
+        _print_report(Console(), ins)
+    if not ins.loadable:
         raise typer.Exit(EXIT_INVALID)

@@ -45,6 +45,10 @@ PromptTokensOpt = Annotated[
     int | None,
     typer.Option("--prompt-tokens", min=1, help="Cycle or cut the prompt to exactly this many tokens."),
 ]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likeliest tokens (0 = all).")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 PhaseRecordDirOpt = Annotated[
     Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")

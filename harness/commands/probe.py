@@ -1,14 +1,12 @@
 """`probe`: phase 1, the quant probe. What each weight tensor is and which kernel runs it; how every kernel
 family does on each shape (agreement with numpy float64, speed)."""
 
-import json
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.commands.console import ConsoleProgress
 from harness.commands.options import (
     DEFAULT_ARCH,
     DEFAULT_FORMAT,
@@ -28,9 +26,8 @@ from harness.commands.options import (
     TimeoutOpt,
     strict_flag,
 )
+from harness.commands.single_phase import phase_model
 from harness.phases.probe import run_probe
-from harness.runtime.limits import resource_limits
-from harness.session.model import model_source, ready_model, save_phase_record
 
 
 def register(app: typer.Typer) -> None:
@@ -53,21 +50,16 @@ def probe(
     timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed."""
-    progress = ConsoleProgress()
-    with resource_limits(max_memory, timeout):
-        source = model_source(model, preset.value, fmt.value, arch.value, model_seed, progress)
-        loaded = ready_model(source, kernel.value, threads, strict_flag(strict_loader), progress)
-        with progress.tasks() as board:
+    args = (model, preset.value, fmt.value, arch.value, model_seed, kernel.value, threads)
+    with phase_model(*args, strict_flag(strict_loader), (max_memory, timeout)) as run:
+        with run.progress.tasks() as board:
             task = board.add_task("probing kernels", total=None)
-            section = run_probe(loaded.model, lambda what: board.update(task, description=f"probing {what}"))
-        if receipts_dir is not None:
-            record = save_phase_record(receipts_dir, "probe", loaded.model, source, section)
-            progress.note(f"record: {record}")
-        if as_json:
-            typer.echo(json.dumps(section, indent=2))
-            return
-        for table in _probe_tables(section):
-            Console().print(table)
+            section = run_probe(
+                run.loaded.model, lambda what: board.update(task, description=f"probing {what}")
+            )
+        if not run.finish("probe", section, receipts_dir, as_json):
+            for table in _probe_tables(section):
+                Console().print(table)
 
 
 def _probe_tables(section: dict[str, Any]) -> list[Table]:

@@ -23,9 +23,13 @@ from harness.commands.options import (
     MaxMemoryOpt,
     ModelOpt,
     PresetChoice,
+    SeedOpt,
     StrictOpt,
+    TemperatureOpt,
     ThreadsOpt,
     TimeoutOpt,
+    TopKOpt,
+    TopPOpt,
     strict_flag,
 )
 from harness.phases.load import load_and_warm
@@ -64,10 +68,10 @@ def run_command(
     ] = DEFAULT_PRESET,
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = DEFAULT_PROMPT,
     n_tokens: Annotated[int, typer.Option("-n", "--n-tokens", min=0, help="Most tokens to generate.")] = 64,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
-    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likeliest tokens (0 = all).")] = 0,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")] = 0,
+    temperature: TemperatureOpt = 0.0,
+    top_k: TopKOpt = 0,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     kernel: KernelOpt = DEFAULT_KERNEL,
     logits: Annotated[

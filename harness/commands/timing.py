@@ -1,6 +1,5 @@
 """`timing`: phase 2, per-token latency. After the prompt, decode steps timed stage by stage and by layer."""
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -8,7 +7,6 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.generate import SamplingParams
-from harness.commands.console import ConsoleProgress
 from harness.commands.options import (
     DEFAULT_ARCH,
     DEFAULT_FORMAT,
@@ -30,10 +28,9 @@ from harness.commands.options import (
     TimeoutOpt,
     strict_flag,
 )
+from harness.commands.single_phase import phase_model
 from harness.phases.timing import run_timing
 from harness.phases.workload import DEFAULT_PROMPT, prompt_ids
-from harness.runtime.limits import resource_limits
-from harness.session.model import model_source, ready_model, save_phase_record
 
 
 def register(app: typer.Typer) -> None:
@@ -59,20 +56,13 @@ def timing(
     timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 2, per-token latency: stage times (embed, forward, logits, sample) and per-layer times."""
-    progress = ConsoleProgress()
-    with resource_limits(max_memory, timeout):
-        source = model_source(model, preset.value, fmt.value, arch.value, model_seed, progress)
-        loaded = ready_model(source, kernel.value, threads, strict_flag(strict_loader), progress)
-        ids = prompt_ids(loaded.model.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
-        section = run_timing(loaded.model, ids, steps, SamplingParams())
-        if receipts_dir is not None:
-            record = save_phase_record(receipts_dir, "timing", loaded.model, source, section)
-            progress.note(f"record: {record}")
-        if as_json:
-            typer.echo(json.dumps(section, indent=2))
-            return
-        for table in _timing_tables(section, steps):
-            Console().print(table)
+    args = (model, preset.value, fmt.value, arch.value, model_seed, kernel.value, threads)
+    with phase_model(*args, strict_flag(strict_loader), (max_memory, timeout)) as run:
+        ids = prompt_ids(run.loaded.model.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
+        section = run_timing(run.loaded.model, ids, steps, SamplingParams())
+        if not run.finish("timing", section, receipts_dir, as_json):
+            for table in _timing_tables(section, steps):
+                Console().print(table)
 
 
 def _timing_tables(section: dict[str, Any], steps: int) -> list[Table]:
