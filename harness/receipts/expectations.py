@@ -1,7 +1,7 @@
 """Kernel counters a receipt's workload must produce: the one place the engine's call pattern is written down.
 
 Per forward pass over L layers (prefill = one forward of the whole prompt with GEMM kernels; decode step = one
-forward of one token with GEMV kernels), in the layer order of /work/shared/FORMATS.md:
+forward of one token with GEMV kernels), in the layer order of docs/formats.md:
 
 | kernel (group)          | calls per forward | why                                                     |
 | ----------------------- | ----------------- | ------------------------------------------------------- |

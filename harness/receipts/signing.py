@@ -25,7 +25,7 @@ from engine.atomic import atomic_write
 from harness.errors import HarnessError
 from harness.receipts.files import MAX_RECEIPT_BYTES, parse_receipt_bytes, read_regular_file
 
-PAYLOAD_TYPE = "application/vnd.bitnet-harness.receipts.files+json"
+PAYLOAD_TYPE = "application/vnd.bitnet-harness.receipt+json"
 ENVELOPE_SUFFIX = ".dsse.json"
 MIN_KEY_BYTES = 16
 MAX_ENVELOPE_BYTES = 2 * MAX_RECEIPT_BYTES  # base64 of the largest receipt, plus the frame

@@ -301,7 +301,7 @@ def _gate_throughput(c: _Context) -> None:
                 "throughput",
                 f"{where} = {tps:.6g} (recomputed, within 1 %)",
                 f"{value}",
-                "Throughput must be decode steps / summed decode latencies (harness.receipts.files).",
+                "Throughput must be decode steps / summed decode latencies (harness.receipts.summary).",
             )
 
 
@@ -313,7 +313,7 @@ def _check_percentiles(c: _Context, where: str, samples: list[float], recorded: 
                 "summaries",
                 f"{where}.{key} = {value:.6g} (recomputed, within 1 %)",
                 f"{recorded[key]}",
-                "Summaries must be computed from the raw samples with harness.receipts.files.percentiles.",
+                "Summaries must be computed from the raw samples with harness.receipts.summary.percentiles.",
             )
 
 
@@ -508,7 +508,7 @@ def _gate_peer(c: _Context) -> None:
             "peer",
             f"peer.benchmark.summary.tokens_per_second = {tps:.6g} (recomputed)",
             bench["summary"]["tokens_per_second"],
-            "Throughput must be decode steps / summed decode latencies (harness.receipts.files).",
+            "Throughput must be decode steps / summed decode latencies (harness.receipts.summary).",
         )
     if engine_bench is None:
         c.fail("peer", "phases.benchmark beside the peer's", "none", "A ratio needs the engine's own run.")
