@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import ModelConfig
-from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes, layer_norm_sizes
+from engine.constants import (
+    LAYER_MATRICES,
+    LAYER_NORMS,
+    GGMLType,
+    layer_matrix_shapes,
+    layer_norm_sizes,
+    type_name,
+)
 from engine.errors import TensorSizeError, UnsupportedModelError
 from engine.flavor import STATUS_INVALID, STATUS_NEAR, detect_file_flavor, judge
 from engine.gguf_reader import GGUFFile, GGUFTensor, read_gguf
@@ -138,10 +145,6 @@ def _optional(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], frozenset
     return optional
 
 
-def _type_name(ggml_type: int) -> str:
-    return GGMLType(ggml_type).name
-
-
 def inventory_problems(config: ModelConfig, tensors: Mapping[str, GGUFTensor]) -> tuple[list[str], list[str]]:
     """(problems, notes): missing or mis-shaped/mis-typed tensors, and tensors the model never reads."""
     problems: list[str] = []
@@ -156,8 +159,8 @@ def inventory_problems(config: ModelConfig, tensors: Mapping[str, GGUFTensor]) -
         if tensor.shape != shape:
             problems.append(f"tensor {name!r} has shape {tensor.shape}, expected {shape}")
         elif tensor.ggml_type not in types:
-            allowed = "/".join(sorted(_type_name(t) for t in types))
-            problems.append(f"tensor {name!r} has type {_type_name(tensor.ggml_type)}, expected {allowed}")
+            allowed = "/".join(sorted(type_name(t) for t in types))
+            problems.append(f"tensor {name!r} has type {type_name(tensor.ggml_type)}, expected {allowed}")
     notes = [
         f"tensor {name!r} is not used by the model" for name in tensors if name not in expected | optional
     ]

@@ -12,7 +12,7 @@ from engine.errors import TensorSizeError, UnsupportedModelError
 from engine.flavor import expected_nbytes
 from engine.gguf_reader import read_gguf
 from engine.loader import load_file
-from harness.cmd_inspect import register
+from harness.commands.model_inspect import register
 
 Q = "blk.0.attn_q.weight"
 UP = "blk.0.ffn_up.weight"  # (512, 256): i2s expects 32800 bytes, tolerance 32
