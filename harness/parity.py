@@ -19,6 +19,7 @@ Known, expected sources of difference (reported with the numbers):
 from __future__ import annotations
 
 import copy
+import ctypes
 import importlib.metadata
 import math
 from collections.abc import Callable, Sequence
@@ -129,6 +130,26 @@ def open_llama(path: Path, threads: int, **settings: Any) -> Any:
         )
     except (ValueError, RuntimeError) as exc:
         raise HarnessError(f"llama.cpp could not load {path}: {exc}") from None
+
+
+def llama_detokenize(llm: Any, ids: Sequence[int]) -> str:
+    """Text of `ids` by llama.cpp's own detokenizer (`llama_detokenize`, special tokens not rendered).
+
+    llama-cpp-python's `Llama.detokenize` applies a leading-space rule of its own (one space dropped only
+    after a BOS); llama.cpp drops one leading space from the first token's piece when the vocabulary
+    prefixes a space (SentencePiece), and for BPE vocabularies removes spaces before punctuation.
+    """
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    tokens = (llama_cpp.llama_token * len(ids))(*ids)
+    size = 64 + 16 * len(ids)
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_detokenize(vocab, tokens, len(ids), buffer, size, False, False)
+        if n >= 0:
+            return buffer.raw[:n].decode("utf-8", errors="replace")
+        size = -n
 
 
 # -------------------------------------------------------------------- the file llama.cpp reads
@@ -315,7 +336,7 @@ class LlamaCppImpl:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+        return llama_detokenize(self.llm, ids)
 
     def one_token_at_a_time(self) -> LlamaCppImpl:
         view = copy.copy(self)
