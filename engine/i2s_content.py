@@ -9,7 +9,8 @@ from every tensor, and bitnet.cpp's 4-row interleaved layout.
 - bitnet.cpp built for x86 without ACT_PARALLEL packs four rows into each byte. Read as the 128-value-block
   layout, every row becomes a mix of quarter rows from four rows, which divides the row-to-row spread of
   the zero count by four. Weights that differ from row to row (trained ones do) show it; independent random
-  weights have no row spread to lose, and then nothing can tell the layouts apart.
+  weights have no row spread to lose, and then nothing can tell the layouts apart. Differences between
+  columns are taken out first, so they cannot pass for row differences.
 """
 
 from __future__ import annotations
@@ -89,10 +90,16 @@ def _zero_counts_interleaved(codes: np.ndarray, rows: int, cols: int) -> np.ndar
 
 
 def dispersion(counts: np.ndarray, cols: int) -> float:
-    """Variance of per-row zero counts over the binomial variance of independent weights (1.0 = no spread)."""
+    """Row-to-row variance of the zero count over the binomial variance of independent weights (1.0 = rows
+    alike). Counts are taken in groups of four rows and each of the four positions loses its mean over the
+    groups first: what is the same in every group comes from columns (the same columns sit at that position in
+    every group, under either reading), what varies between groups comes from rows."""
+    groups = counts.reshape(-1, 4).astype(np.float64)
+    residual = groups - groups.mean(axis=0)
     p = float(counts.mean()) / cols
     binomial = cols * p * (1.0 - p)
-    return float(counts.var(ddof=1)) / binomial if binomial > 0 else 1.0
+    variance = float((residual * residual).sum()) / (residual.size - 4)
+    return variance / binomial if binomial > 0 else 1.0
 
 
 @dataclass(frozen=True)

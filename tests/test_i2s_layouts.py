@@ -170,6 +170,20 @@ def test_arm_layout_is_a_column_permutation_no_statistic_can_see(tmp_path: Path)
         np.testing.assert_array_equal(np.sort(decoded[name], axis=1), np.sort(values, axis=1))
 
 
+@pytest.mark.parametrize("layout", ["x86", "x86_rows4"])
+def test_columns_that_differ_never_pass_for_rows_that_differ(layout: str) -> None:
+    """Zero shares of 20-60 % per column, rows alike: neither reading may see row structure."""
+    rng = np.random.default_rng(5)
+    tensors = []
+    for i in range(7):
+        share = rng.uniform(0.2, 0.6, size=(1, 2560))
+        values = np.where(rng.random((512, 2560)) < share, 0, rng.choice([-1, 1], size=(512, 2560)))
+        tensors.append(TernaryTensor(f"m{i}", (512, 2560), pack(codes_and_scale(values)[0], layout)))
+    evidence = interleave_evidence(tensors)
+    assert not evidence.looks_interleaved
+    assert abs(evidence.excess_blocks) < 0.2 and abs(evidence.excess_interleaved) < 0.2
+
+
 def test_interleave_test_stays_quiet_on_independent_weights() -> None:
     """No false alarm over 50 random files' worth of matrices read either way."""
     make = iid_weights()
