@@ -68,10 +68,14 @@ class Tokenizer:
         self._backend = backend
         self._lock = threading.Lock()
         self._pieces: list[bytes | None] = [None] * len(tokens)
-        kinds = (TOKEN_USER_DEFINED, *SPECIAL_TYPES)
-        self._specials = {
-            kind: [(tokens[i], i) for i, t in enumerate(token_types) if t == kind] for kind in kinds
+        # SentencePiece text is cut at these before tokenizing (byte-level BPE: added tokens of the backend).
+        self._specials: dict[int, list[tuple[str, int]]] = {
+            kind: [] for kind in (TOKEN_USER_DEFINED, *SPECIAL_TYPES)
         }
+        if model == MODEL_LLAMA:
+            for i, kind in enumerate(token_types):
+                if kind in self._specials:
+                    self._specials[kind].append((tokens[i], i))
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, object]) -> "Tokenizer":

@@ -29,6 +29,7 @@ class SpmEncoder:
         # llama.cpp compares scores as float32: round them the same way before any comparison.
         self._scores = np.asarray(scores, dtype=np.float32).astype(np.float64).tolist()
         self._bytes = [self._byte_token(b) for b in range(256)]
+        self._longest = max(map(len, self._ids), default=0)  # in characters: no longer pair can be a token
 
     def _byte_token(self, byte: int) -> int | None:
         token = self._ids.get(f"<0x{byte:02X}>")
@@ -44,18 +45,15 @@ class SpmEncoder:
         length = [1] * n  # symbol i covers text[i : i + length[i]]; 0 once joined into its left neighbour
         prev = list(range(-1, n - 1))
         nxt = [*range(1, n), -1]
-        queue: list[tuple[float, int, int, int]] = []
+        find, scores, longest, push = self._ids.get, self._scores, self._longest, heapq.heappush
 
-        def offer(left: int, right: int) -> None:
-            if left < 0 or right < 0:
-                return
+        def pair(left: int, right: int) -> tuple[float, int, int, int] | None:
             size = length[left] + length[right]
-            token = self._ids.get(text[left : left + size])
-            if token is not None:
-                heapq.heappush(queue, (-self._scores[token], left, right, size))
+            token = find(text[left : left + size]) if size <= longest else None
+            return None if token is None else (-scores[token], left, right, size)
 
-        for i in range(1, n):
-            offer(i - 1, i)
+        queue = [p for p in (pair(i - 1, i) for i in range(1, n)) if p is not None]
+        heapq.heapify(queue)
         while queue:
             _, left, right, size = heapq.heappop(queue)
             if length[left] == 0 or length[right] == 0 or length[left] + length[right] != size:
@@ -65,8 +63,12 @@ class SpmEncoder:
             nxt[left] = nxt[right]
             if nxt[right] >= 0:
                 prev[nxt[right]] = left
-            offer(prev[left], left)
-            offer(left, nxt[left])
+            for candidate in (
+                pair(prev[left], left) if prev[left] >= 0 else None,
+                pair(left, nxt[left]) if nxt[left] >= 0 else None,
+            ):
+                if candidate is not None:
+                    push(queue, candidate)
         ids: list[int] = []
         i = 0
         while i >= 0:
