@@ -10,7 +10,9 @@ block's fp16 scale). The engine runs the same file llama.cpp runs.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,26 @@ def open_llama(path: Path, threads: int, **settings: Any) -> Any:
         )
     except (ValueError, RuntimeError) as exc:
         raise HarnessError(f"llama.cpp could not load {path}: {exc}") from None
+
+
+def llama_detokenize(llm: Any, ids: Sequence[int]) -> str:
+    """Text of `ids` by llama.cpp's own detokenizer (`llama_detokenize`, special tokens not rendered).
+
+    llama-cpp-python's `Llama.detokenize` applies a leading-space rule of its own (one space dropped only
+    after a BOS); llama.cpp drops one leading space from the first token's piece when the vocabulary
+    prefixes a space (SentencePiece), and for BPE vocabularies removes spaces before punctuation.
+    """
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    tokens = (llama_cpp.llama_token * len(ids))(*ids)
+    size = 64 + 16 * len(ids)
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_detokenize(vocab, tokens, len(ids), buffer, size, False, False)
+        if n >= 0:
+            return buffer.raw[:n].decode("utf-8", errors="replace")
+        size = -n
 
 
 @dataclass

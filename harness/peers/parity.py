@@ -28,7 +28,14 @@ from engine.atomic import atomic_write
 from engine.errors import EngineError
 from engine.model import ACT_QUANT_MODES
 from harness.errors import HarnessError
-from harness.peers.llama_cpp import PRE_KEY, llama_cpp_missing, open_llama, reference_file, reference_version
+from harness.peers.llama_cpp import (
+    PRE_KEY,
+    llama_cpp_missing,
+    llama_detokenize,
+    open_llama,
+    reference_file,
+    reference_version,
+)
 from harness.phases.load import load_and_warm
 from harness.receipts.digest import file_digest, finalize
 from harness.receipts.files import load_receipt
@@ -159,7 +166,7 @@ class LlamaCppImpl:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+        return llama_detokenize(self.llm, ids)
 
     def one_token_at_a_time(self) -> LlamaCppImpl:
         view = copy.copy(self)
