@@ -21,19 +21,19 @@ import operator
 import threading
 from collections.abc import Iterable, Mapping
 
-from tokenizers import AddedToken, Regex, models, pre_tokenizers
+from tokenizers import AddedToken, models
 from tokenizers import Tokenizer as HFTokenizer
 
 from engine.errors import EngineError, UnsupportedModelError
 from engine.tokenizer_data import (
     BYTE_TO_UNICODE,
-    LLAMA3_SPLIT_PATTERN,
     TOKEN_BYTE,
     TOKEN_CONTROL,
     TOKEN_NORMAL,
     TOKEN_UNKNOWN,
     TOKEN_USER_DEFINED,
     UNICODE_TO_BYTE,
+    llama3_pre_tokenizer,
 )
 from engine.tokenizer_spm import SPM_SPACE, SpmEncoder, encode_spm, split_at_specials
 
@@ -220,12 +220,7 @@ def _gpt2_backend(metadata: Mapping[str, object], tokens: list[str], types: list
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsupportedModelError(f"tokenizer merges do not match the tokens: {detail}") from None
     backend = HFTokenizer(bpe)
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    backend.pre_tokenizer = llama3_pre_tokenizer()
     added = [
         AddedToken(tokens[i], special=t in SPECIAL_TYPES, normalized=False)
         for i, t in enumerate(types)

@@ -17,15 +17,15 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, trainers
 
 from engine.atomic import atomic_write
 from engine.errors import EngineError
 from engine.tokenizer_data import (
     BYTE_TO_UNICODE,
-    LLAMA3_SPLIT_PATTERN,
     MERGES_HEADER_PREFIX,
     MERGES_RESOURCE,
+    llama3_pre_tokenizer,
     tokens_from_merges,
 )
 
@@ -80,12 +80,7 @@ def train_bpe(paths: Sequence[Path], n_merges: int) -> tuple[list[str], list[str
     if n_merges < 0:
         raise EngineError(f"n_merges must be >= 0, got {n_merges}")
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    tokenizer.pre_tokenizer = llama3_pre_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=len(BYTE_TO_UNICODE) + n_merges,
         min_frequency=2,
