@@ -16,7 +16,7 @@ from rich.table import Table
 
 from engine.constants import layer_matrix_shapes
 from engine.kernels import bench
-from engine.kernels.cpu import has_permw, has_vnni
+from engine.kernels.cpu import has_avx2, has_permw, has_vnni
 from engine.model import set_threads
 from harness.bandwidth import measure_read_bandwidth
 from harness.errors import HarnessError
@@ -122,7 +122,7 @@ def bench_kernels(
     result = {
         "bandwidth_gb_per_s": bandwidth,
         "threads": threads,
-        "cpu": {"avx512vnni": has_vnni(), "avx512bw": has_permw()},
+        "cpu": {"avx512vnni": has_vnni(), "avx512bw": has_permw(), "avx2": has_avx2()},
         "results": rows,
         "decode_estimate": decode_estimate(rows, bandwidth),
     }

@@ -12,7 +12,7 @@ import pytest
 from engine import kernel_choice
 from engine.constants import LAYER_MATRICES
 from engine.errors import EngineError
-from engine.kernels.cpu import has_vnni
+from engine.kernels.cpu import has_avx2, has_vnni
 from engine.model import load_model
 from engine.synth import ensure_preset_model
 
@@ -120,8 +120,8 @@ def test_profile_reports_stages_and_layers(model) -> None:
 
 
 def test_kernel_variants_name_the_path_of_every_kernel_that_runs(model) -> None:
-    vnni = "avx512vnni" if has_vnni() else "portable"
-    assert model.kernel_variants() == {"i2s_gemv": vnni, "i2s_gemm": vnni, "logits_i8": model.logits_variant}
+    path = "avx512vnni" if has_vnni() else "avx2" if has_avx2() else "portable"
+    assert model.kernel_variants() == {"i2s_gemv": path, "i2s_gemm": path, "logits_i8": model.logits_variant}
 
 
 def test_profile_by_kernel_charges_every_layer_step(model) -> None:
@@ -152,9 +152,9 @@ def test_reported_numbers(model) -> None:
     params = cfg.n_layers * (2 * cfg.hidden * cfg.hidden + 2 * kv * cfg.hidden + 3 * cfg.ffn * cfg.hidden)
     per_tensor = cfg.n_layers * len(LAYER_MATRICES) * 4  # one float32 scale per I2_S tensor
     logits = cfg.vocab_size * cfg.hidden + 4 * cfg.vocab_size  # int8 embedding + a float32 scale per row
-    vnni = has_vnni() and cfg.hidden % 64 == 0
-    assert model.logits_variant == ("avx512vnni" if vnni else "portable")
-    logits += 4 * cfg.vocab_size if vnni else 0  # the VNNI kernel also reads an int32 row sum per row
+    path = "avx512vnni" if has_vnni() else "avx2" if has_avx2() else "portable"
+    assert model.logits_variant == (path if cfg.hidden % 64 == 0 else "portable")
+    logits += 4 * cfg.vocab_size if model.logits_variant != "portable" else 0  # int32 row sums
     assert model.weight_bytes_per_token == params // 4 + per_tensor + logits
     assert model.load_seconds > 0
 
