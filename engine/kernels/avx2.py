@@ -14,12 +14,14 @@ kernel adds to its portable twin's trace row.
   model's int8 embedding copy guarantees; q may hold -128).
 """
 
+import time
+
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from engine.kernels import avx2_ir, ops, ternary
-from engine.trace import kid
+from engine.trace import Trace, kid
 
 _I2S_GEMV = kid("i2s_gemv")
 _I2S_GEMM = kid("i2s_gemm")
@@ -393,3 +395,45 @@ def logits_i8_avx2(emb_q, emb_s, emb_sum, q, s, u, out, counts) -> None:
     """Same result as ops.logits_i8 (hidden % 64 == 0, emb_q within [-127, 127]); the VNNI kernel's
     arguments (emb_sum is not read: no unsigned shift here), u = uint8[hidden] scratch for |q|."""
     _logits_i8(emb_q, emb_s, q, s, u, out, counts, SCHEDULE)
+
+
+# ---------------------------------------------------------------- prefetch distance, measured
+PREFETCH_DISTANCES = (0, 1024, 2048, 4096, 8192, 16384)
+_PROBE_BYTES = 64 << 20  # twice a 32 MB last-level cache: every pass streams from DRAM
+_PROBE_COLS = 2560
+_FILL = 0x99  # codes 2, 1, 2, 1: a valid ternary byte; as int8 -103, a valid int8 embedding value
+
+
+def time_prefetch(
+    distances: tuple[int, ...] = PREFETCH_DISTANCES, rounds: int = 5, nbytes: int = _PROBE_BYTES
+) -> dict[str, dict[int, float]]:
+    """Best GB/s of the i2s GEMV ("matrix") and the int8 logits ("logits") at each prefetch distance.
+
+    Both stream one buffer of `nbytes` (larger than the last-level cache) as 2560-column rows, the decode
+    step's traffic; the distances are timed in turns (one call each per round) so that a burst of load from
+    other processes falls on all of them alike, and the best call of each is kept.
+    """
+    data = np.full(nbytes // (_PROBE_COLS * 4) * (_PROBE_COLS * 4), _FILL, np.uint8)
+    w = data.reshape(-1, _PROBE_COLS // 128, 32)
+    e = data.view(np.int8).reshape(-1, _PROBE_COLS)
+    q = np.zeros((_PROBE_COLS // 128, 4, 32), np.int8)
+    u = np.zeros(_PROBE_COLS, np.uint8)
+    out = np.zeros(w.shape[0], np.float32)
+    scales = np.ones(e.shape[0], np.float32)
+    counts = Trace().counts
+    plan = np.zeros_like(SCHEDULE)
+    runs = {
+        "matrix": lambda: i2s_gemv_avx2(w, np.float32(1), q, np.float32(1), out, _PROBE_COLS, counts, plan),
+        "logits": lambda: _logits_i8(e, scales, q.reshape(-1), np.float32(1), u, out, counts, plan),
+    }
+    best = {name: dict.fromkeys(distances, 0.0) for name in runs}
+    for run in runs.values():
+        run()  # compile or load, and fault the buffer in
+    for _ in range(rounds):
+        for d in distances:
+            plan[:] = d
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                best[name][d] = max(best[name][d], data.nbytes / (time.perf_counter() - start) / 1e9)
+    return best

@@ -98,32 +98,25 @@ def hsum(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
     return builder.add(builder.extract_element(v, I32(0)), builder.extract_element(v, I32(1)))
 
 
-def _halves(width: int, lanes: int) -> tuple[list[int], list[int]]:
-    """Shuffle indices that add the first and second half of every `width`-lane segment of `lanes` lanes."""
-    first = [seg * width + j for seg in range(lanes // width) for j in range(width // 2)]
-    return first, [i + width // 2 for i in first]
+def hsum16_many(builder: ir.IRBuilder, vecs: list[ir.Value]) -> ir.Value:
+    """<n x i32> of the lane sums of n (4 or 8) vectors of <16 x i16>, each lane of which sums 16 ternary
+    products of two blocks (|lane| <= 4096, so any 8 lanes still fit int16 exactly: -32768 .. 32512).
 
-
-def hsum_many(builder: ir.IRBuilder, vecs: list[ir.Value]) -> ir.Value:
-    """<n x i32> whose lane i is the lane sum of vecs[i] (n = 4 or 8 vectors of <8 x i32>; a shuffle tree).
-
-    Each level adds the two halves of every segment: pairs of vectors merge while more than one remains,
-    then the last vector's segments fold into single lanes.
+    vphaddw (adjacent pairs, within each 128-bit half) merges the vectors pairwise, then folds the last one
+    onto itself until each half holds one sum of 8 lanes per vector; the two halves are widened and added
+    in int32.
     """
-    width = 8
+    phadd = _fn(builder, "llvm.x86.avx2.phadd.w", V16, [V16, V16])
+    n = len(vecs)
     while len(vecs) > 1:
-        first, second = _halves(width, 16)  # indices into the concatenation of two operands
-        vecs = [
-            builder.add(_lanes(builder, a, b, first), _lanes(builder, a, b, second))
-            for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
-        ]
-        width //= 2
+        vecs = [builder.call(phadd, [a, b]) for a, b in zip(vecs[0::2], vecs[1::2], strict=True)]
     v = vecs[0]
-    while width > 1:
-        first, second = _halves(width, v.type.count)
-        v = builder.add(_lanes(builder, v, v, first), _lanes(builder, v, v, second))
-        width //= 2
-    return v
+    for _ in range({4: 1, 8: 0}[n]):
+        v = builder.call(phadd, [v, v])
+    lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
+    hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(8, 8 + n))))
+    wide = ir.VectorType(I32, n)
+    return builder.add(builder.sext(lo, wide), builder.sext(hi, wide))
 
 
 # ---------------------------------------------------------------- ternary rows x one token (GEMV)
@@ -159,31 +152,40 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
     A scale block is two 128-value blocks (one line of each row). Two scale blocks per step: the rows'
     exact int32 sums of both come out of one shuffle tree, then the float multiply-adds run per lane, block
     j before block j + 1 (the portable order, no contraction); an odd last scale block runs alone.
+    The loop is software-pipelined: a step reduces and scales the sums the previous step left, so the
+    long tail of the reduction overlaps the next multiplies instead of stalling retirement.
     `dptrs` point at each row's float32 scales, `sptr` at the int32 activation sums per scale block.
     """
     n = len(wptrs)
     fv = ir.VectorType(ir.FloatType(), n)
     facc = cgutils.alloca_once_value(builder, ir.Constant(fv, None))
 
-    def scale_blocks(js):
-        """Add the terms of scale blocks `js` (one or two, in order) to facc."""
+    def int_sums(js):
+        """<16 x i16> partial sums per (scale block, row), scale blocks `js` in order."""
         sums = []
         for j in js:
             k0 = builder.mul(j, I64(2))
             k1 = builder.add(k0, I64(1))
             for wptr in wptrs:
-                s16 = builder.add(
-                    block_sum16(builder, load32(builder, wptr, builder.mul(k0, I64(32))), qptr, k0),
-                    block_sum16(builder, load32(builder, wptr, builder.mul(k1, I64(32))), qptr, k1),
+                sums.append(
+                    builder.add(
+                        block_sum16(builder, load32(builder, wptr, builder.mul(k0, I64(32))), qptr, k0),
+                        block_sum16(builder, load32(builder, wptr, builder.mul(k1, I64(32))), qptr, k1),
+                    )
                 )
-                sums.append(widen(builder, s16))
+        return sums
+
+    def add_terms(sums, js):
+        """Reduce `sums` (from int_sums(js)) and add their float terms to facc, block by block."""
         width = len(sums)
         iv = ir.VectorType(I32, width)
         wv = ir.VectorType(ir.FloatType(), width)
         if width == 1:
-            total = builder.insert_element(ir.Constant(iv, None), hsum(builder, sums[0]), I32(0))
+            total = builder.insert_element(
+                ir.Constant(iv, None), hsum(builder, widen(builder, sums[0])), I32(0)
+            )
         else:
-            total = hsum_many(builder, sums)
+            total = hsum16_many(builder, sums)
         qs = ir.Constant(iv, None)
         dv = ir.Constant(wv, None)
         for b, j in enumerate(js):
@@ -197,15 +199,26 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
             acc = builder.fadd(acc, _lanes(builder, term, term, list(range(b * n, b * n + n))))
         builder.store(acc, facc)
 
+    def pair(step):
+        j = builder.mul(step, I64(2))
+        return [j, builder.add(j, I64(1))]
+
     pair_steps = builder.udiv(nsum, I64(2)) if n in (2, 4) else I64(0)
+    pending = [cgutils.alloca_once(builder, V16) for _ in range(2 * n)]
     with cgutils.for_range(builder, pair_steps) as loop:
         emit_prefetch(builder, wptrs[0], distance, loop.index, n, lines=2)
-        j = builder.mul(loop.index, I64(2))
-        scale_blocks([j, builder.add(j, I64(1))])
+        sums = int_sums(pair(loop.index))
+        with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
+            add_terms([builder.load(x) for x in pending], pair(builder.sub(loop.index, I64(1))))
+        for slot, v in zip(pending, sums, strict=True):
+            builder.store(v, slot)
+    with builder.if_then(builder.icmp_unsigned("!=", pair_steps, I64(0))):
+        add_terms([builder.load(x) for x in pending], pair(builder.sub(pair_steps, I64(1))))
     with cgutils.for_range(builder, builder.sub(nsum, builder.mul(pair_steps, I64(2)))) as loop:
         j = builder.add(builder.mul(pair_steps, I64(2)), loop.index)
         emit_prefetch(builder, wptrs[0], distance, j, n)
-        scale_blocks([j])
+        js = [j]
+        add_terms(int_sums(js), js)
     return builder.load(facc)
 
 
@@ -251,6 +264,20 @@ def row_tokens_dot(builder, wptr, qptrs, first, count):
     return [builder.load(acc) for acc in accs]
 
 
+def row_tokens_sum16(builder, wptr, qptrs, k0):
+    """<16 x i16> partial sums of code * q over blocks k0 and k0 + 1 of one row, per token in `qptrs`."""
+    sums = [None] * len(qptrs)
+    for k in (k0, builder.add(k0, I64(1))):
+        wbytes = load32(builder, wptr, builder.mul(k, I64(32)))
+        codes = [plane_codes(builder, wbytes, g) for g in range(4)]
+        qoff = builder.mul(k, I64(128))
+        for t, qptr in enumerate(qptrs):
+            for g in range(4):
+                part = maddubs(builder, codes[g], load32(builder, qptr, builder.add(qoff, I64(32 * g))))
+                sums[t] = part if sums[t] is None else builder.add(sums[t], part)
+    return sums
+
+
 def row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum):
     """<T x float>: one row's sum over scale blocks j of d[j] * (int sum_j - qsum[j, t]) for T tokens.
 
@@ -263,11 +290,13 @@ def row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum):
     facc = cgutils.alloca_once_value(builder, ir.Constant(fv, None))
     with cgutils.for_range(builder, nsum) as loop:
         j = loop.index
-        vecs = row_tokens_dot(builder, wptr, qptrs, builder.mul(j, I64(2)), I64(2))
+        vecs = row_tokens_sum16(builder, wptr, qptrs, builder.mul(j, I64(2)))
         if n == 1:
-            total = builder.insert_element(ir.Constant(iv, None), hsum(builder, vecs[0]), I32(0))
+            total = builder.insert_element(
+                ir.Constant(iv, None), hsum(builder, widen(builder, vecs[0])), I32(0)
+            )
         else:
-            total = hsum_many(builder, vecs)
+            total = hsum16_many(builder, vecs)
         qs = builder.load(
             builder.bitcast(builder.gep(sptr, [builder.mul(j, stride)]), iv.as_pointer()), align=4
         )

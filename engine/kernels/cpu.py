@@ -12,6 +12,7 @@ both). The avx2 kernels take one more argument, `avx2.SCHEDULE` (`schedule_args`
 from collections.abc import Callable
 from functools import lru_cache
 
+from engine import kernel_choice
 from engine.errors import EngineError
 from engine.kernels import avx2, lut, ops, permw, ternary, vnni
 
@@ -55,8 +56,15 @@ def _i2s_path(prefer: str) -> str:
 
 
 def schedule_args(variant: str) -> tuple:
-    """Extra trailing arguments the kernels of `variant` take: the avx2 schedule array, else none."""
-    return (avx2.SCHEDULE,) if variant == "avx2" else ()
+    """Extra trailing arguments the kernels of `variant` take: the avx2 schedule array, else none.
+
+    The first AVX2 matrix of a process fills the schedule with this host's measured prefetch distances
+    (`engine.kernel_choice.prefetch_choice`: timed once per machine, then read from the cache).
+    """
+    if variant != "avx2":
+        return ()
+    kernel_choice.prefetch_choice()
+    return (avx2.SCHEDULE,)
 
 
 def select_blk(prefer: str = "auto") -> tuple[Callable, Callable, str]:
