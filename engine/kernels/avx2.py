@@ -14,7 +14,9 @@ kernel adds to its portable twin's trace row.
   model's int8 embedding copy guarantees; q may hold -128).
 """
 
+import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 from numba import njit, prange, types
@@ -30,6 +32,17 @@ _BLK_GEMM = kid("i2s_blk_gemm")
 _QK_GEMV = kid("i2s_qk256_gemv")
 _QK_GEMM = kid("i2s_qk256_gemm")
 _LOGITS_I8 = kid("logits_i8")
+
+# numba's on-disk cache keys a kernel on the source of the file that defines it (this one), never on
+# avx2_ir.py: this file names the exact emitters it was built with, so an edited avx2_ir.py cannot be
+# served from a stale cache (the import fails until this digest, and so this file's source, changes too).
+IR_SHA256 = "b354284965d7b917d3cd59a9feae8fc97ab73c264d109bfdbf70056238bfbfbb"
+_ir_digest = hashlib.sha256(Path(avx2_ir.__file__).read_bytes()).hexdigest()
+if _ir_digest != IR_SHA256:
+    raise ImportError(
+        f"engine/kernels/avx2_ir.py changed (sha256 {_ir_digest}); set IR_SHA256 in engine/kernels/avx2.py "
+        "to it so that numba recompiles the AVX2 kernels instead of loading stale ones from its cache"
+    )
 
 ROW_TILE = 4
 GEMM_TOKENS = 8

@@ -203,17 +203,19 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
         j = builder.mul(step, I64(2))
         return [j, builder.add(j, I64(1))]
 
-    pair_steps = builder.udiv(nsum, I64(2)) if n in (2, 4) else I64(0)
-    pending = [cgutils.alloca_once(builder, V16) for _ in range(2 * n)]
-    with cgutils.for_range(builder, pair_steps) as loop:
-        emit_prefetch(builder, wptrs[0], distance, loop.index, n, lines=2)
-        sums = int_sums(pair(loop.index))
-        with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
-            add_terms([builder.load(x) for x in pending], pair(builder.sub(loop.index, I64(1))))
-        for slot, v in zip(pending, sums, strict=True):
-            builder.store(v, slot)
-    with builder.if_then(builder.icmp_unsigned("!=", pair_steps, I64(0))):
-        add_terms([builder.load(x) for x in pending], pair(builder.sub(pair_steps, I64(1))))
+    pair_steps = I64(0)
+    if n == 4:  # a lone row (the tail of a matrix) takes one scale block per step
+        pair_steps = builder.udiv(nsum, I64(2))
+        pending = [cgutils.alloca_once(builder, V16) for _ in range(2 * n)]
+        with cgutils.for_range(builder, pair_steps) as loop:
+            emit_prefetch(builder, wptrs[0], distance, loop.index, n, lines=2)
+            sums = int_sums(pair(loop.index))
+            with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
+                add_terms([builder.load(x) for x in pending], pair(builder.sub(loop.index, I64(1))))
+            for slot, v in zip(pending, sums, strict=True):
+                builder.store(v, slot)
+        with builder.if_then(builder.icmp_unsigned("!=", pair_steps, I64(0))):
+            add_terms([builder.load(x) for x in pending], pair(builder.sub(pair_steps, I64(1))))
     with cgutils.for_range(builder, builder.sub(nsum, builder.mul(pair_steps, I64(2)))) as loop:
         j = builder.add(builder.mul(pair_steps, I64(2)), loop.index)
         emit_prefetch(builder, wptrs[0], distance, j, n)
