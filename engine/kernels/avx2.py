@@ -36,7 +36,7 @@ _LOGITS_I8 = kid("logits_i8")
 # numba's on-disk cache keys a kernel on the source of the file that defines it (this one), never on
 # avx2_ir.py: this file names the exact emitters it was built with, so an edited avx2_ir.py cannot be
 # served from a stale cache (the import fails until this digest, and so this file's source, changes too).
-IR_SHA256 = "b354284965d7b917d3cd59a9feae8fc97ab73c264d109bfdbf70056238bfbfbb"
+IR_SHA256 = "eb330233bd2152ddff70187c35139f36e7140b86173f49a63880fd0a1f31be2f"
 _ir_digest = hashlib.sha256(Path(avx2_ir.__file__).read_bytes()).hexdigest()
 if _ir_digest != IR_SHA256:
     raise ImportError(
@@ -304,16 +304,13 @@ def _qsum_transposed(q, qsum):
     ntok = q.shape[0]
     nsum = qsum.shape[1]
     flat = qsum.reshape(ntok * nsum)
-    for i in range(ntok * nsum):
-        flat[i] = 0
     for t in range(ntok):
-        for k in range(q.shape[1]):
-            j = k // 2
+        values = q[t].reshape(nsum * 256)
+        for j in range(nsum):
             part = np.int32(0)
-            for g in range(4):
-                for b in range(32):
-                    part = np.int32(part + np.int32(q[t, k, g, b]))
-            flat[j * ntok + t] = np.int32(flat[j * ntok + t] + part)
+            for i in range(j * 256, (j + 1) * 256):
+                part += np.int32(values[i])
+            flat[j * ntok + t] = part
 
 
 @njit(cache=True)

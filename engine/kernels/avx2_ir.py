@@ -68,23 +68,66 @@ def emit_prefetch(builder, base, distance, step, nrows: int, lines: int = 1):
             builder.call(pf, [builder.gep(ptr, [I64(LINE * j)]), I32(0), I32(3), I32(1)])
 
 
-def plane_codes(builder: ir.IRBuilder, wbytes: ir.Value, g: int, qk256: bool = False) -> ir.Value:
-    """Unsigned codes of bit plane g of a 32-byte block; QK256 maps c -> c + (c >> 1) (value + 2)."""
+def qk256_codes(builder: ir.IRBuilder, wbytes: ir.Value, g: int) -> ir.Value:
+    """Bit plane g of a 32-byte QK256 block as c + (c >> 1) (the value + 2: 0, 1, 3, 4), unsigned."""
     codes = builder.and_(builder.lshr(wbytes, ir.Constant(V8, [6 - 2 * g] * 32)), ir.Constant(V8, [3] * 32))
-    if qk256:
-        codes = builder.add(codes, builder.lshr(codes, ir.Constant(V8, [1] * 32)))
-    return codes
+    return builder.add(codes, builder.lshr(codes, ir.Constant(V8, [1] * 32)))
 
 
-def block_sum16(builder: ir.IRBuilder, wbytes: ir.Value, qptr: ir.Value, k: ir.Value, qk256: bool = False):
-    """<16 x i16> partial sums of code * q over 128-value block k (activations: 32 bytes per plane)."""
-    total = None
+def ternary_planes(builder: ir.IRBuilder, wbytes: ir.Value) -> list[ir.Value]:
+    """The four bit planes of a ternary block with one shift: planes 0 and 2 stay 4x scaled.
+
+    (w >> 4) & 0x0C = 4 c0, (w >> 4) & 3 = c1, w & 0x0C = 4 c2, w & 3 = c3.
+    """
+    high = builder.lshr(wbytes, ir.Constant(V8, [4] * 32))
+    four, three = ir.Constant(V8, [0x0C] * 32), ir.Constant(V8, [3] * 32)
+    return [
+        builder.and_(high, four),
+        builder.and_(high, three),
+        builder.and_(wbytes, four),
+        builder.and_(wbytes, three),
+    ]
+
+
+def add_planes(
+    builder: ir.IRBuilder, sums: list, planes: list[ir.Value], qptr: ir.Value, k: ir.Value
+) -> list:
+    """[A, B] plus block k's products: A over planes 1 and 3 (code * q), B over planes 0 and 2 (4 code * q).
+
+    Per block a lane of A is at most 2 * 2 * 2 * 128 = 1024 in size, of B 4096: two blocks fit int16.
+    """
     qoff = builder.mul(k, I64(128))
+    out = list(sums)
     for g in range(4):
-        q = load32(builder, qptr, builder.add(qoff, I64(32 * g)))
-        part = maddubs(builder, plane_codes(builder, wbytes, g, qk256), q)
-        total = part if total is None else builder.add(total, part)
-    return total
+        part = maddubs(builder, planes[g], load32(builder, qptr, builder.add(qoff, I64(32 * g))))
+        i = 1 - g % 2
+        out[i] = part if out[i] is None else builder.add(out[i], part)
+    return out
+
+
+def unscale(builder: ir.IRBuilder, sums: list) -> ir.Value:
+    """<16 x i16> A + B / 4: B's lanes are exact multiples of 4, so the arithmetic shift is exact."""
+    return builder.add(sums[0], builder.ashr(sums[1], ir.Constant(V16, [2] * 16)))
+
+
+def block_sum16(builder: ir.IRBuilder, wptr: ir.Value, qptr: ir.Value, ks: list, qk256: bool = False):
+    """<16 x i16> partial sums of code * q over the (one or two) 128-value blocks `ks` of the row at wptr."""
+    if qk256:
+        total = None
+        for k in ks:
+            wbytes = load32(builder, wptr, builder.mul(k, I64(32)))
+            qoff = builder.mul(k, I64(128))
+            for g in range(4):
+                q = load32(builder, qptr, builder.add(qoff, I64(32 * g)))
+                part = maddubs(builder, qk256_codes(builder, wbytes, g), q)
+                total = part if total is None else builder.add(total, part)
+        return total
+    sums = [None, None]
+    for k in ks:
+        sums = add_planes(
+            builder, sums, ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32)))), qptr, k
+        )
+    return unscale(builder, sums)
 
 
 def _lanes(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, idx: list[int]) -> ir.Value:
@@ -131,10 +174,7 @@ def rows_dot(builder, wptrs, qptr, nb, distance, qk256=False):
 
     def add_blocks(ks):
         for wptr, acc in zip(wptrs, accs, strict=True):
-            s16 = None
-            for k in ks:
-                part = block_sum16(builder, load32(builder, wptr, builder.mul(k, I64(32))), qptr, k, qk256)
-                s16 = part if s16 is None else builder.add(s16, part)
+            s16 = block_sum16(builder, wptr, qptr, ks, qk256)
             builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
 
     with cgutils.for_range(builder, builder.udiv(nb, I64(2))) as loop:
@@ -167,12 +207,7 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
             k0 = builder.mul(j, I64(2))
             k1 = builder.add(k0, I64(1))
             for wptr in wptrs:
-                sums.append(
-                    builder.add(
-                        block_sum16(builder, load32(builder, wptr, builder.mul(k0, I64(32))), qptr, k0),
-                        block_sum16(builder, load32(builder, wptr, builder.mul(k1, I64(32))), qptr, k1),
-                    )
-                )
+                sums.append(block_sum16(builder, wptr, qptr, [k0, k1]))
         return sums
 
     def add_terms(sums, js):
@@ -254,30 +289,20 @@ def row_tokens_dot(builder, wptr, qptrs, first, count):
     accs = [cgutils.alloca_once_value(builder, zero) for _ in qptrs]
     with cgutils.for_range(builder, count) as loop:
         k = builder.add(first, loop.index)
-        wbytes = load32(builder, wptr, builder.mul(k, I64(32)))
-        codes = [plane_codes(builder, wbytes, g) for g in range(4)]
-        qoff = builder.mul(k, I64(128))
+        planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
         for qptr, acc in zip(qptrs, accs, strict=True):
-            s16 = None
-            for g in range(4):
-                part = maddubs(builder, codes[g], load32(builder, qptr, builder.add(qoff, I64(32 * g))))
-                s16 = part if s16 is None else builder.add(s16, part)
+            s16 = unscale(builder, add_planes(builder, [None, None], planes, qptr, k))
             builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
     return [builder.load(acc) for acc in accs]
 
 
 def row_tokens_sum16(builder, wptr, qptrs, k0):
     """<16 x i16> partial sums of code * q over blocks k0 and k0 + 1 of one row, per token in `qptrs`."""
-    sums = [None] * len(qptrs)
+    sums = [[None, None] for _ in qptrs]
     for k in (k0, builder.add(k0, I64(1))):
-        wbytes = load32(builder, wptr, builder.mul(k, I64(32)))
-        codes = [plane_codes(builder, wbytes, g) for g in range(4)]
-        qoff = builder.mul(k, I64(128))
-        for t, qptr in enumerate(qptrs):
-            for g in range(4):
-                part = maddubs(builder, codes[g], load32(builder, qptr, builder.add(qoff, I64(32 * g))))
-                sums[t] = part if sums[t] is None else builder.add(sums[t], part)
-    return sums
+        planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
+        sums = [add_planes(builder, acc, planes, qptr, k) for acc, qptr in zip(sums, qptrs, strict=True)]
+    return [unscale(builder, acc) for acc in sums]
 
 
 def row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum):
