@@ -11,6 +11,10 @@ Steps (each a fresh process, so thread counts and caches are the commands' own):
 - profile: benchmarks/decode_profile.py (per-kernel decode profile, prefill of 128 tokens).
 - bench:   `bitnet-harness benchmark` (the default 2b-4t i2s benchmark with probe, timing and floor).
 - llama:   `bitnet-harness benchmark --vs-llama-cpp --prompt-tokens 128 --tokens 64 --repetitions 5`.
+- cpu:     benchmarks/cpu_seconds.py (CPU seconds of the engine, llama.cpp on the TQ2_0 file and llama.cpp
+           on the TQ1_0 copy of the same model, rounds interleaved).
+- prefetch: the AVX2 kernels' prefetch sweep (`engine.kernels.avx2.time_prefetch`, GB/s per distance).
+- grouped: benchmarks/grouped_gemv.py (Q/K/V as three parallel regions or one).
 Every record carries the load average before and after it: on a shared machine that is the noise.
 """
 
@@ -26,7 +30,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-STEPS = ("membw", "kernels", "profile", "bench", "llama")
+STEPS = ("membw", "kernels", "profile", "bench", "llama", "cpu", "prefetch", "grouped")
+SWEEP = (
+    "import json, sys, numba; from engine.kernels.avx2 import time_prefetch; "
+    "numba.set_num_threads(int(sys.argv[1])); r = time_prefetch(); "
+    "print(json.dumps({k: {str(d): v for d, v in x.items()} for k, x in r.items()}))"
+)
 PROBE = (
     "import json, sys, numba; from harness.bandwidth import measure_read_bandwidth as m; "
     "numba.set_num_threads(int(sys.argv[1])); print(json.dumps({'gb_per_s': m()}))"
@@ -83,6 +92,14 @@ def membw_steps(threads: list[int], rounds: int) -> list[dict]:
                 cmd = [exe, "--threads", str(t), "--gib", gib, "--passes", "7", *pages]
                 out.append(record("membw_sweep", t, cmd, run_json))
     return out
+
+
+def tq1_0_copy() -> str:
+    """The llama.cpp-ready TQ1_0 file of the 2b-4t bitnet preset (written once, like the TQ2_0 copy)."""
+    from engine.synth import ensure_preset_model
+    from harness.parity import reference_file
+
+    return str(reference_file(ensure_preset_model("2b-4t", "tq1_0", "bitnet")).path)
 
 
 def harness(*args: str) -> list[str]:
@@ -142,6 +159,14 @@ def main() -> None:
             extra = ["--prompt-tokens", "128", "--tokens", "64", "--repetitions", "5"]
             cmd = harness("benchmark", "--vs-llama-cpp", *th, *extra, "--json", "--receipts-dir", receipts)
             records.append(record("llama", t, cmd, bench_summary))
+        if "cpu" in steps:
+            cmd = [sys.executable, str(HERE / "cpu_seconds.py"), *th, "--also-llama", tq1_0_copy()]
+            records.append(record("cpu", t, cmd, run_json))
+        if "prefetch" in steps:
+            records.append(record("prefetch", t, [sys.executable, "-c", SWEEP, str(t)], run_json))
+        if "grouped" in steps:
+            cmd = [sys.executable, str(HERE / "grouped_gemv.py"), *th, "--rounds", "300", "--json"]
+            records.append(record("grouped", t, cmd, run_json))
     doc = {
         "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "commit": subprocess.run(

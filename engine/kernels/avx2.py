@@ -8,7 +8,7 @@ kernel adds to its portable twin's trace row.
 
 - GEMV: ROW_TILE consecutive rows per step share each activation load; one cache line of each row per step.
 - GEMM (prefill): one row against GEMM_TOKENS tokens; a block's four bit planes are unpacked once for all.
-- TQ2_0 / TQ1_0 (i2s_blk): each 256-value scale block's int32 sums go through one shuffle tree for the
+- TQ2_0 / TQ1_0 (i2s_blk): each 256-value scale block's exact sums go through one vphaddw tree for the
   rows (GEMV) or tokens (GEMM), then the per-lane float multiply-add in the portable order.
 - logits: |q| once per token; vpsignb + vpmaddubsw per row (needs emb_q within [-127, 127], which the
   model's int8 embedding copy guarantees; q may hold -128).
@@ -23,20 +23,12 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from engine.kernels import avx2_ir, ops, ternary
-from engine.trace import Trace, kid
-
-_I2S_GEMV = kid("i2s_gemv")
-_I2S_GEMM = kid("i2s_gemm")
-_BLK_GEMV = kid("i2s_blk_gemv")
-_BLK_GEMM = kid("i2s_blk_gemm")
-_QK_GEMV = kid("i2s_qk256_gemv")
-_QK_GEMM = kid("i2s_qk256_gemm")
-_LOGITS_I8 = kid("logits_i8")
+from engine.trace import Trace
 
 # numba's on-disk cache keys a kernel on the source of the file that defines it (this one), never on
 # avx2_ir.py: this file names the exact emitters it was built with, so an edited avx2_ir.py cannot be
 # served from a stale cache (the import fails until this digest, and so this file's source, changes too).
-IR_SHA256 = "eb330233bd2152ddff70187c35139f36e7140b86173f49a63880fd0a1f31be2f"
+IR_SHA256 = "8d3cd77af5a6fccc00f510ebd11292db9a110cc8ec7fe442aed8ce5753e97d26"
 _ir_digest = hashlib.sha256(Path(avx2_ir.__file__).read_bytes()).hexdigest()
 if _ir_digest != IR_SHA256:
     raise ImportError(
@@ -63,8 +55,15 @@ def _arg(context, builder, sig, args, i):
     return context.cast(builder, args[i], sig.args[i], types.int64)
 
 
-def _distance(builder, sched_ary, slot):
-    return builder.load(builder.gep(sched_ary.data, [avx2_ir.I64(slot)]))
+def _lane_tuple(context, builder, ret, vector, n):
+    """The first n lanes of an IR vector as the intrinsic's UniTuple return value."""
+    return context.make_tuple(
+        builder, ret, [builder.extract_element(vector, avx2_ir.I32(i)) for i in range(n)]
+    )
+
+
+def _distance(builder, plan_ary, slot):
+    return builder.load(builder.gep(plan_ary.data, [avx2_ir.I64(slot)]))
 
 
 def _row_ptrs(builder, ary, row0, nrows):
@@ -131,8 +130,7 @@ def _rows_blk_intrinsic(nrows: int):
             qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
             dist = _distance(builder, sary, PF_MATRIX)
             acc = avx2_ir.rows_blk(builder, wptrs, dptrs, qptr, sumary.data, nsum, dist)
-            lanes = [builder.extract_element(acc, avx2_ir.I32(i)) for i in range(nrows)]
-            return context.make_tuple(builder, ret, lanes)
+            return _lane_tuple(context, builder, ret, acc, nrows)
 
         return ret(w, d, r0, q, qsum, plan), codegen
 
@@ -223,8 +221,7 @@ def _row_blk_tokens_intrinsic(ntok: int):
             sptr = builder.gep(sumary.data, [tok])
             qptrs = _row_ptrs(builder, qary, tok, ntok)
             acc = avx2_ir.row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum)
-            lanes = [builder.extract_element(acc, avx2_ir.I32(i)) for i in range(ntok)]
-            return context.make_tuple(builder, ret, lanes)
+            return _lane_tuple(context, builder, ret, acc, ntok)
 
         return ret(w, d, r, q, t0, qsum), codegen
 
@@ -240,7 +237,7 @@ _row_blk_tokens1 = _row_blk_tokens_intrinsic(1)
 def i2s_gemv_avx2(w, scale, q, s, out, cols, counts, plan):
     """Same contract and result as ternary.i2s_gemv; ROW_TILE rows per step."""
     rows = w.shape[0]
-    ternary._count(counts, _I2S_GEMV, rows, cols, 1)
+    ternary._count(counts, ternary._I2S_GEMV, rows, cols, 1)
     sq = ternary._qsum_total(q)
     tiles = rows // ROW_TILE
     for c in prange(tiles):
@@ -265,7 +262,7 @@ def i2s_gemm_avx2(w, scale, q, s, out, qsum, cols, counts, plan):
     """Same contract and result as ternary.i2s_gemm: a row against GEMM_TOKENS tokens per step."""
     rows = w.shape[0]
     ntok = q.shape[0]
-    ternary._count(counts, _I2S_GEMM, rows, cols, ntok)
+    ternary._count(counts, ternary._I2S_GEMM, rows, cols, ntok)
     for t in range(ntok):
         qsum[t] = ternary._qsum_total(q[t])
     full = ntok - ntok % GEMM_TOKENS
@@ -284,7 +281,7 @@ def i2s_gemm_avx2(w, scale, q, s, out, qsum, cols, counts, plan):
 def i2s_blk_gemv_avx2(w, d, q, s, out, qsum, cols, counts, plan):
     """Same contract and result as ternary.i2s_blk_gemv; ROW_TILE rows per step."""
     rows = w.shape[0]
-    ternary._count(counts, _BLK_GEMV, rows, cols, 1)
+    ternary._count(counts, ternary._BLK_GEMV, rows, cols, 1)
     ternary._qsum_groups(q, qsum, 8)
     tiles = rows // ROW_TILE
     for c in prange(tiles):
@@ -324,7 +321,7 @@ def i2s_blk_gemm_avx2(w, d, q, s, out, qsum, cols, counts, plan):
     """Same contract and result as ternary.i2s_blk_gemm (qsum scratch [T, cols / 256], filled transposed)."""
     rows = w.shape[0]
     ntok = q.shape[0]
-    ternary._count(counts, _BLK_GEMM, rows, cols, ntok)
+    ternary._count(counts, ternary._BLK_GEMM, rows, cols, ntok)
     _qsum_transposed(q, qsum)
     full = ntok - ntok % GEMM_TOKENS
     for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
@@ -342,7 +339,7 @@ def i2s_blk_gemm_avx2(w, d, q, s, out, qsum, cols, counts, plan):
 def i2s_qk256_gemv_avx2(w, q, s, out, cols, counts, plan):
     """Same contract and result as ternary.i2s_qk256_gemv; ROW_TILE rows per step."""
     rows = w.shape[0]
-    ternary._count(counts, _QK_GEMV, rows, cols, 1)
+    ternary._count(counts, ternary._QK_GEMV, rows, cols, 1)
     sq2 = np.int32(2 * ternary._qsum_total(q))
     tiles = rows // ROW_TILE
     for c in prange(tiles):
@@ -361,7 +358,7 @@ def i2s_qk256_gemm_avx2(w, q, s, out, qsum, cols, counts, plan):
     """Same contract and result as ternary.i2s_qk256_gemm (a GEMV per token: QK256 is a parity format)."""
     rows = w.shape[0]
     ntok = q.shape[0]
-    ternary._count(counts, _QK_GEMM, rows, cols, ntok)
+    ternary._count(counts, ternary._QK_GEMM, rows, cols, ntok)
     for t in range(ntok):
         qsum[t] = np.int32(2 * ternary._qsum_total(q[t]))
     tiles = rows // ROW_TILE
@@ -398,7 +395,7 @@ def _logits_i8(emb_q, emb_s, q, s, u, out, counts, plan):
         for c in range(hidden):
             acc += np.int32(emb_q[r, c]) * np.int32(q[c])
         out[r] = np.float32(acc) * emb_s[r] * inv
-    ops._count(counts, _LOGITS_I8, vocab, vocab * hidden)
+    ops._count(counts, ops._LOGITS_I8, vocab, vocab * hidden)
 
 
 def logits_i8_avx2(emb_q, emb_s, emb_sum, q, s, u, out, counts) -> None:

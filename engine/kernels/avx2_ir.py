@@ -3,9 +3,11 @@
 Two instructions carry the arithmetic. `vpmaddubsw` multiplies unsigned by signed bytes and adds adjacent
 products into int16 lanes (saturating), `vpmaddwd` against ones adds adjacent int16 lanes into int32 (exact).
 - Ternary rows: a 32-byte block holds 128 2-bit codes (I2_S order: value 32 g + b in byte b at shift
-  6 - 2 g); plane g is `(w >> (6 - 2 g)) & 3`, unsigned, against the 32 signed activations of plane g. A
-  lane of one block's four planes sums 8 products of |code * q| <= 2 * 128 (QK256 codes: 4 * 128), so two
-  blocks add up in int16 without saturation (4096, QK256 8192) before one vpmaddwd widens them.
+  6 - 2 g), each bit plane unsigned against the 32 signed activations of plane g. One shift serves the four
+  planes (`ternary_planes`): planes 1 and 3 are codes, planes 0 and 2 stay 4x scaled in a second int16 sum
+  that is divided exactly at the end. Two blocks add up in int16 without saturation (per lane at most 2048
+  and 8192) before one vpmaddwd widens them. QK256 codes (0, 1, 3, 4 after mapping) take the plain
+  shift-and-mask planes (`qk256_codes`).
 - int8 x int8 (logits): `vpsignb` moves the activation's sign onto the embedding byte, so vpmaddubsw takes
   |q| (unsigned, <= 128) times e * sign(q) (|e| <= 127): a pair is at most 2 * 128 * 127 < 2^15.
 The integer sums are exact, so any order gives the portable kernels' values; the float math that follows
@@ -190,7 +192,7 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
     """<n x float>: per row, sum over the 256-value scale blocks j of d[j] * (int sum_j - qsum[j]).
 
     A scale block is two 128-value blocks (one line of each row). Two scale blocks per step: the rows'
-    exact int32 sums of both come out of one shuffle tree, then the float multiply-adds run per lane, block
+    exact sums of both come out of one vphaddw tree, then the float multiply-adds run per lane, block
     j before block j + 1 (the portable order, no contraction); an odd last scale block runs alone.
     The loop is software-pipelined: a step reduces and scales the sums the previous step left, so the
     long tail of the reduction overlaps the next multiplies instead of stalling retirement.
