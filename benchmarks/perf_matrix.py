@@ -15,6 +15,7 @@ Steps (each a fresh process, so thread counts and caches are the commands' own):
            on the TQ1_0 copy of the same model, rounds interleaved).
 - prefetch: the AVX2 kernels' prefetch sweep (`engine.kernels.avx2.time_prefetch`, GB/s per distance).
 - grouped: benchmarks/grouped_gemv.py (Q/K/V as three parallel regions or one).
+- hugepage: benchmarks/hugepage_weights.py (the GEMVs from file pages or a huge-page copy).
 Every record carries the load average before and after it: on a shared machine that is the noise.
 """
 
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-STEPS = ("membw", "kernels", "profile", "bench", "llama", "cpu", "prefetch", "grouped")
+STEPS = ("membw", "kernels", "profile", "bench", "llama", "cpu", "prefetch", "grouped", "hugepage")
 SWEEP = (
     "import json, sys, numba; from engine.kernels.avx2 import time_prefetch; "
     "numba.set_num_threads(int(sys.argv[1])); r = time_prefetch(); "
@@ -167,6 +168,9 @@ def main() -> None:
         if "grouped" in steps:
             cmd = [sys.executable, str(HERE / "grouped_gemv.py"), *th, "--rounds", "300", "--json"]
             records.append(record("grouped", t, cmd, run_json))
+        if "hugepage" in steps:
+            cmd = [sys.executable, str(HERE / "hugepage_weights.py"), *th, "--json"]
+            records.append(record("hugepage", t, cmd, run_json))
     doc = {
         "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "commit": subprocess.run(
