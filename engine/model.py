@@ -220,7 +220,7 @@ class Model:
         e = weights.embedding_i8
         if e is None:
             return weights.embedding.nbytes
-        sums = e.row_sums.nbytes if self.logits_variant != "portable" else 0
+        sums = e.row_sums.nbytes if self.logits_variant == "avx512vnni" else 0
         return e.values.nbytes + e.scales.nbytes + sums
 
     def _buffers(self, n: int) -> _Buffers:

@@ -442,6 +442,11 @@ def test_expectations_agree_with_the_engines_trace_prediction(ffn_act, logits):
                 assert bounds[0] <= got <= bounds[1], (exp.group, counter, got, bounds)
 
 
+def _avx2_on_a_host_without_it(receipt):
+    receipt["kernel_choice"]["variants"]["i2s_gemv"] = "avx2"
+    receipt["host"]["cpu_flags"] = ["fma"]
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -449,6 +454,7 @@ def test_expectations_agree_with_the_engines_trace_prediction(ffn_act, logits):
         (lambda r: r["kernel_choice"]["variants"].pop("i2s_gemv"), "a variant for every ternary"),
         (lambda r: r["kernel_choice"]["variants"].pop("logits_i8"), "a variant for every ternary"),
         (_set(("host", "cpu_flags"), ["avx512_vnni", "avx2"]), "avx512_vnni, avx512vl for i2s_gemm"),
+        (_avx2_on_a_host_without_it, "avx2 for i2s_gemv on avx2"),
     ],
 )
 def test_kernel_variants_must_match_the_run_and_the_host(edit, expected):
@@ -464,3 +470,5 @@ def test_kernel_variants_are_optional_and_unknown_paths_are_schema_errors():
     assert "schema" in gates(bad)
     quiet = verify(mutated(_set(("host", "cpu_flags"), [])))
     assert quiet.ok  # a host that reports no flags: only the run itself is checked
+    avx2_host = verify(mutated(_set(("kernel_choice", "variants", "i2s_gemv"), "avx2")))
+    assert avx2_host.ok  # the factory host reports avx2

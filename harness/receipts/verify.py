@@ -177,6 +177,7 @@ def _gate_known_kernels(c: _Context) -> None:
 VARIANT_FLAGS = {
     "avx512vnni": ("avx512_vnni", "avx512vl"),
     "avx512bw": ("avx512bw", "avx512vl"),
+    "avx2": ("avx2",),
     "portable": (),
 }
 LOGITS_KERNELS = ("logits_i8", "fp32_logits")
