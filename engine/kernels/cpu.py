@@ -10,10 +10,11 @@ both).
 from collections.abc import Callable
 from functools import lru_cache
 
+from engine.constants import VARIANT_FEATURES
 from engine.kernels import lut, ops, permw, ternary, vnni
 
-VNNI_FEATURES = ("avx512vnni", "avx512vl")
-PERMW_FEATURES = ("avx512bw", "avx512vl")
+VNNI_FEATURES = VARIANT_FEATURES["avx512vnni"]
+PERMW_FEATURES = VARIANT_FEATURES["avx512bw"]
 
 
 @lru_cache(maxsize=1)
