@@ -605,7 +605,7 @@ def _fast_benchmark(factor):
 
 
 def test_a_benchmark_much_faster_than_the_timing_phase_fails_unless_noisy():
-    """On the gate itself: receipts gain a `noise` section from a newer writer; the gate reads it if present."""
+    """On the gate: receipts gain a `noise` section from a newer writer; the gate reads it when present."""
     from harness.receipts.checks import Check
     from harness.receipts.gates.measurements import timing_consistency
 

@@ -97,7 +97,8 @@ class ModelFacts:
 @dataclass(frozen=True)
 class ReplayRun:
     """The receipt's workload run again here: a `phases.benchmark`-shaped section, the counters over its
-    measured repetitions, the variant each kernel took, and the host and thread count it ran with."""
+    measured repetitions, the variant each kernel took, and the host and thread count it ran with;
+    `remeasured` is a further `phases.benchmark`-shaped run with more repetitions (for --remeasure)."""
 
     benchmark: dict[str, Any]
     kernel_counts: dict[str, dict[str, int]]
@@ -106,6 +107,7 @@ class ReplayRun:
     cpu_model: str | None
     cpu_flags: tuple[str, ...]
     prompt_matches: bool = True
+    remeasured: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from harness.receipts.digest import file_digest, token_digest
 from harness.receipts.gates.evidence import BOUND_FACTS
 from harness.receipts.schema import schema_errors
 
+REMEASURE_REPETITIONS = 5
 ROW_SUM_BYTES = 4  # engine.weights: the int8 embedding's int32 row sums, read only off the portable path
 
 
@@ -87,31 +88,27 @@ def _facts(path: Path, mf: ModelFile, bytes_per_token: int | None) -> ModelFacts
     return ModelFacts(str(path), {k: section[k] for k in BOUND_FACTS if k in section}, bytes_per_token)
 
 
-def _replay(model: Model, receipt: Mapping[str, Any]) -> ReplayRun:
-    """The recorded workload on `model`: warm-up, then the measured repetitions with the trace counting."""
+def _replay(model: Model, receipt: Mapping[str, Any], remeasure: bool) -> ReplayRun:
+    """The recorded workload on `model`: warm-up, then the measured repetitions with the trace counting;
+    with `remeasure`, a further timed run of more repetitions (the best stands for this host)."""
     prompt, sampling = receipt["prompt"], receipt["sampling"]
     if prompt["text"] is None:
         raise HarnessError("the receipt records no prompt text (only its ids); it cannot be replayed")
     ids = prompt_ids(model.tokenizer, prompt["text"], prompt["token_count"])
     host = host_facts()
-    threads = numba.get_num_threads()
+    here = (numba.get_num_threads(), host["cpu_model"], tuple(host["cpu_flags"]))
     if token_digest(ids) != prompt["token_ids_sha256"]:
-        return ReplayRun(
-            {}, {}, {}, threads, host["cpu_model"], tuple(host["cpu_flags"]), prompt_matches=False
-        )
+        return ReplayRun({}, {}, {}, *here, prompt_matches=False)
     bench = receipt["phases"]["benchmark"]
     params = SamplingParams(sampling["temperature"], sampling["top_k"], sampling["top_p"], receipt["seed"])
-    section, _ = run_benchmark(
-        model,
-        ids,
-        receipt["tokens_requested"],
-        len(bench["repetitions"]),
-        bench["warmup_repetitions"],
-        params,
-    )
+    tokens, reps = receipt["tokens_requested"], len(bench["repetitions"])
+    section, _ = run_benchmark(model, ids, tokens, reps, bench["warmup_repetitions"], params)
     counts = model.trace.snapshot()
     variants = {k: v for k, v in model.kernel_variants().items() if k in counts}
-    return ReplayRun(section, counts, variants, threads, host["cpu_model"], tuple(host["cpu_flags"]))
+    timed = None
+    if remeasure:
+        timed, _ = run_benchmark(model, ids, tokens, max(reps, REMEASURE_REPETITIONS), 1, params)
+    return ReplayRun(section, counts, variants, *here, remeasured=timed)
 
 
 def gather(
@@ -144,4 +141,6 @@ def gather(
         withheld = {"replay": f"the engine cannot run the receipt's kernel choice on this file: {exc}"}
         return Evidence(_facts(path, header, None), remeasure=remeasure, withheld=withheld if replay else {})
     facts = _facts(path, header, _recorded_bytes(loaded, receipt))
-    return Evidence(facts, _replay(loaded, receipt) if replay else None, remeasure=remeasure)
+    return Evidence(
+        facts, _replay(loaded, receipt, remeasure is not None) if replay else None, remeasure=remeasure
+    )
