@@ -154,7 +154,7 @@ class VerificationResult:
         if level != ATTESTED:
             remeasured = "remeasure" in self.passed
             parts.append(
-                "unsigned: speed re-measured here" if remeasured else "unsigned: speed is self-reported"
+                "unsigned: speed not beyond this host's" if remeasured else "unsigned: speed is self-reported"
             )
         return f"VALID ({'; '.join(parts)})"
 
@@ -185,7 +185,7 @@ _EVIDENCE_LABELS = (
     ("signature", "signed"),
     ("model_binding", "model bound"),
     ("replay", "replayed"),
-    ("remeasure", "speed re-measured"),
+    ("remeasure", "speed not beyond this host's"),
 )
 
 

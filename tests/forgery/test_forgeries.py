@@ -70,14 +70,24 @@ def _noise_judged(genuine: Genuine) -> bool:
     return isinstance(noise, dict) and noise.get("noisy") is False
 
 
-def _timing_caught(ledger: Ledger, lie: str, path: Path, genuine: Genuine) -> None:
+def speed_lie(ledger: Ledger, lie: str, path: Path, genuine: Genuine) -> None:
+    """A speed invented consistently. The timing phase contradicts it unless that phase was slow itself (a
+    warning without a quiet-machine record); --remeasure fails it unless this host now runs faster than
+    the invented speed (the genuine run may have been measured on a busier machine); a required signature
+    always rejects it. Each outcome is recorded as measured."""
     verdict = run_verifier(path)
     ledger.record(lie, (), "timing_consistency", verdict)
-    if _noise_judged(genuine):
-        assert verdict.code == 1 and verdict.status("timing_consistency") == "fail"
+    timing = verdict.status("timing_consistency")
+    if timing == "fail":
+        assert verdict.code == 1 and _noise_judged(genuine)
     else:
-        assert verdict.code == 0 and verdict.status("timing_consistency") == "warn"
-        assert "noisy: speed unreliable" in verdict.text
+        assert verdict.code == 0 and "unsigned: speed is self-reported" in verdict.text
+        assert timing == "pass" or "noisy: speed unreliable" in verdict.text
+    flags = ("--replay", "--remeasure")
+    verdict = run_verifier(path, *flags)
+    ledger.record(lie, flags, "remeasure", verdict)
+    assert verdict.status("remeasure") in ("pass", "fail") and verdict.status("replay") == "pass"
+    caught(ledger, lie, path, "signature", "--public-key", genuine.public_key, "--require-signature")
 
 
 # --- speed ---
@@ -86,28 +96,21 @@ def _timing_caught(ledger: Ledger, lie: str, path: Path, genuine: Genuine) -> No
 def test_halved_samples(genuine: Genuine, ledger: Ledger, tmp_path: Path) -> None:
     lie = "every decode, prefill and TTFT sample halved, summaries recomputed, checksum redone"
     path = plant(tmp_path, genuine, forge(genuine.receipt, _decode_scaled(0.5, prefill=True)))
-    verdict = run_verifier(path)
-    ledger.record(lie, (), "timing_consistency", verdict)
-    assert verdict.status("timing_consistency") in ("warn", "fail") or "self-reported" in verdict.text
-    caught(ledger, lie, path, "remeasure", "--replay", "--remeasure")
-    compared = CliRunner().invoke(app, ["compare", str(genuine.path), str(path)])
-    assert compared.exit_code != 0  # never "no regression" with a 2x speed-up; refused or inconclusive
+    speed_lie(ledger, lie, path, genuine)
+    if run_verifier(path).status("timing_consistency") == "warn":  # then no speed-up is reported
+        assert CliRunner().invoke(app, ["compare", str(genuine.path), str(path)]).exit_code == 3
 
 
 def test_benchmark_phase_4x_faster_than_its_timing_phase(
     genuine: Genuine, ledger: Ledger, tmp_path: Path
 ) -> None:
     lie = "the benchmark phase 4x faster while the timing phase of the same receipt says otherwise"
-    path = plant(tmp_path, genuine, forge(genuine.receipt, _decode_scaled(0.25)))
-    _timing_caught(ledger, lie, path, genuine)
-    caught(ledger, lie, path, "remeasure", "--replay", "--remeasure")
+    speed_lie(ledger, lie, plant(tmp_path, genuine, forge(genuine.receipt, _decode_scaled(0.25))), genuine)
 
 
 def test_samples_pasted_from_a_faster_run(genuine: Genuine, ledger: Ledger, tmp_path: Path) -> None:
     lie = "decode samples pasted from another, 3x faster run"
-    path = plant(tmp_path, genuine, forge(genuine.receipt, _decode_scaled(0.3)))
-    _timing_caught(ledger, lie, path, genuine)
-    caught(ledger, lie, path, "remeasure", "--replay", "--remeasure")
+    speed_lie(ledger, lie, plant(tmp_path, genuine, forge(genuine.receipt, _decode_scaled(0.3))), genuine)
 
 
 def test_every_phase_that_could_contradict_deleted_with_a_10x_claim(
@@ -127,7 +130,9 @@ def test_every_phase_that_could_contradict_deleted_with_a_10x_claim(
     ledger.record(lie, (), "none", verdict)
     assert verdict.code == 0
     assert "not checked: kernel_variants, bandwidth_floor, timing_consistency" in verdict.text
-    caught(ledger, lie, path, "remeasure", "--replay", "--remeasure")
+    caught(
+        ledger, lie, path, "remeasure", "--replay", "--remeasure"
+    )  # a 10x claim: no busy genuine run hides it
 
 
 def test_only_the_fastest_repetition_kept(genuine: Genuine, ledger: Ledger, tmp_path: Path) -> None:
@@ -442,6 +447,8 @@ def test_a_missing_model_file_is_never_rebuilt_silently(
     verdict = run_verifier(path, "--replay")
     ledger.record(lie, ("--replay",), "none", verdict)
     assert verdict.code == 2 and "--rebuild-preset" in verdict.data["error"]
+    rebuilt = run_verifier(path, "--replay", "--rebuild-preset")  # asked for: the preset, bound by sha256
+    assert rebuilt.code == 0 and rebuilt.status("model_binding") == rebuilt.status("replay") == "pass"
 
 
 def test_a_receipt_from_a_future_harness(genuine: Genuine, ledger: Ledger, tmp_path: Path) -> None:
@@ -482,5 +489,7 @@ def test_the_genuine_receipt_verifies_at_every_level(genuine: Genuine, ledger: L
     ledger.record("none: the genuine receipt", tuple(map(str, flags)), "signature", verdict)
     assert verdict.code == 0, verdict.data
     assert verdict.data["level"] == "attested"
-    assert verdict.text.startswith("VALID (attested: signed, model bound, replayed, speed re-measured")
+    assert verdict.text.startswith(
+        "VALID (attested: signed, model bound, replayed, speed not beyond this host's"
+    )
     assert finalize(genuine.receipt) == genuine.receipt

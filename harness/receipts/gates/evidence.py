@@ -128,15 +128,15 @@ def _compare_variants(c: Check, r: Mapping[str, Any], run: Any) -> None:
         )
 
 
-def _rep_medians(reps: Sequence[Mapping[str, Any]], key: str) -> list[float]:
-    if key == "prefill_seconds":
-        return [rep[key] for rep in reps]
-    return [statistics.median(rep[key]) for rep in reps if rep[key]]
+def _samples(reps: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    return [s for rep in reps for s in (rep[key] if key == "decode_seconds" else [rep[key]])]
 
 
 def remeasure(c: Check) -> None:
-    """On the same CPU model and thread count, no claim may beat this host's re-measurement by more than the
-    tolerance; the re-measurement's best repetition is taken, which favours the receipt."""
+    """On the same CPU model and thread count, the receipt's median decode step and median prefill may not
+    beat the fastest single one this host re-measures by more than the tolerance. Noise only adds time, so
+    the fastest of many samples is this host's uncontended cost; a genuine median is never below it, even when
+    the verifying machine is busier than the measuring one was."""
     r, tolerance = c.receipt, c.evidence.remeasure
     if tolerance is None:
         c.skip("needs --replay --remeasure", requested=False)
@@ -149,15 +149,15 @@ def remeasure(c: Check) -> None:
     timed = run.remeasured or run.benchmark
     mine, again = r["phases"]["benchmark"]["repetitions"], timed["repetitions"]
     for key, label in (("decode_seconds", "decode step"), ("prefill_seconds", "prefill")):
-        claimed, measured = _rep_medians(mine, key), _rep_medians(again, key)
+        claimed, measured = _samples(mine, key), _samples(again, key)
         if not claimed or not measured:
             continue
-        claim, best = statistics.median(claimed), min(measured)
-        if claim * (1 + tolerance) < best:
+        claim, fastest = statistics.median(claimed), min(measured)
+        if claim * (1 + tolerance) < fastest:
             c.fail(
-                f"median {label} >= {best:.6g} s / {1 + tolerance:g} (this host's best repetition, "
-                f"{tolerance:.0%} tolerance)",
-                f"{claim:.6g} s ({best / claim:.3g}x faster than re-measured)",
+                f"median {label} >= {fastest:.6g} s / {1 + tolerance:g} (the fastest of {len(measured)} "
+                f"re-measured here, {tolerance:.0%} tolerance)",
+                f"{claim:.6g} s ({fastest / claim:.3g}x faster than this host ever ran it)",
                 "The receipt claims a speed this machine does not reach.",
             )
 
