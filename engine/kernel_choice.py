@@ -70,6 +70,19 @@ def fixed(samples: Mapping[tuple[str, int, int], np.ndarray], kernel: str) -> Se
     return Selection(mode=kernel, kernels={shape_key(*key): kernel for key in samples})
 
 
+def per_shape(
+    samples: Mapping[tuple[str, int, int], np.ndarray], families: Mapping[tuple[int, int], str]
+) -> Selection:
+    """The family given for each (rows, cols): a recorded choice applied again (a receipt's replay)."""
+    kernels = {}
+    for flavor, rows, cols in samples:
+        family = families.get((rows, cols))
+        if family not in FAMILIES:
+            raise EngineError(f"no kernel family given for the {rows}x{cols} matrices (got {family!r})")
+        kernels[shape_key(flavor, rows, cols)] = family
+    return Selection(mode="per-shape", kernels=kernels)
+
+
 def choose(samples: Mapping[tuple[str, int, int], np.ndarray], cache_dir: Path | None = None) -> Selection:
     """Time every family on one raw matrix per (flavor, rows, cols); reuse this CPU's cached verdicts."""
     start = time.perf_counter()

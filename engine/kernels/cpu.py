@@ -13,12 +13,13 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from engine import kernel_choice
+from engine.constants import VARIANT_FEATURES
 from engine.errors import EngineError
 from engine.kernels import avx2, lut, ops, permw, ternary, vnni
 
-VNNI_FEATURES = ("avx512vnni", "avx512vl")
-PERMW_FEATURES = ("avx512bw", "avx512vl")
-AVX2_FEATURES = ("avx2",)
+VNNI_FEATURES = VARIANT_FEATURES["avx512vnni"]
+PERMW_FEATURES = VARIANT_FEATURES["avx512bw"]
+AVX2_FEATURES = VARIANT_FEATURES["avx2"]
 
 
 @lru_cache(maxsize=1)
