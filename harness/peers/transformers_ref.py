@@ -1,0 +1,485 @@
+"""Hugging Face transformers' BitNetForCausalLM as a parity reference, built on the CPU from a GGUF file.
+
+transformers ships the official PyTorch implementation of microsoft/bitnet-b1.58-2B-4T, written outside this
+project: `models/bitnet` (LLaMA's attention and decoder with a sub-norm before the attention output and one
+before the FFN's down matrix, `hidden_act` relu2 or silu) and `integrations/bitnet.py` (`BitLinear`: ternary
+weights packed four to a byte along the rows, one per-tensor `weight_scale` that DIVIDES the output,
+per-token absmax int8 activations). The model is built from the file the engine runs: the config from its
+metadata, every matrix packed with transformers' own `pack_weights` and its scale inverted, the norms, the
+embedding tied to the logits. The vocabulary becomes a transformers fast tokenizer built locally (no hub
+download).
+
+What transformers cannot express, refused with the reason: matrices with more than one scale (TQ2_0/TQ1_0/
+BitNet-32 files whose blocks carry different scales), QK256 (values +-1 and +-2), an output matrix not tied
+to the embedding, SentencePiece vocabularies (their tokenizer is not built here). Both architectures run:
+`bitnet-b1.58` as hidden_act relu2, `bitnet` as silu.
+
+The engine's `token` activation mode quantizes activations as BitLinear does, so it is the mode judged;
+`block256` (llama.cpp's Q8_K blocks) is reported beside it. The reference's own noise floor comes from two
+self-checks: the same model fed one token at a time (KV cache) against one batch, and float64 against float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.config import ModelConfig
+from engine.errors import EngineError
+from engine.hf_checkpoint import ensure_converted, is_checkpoint_folder
+from engine.hf_tokenizer import tokenizer_json
+from engine.loader import ModelFile, load_file
+from engine.model import ACT_QUANT_MODES
+from engine.model_weights import Ternary, read_weights, ternary_values
+from engine.synth import default_cache_dir
+from harness.errors import HarnessError
+from harness.parity import (
+    COSINE_MIN,
+    GREEDY_PROMPTS,
+    GREEDY_STEPS,
+    LOGIT_TOKENS,
+    TOKENIZER_CORPUS,
+    EngineImpl,
+    _engine,
+    _logit_sequence,
+    _margin,
+    _reference_greedy,
+    compare_greedy,
+    compare_logits,
+    compare_tokenizers,
+)
+
+REFERENCE_TRANSFORMERS = "transformers"
+MATCHING_MODE = "token"  # the engine mode that quantizes activations as BitLinear does
+HIDDEN_ACT = {"relu2": "relu2", "silu": "silu"}  # engine ffn_act -> transformers' hidden_act
+
+
+# -------------------------------------------------------------------- availability
+def transformers_missing() -> str | None:
+    """None when torch and transformers (with BitNet) import, else the reason (one line)."""
+    try:
+        import torch  # noqa: F401
+        from transformers import BitNetForCausalLM  # noqa: F401
+    except ImportError as exc:
+        return f"transformers with torch does not import ({exc}); pip install '.[reference]' adds them"
+    return None
+
+
+def reference_version() -> str:
+    """`transformers <version> (torch <version>)`."""
+    versions = []
+    for package in ("transformers", "torch"):
+        try:
+            versions.append(importlib.metadata.version(package))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append("unknown")
+    return f"transformers {versions[0]} (torch {versions[1]})"
+
+
+def _torch() -> Any:
+    """torch with TorchDynamo off: BitLinear's torch.compile decorators would spend ~19 s compiling."""
+    import torch
+    import torch._dynamo
+
+    torch._dynamo.config.disable = True
+    return torch
+
+
+# -------------------------------------------------------------------- the model and tokenizer
+def hf_config(cfg: ModelConfig, bos_id: int, eos_id: int) -> Any:
+    """BitNetConfig for the engine's config: same shape, relu2 or silu, tied embedding, BitLinear layers."""
+    from transformers import BitNetConfig, BitNetQuantConfig
+
+    if cfg.ffn_act not in HIDDEN_ACT:
+        raise HarnessError(f"transformers' BitNet has no FFN activation {cfg.ffn_act!r}")
+    return BitNetConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden,
+        intermediate_size=cfg.ffn,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_kv_heads,
+        hidden_act=HIDDEN_ACT[cfg.ffn_act],
+        max_position_embeddings=cfg.context_length,
+        rms_norm_eps=cfg.rms_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=True,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        quantization_config=BitNetQuantConfig(
+            linear_class="bitlinear", quantization_mode="offline"
+        ).to_dict(),
+    )
+
+
+# GGUF tensor part -> transformers module path inside `model.layers.N`.
+MODULES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_sub_norm": "self_attn.attn_sub_norm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "ffn_sub_norm": "mlp.ffn_sub_norm",
+}
+
+
+def hf_state_dict(model_file: ModelFile) -> dict[str, Any]:
+    """The file's weights in transformers' layout: packed ternary rows, weight_scale = 1 / scale."""
+    torch = _torch()
+    from transformers.integrations.bitnet import VALUES_PER_ITEM, pack_weights
+
+    if "output.weight" in model_file.gguf.tensors:
+        raise HarnessError(
+            "the file has an output matrix of its own; the reference ties logits to the embedding"
+        )
+    state: dict[str, Any] = {}
+    for name, weight in read_weights(model_file).items():
+        if name == "token_embd.weight":
+            state["model.embed_tokens.weight"] = torch.from_numpy(np.array(weight.load(), np.float32))
+            continue
+        if name == "output_norm.weight":
+            state["model.norm.weight"] = torch.from_numpy(np.array(weight.load(), np.float32))
+            continue
+        _, layer, part, _ = name.split(".")
+        prefix = f"model.layers.{layer}.{MODULES[part]}"
+        if not isinstance(weight, Ternary):
+            state[f"{prefix}.weight"] = torch.from_numpy(np.array(weight.load(), np.float32))
+            continue
+        try:
+            values, scale = ternary_values(name, weight)
+        except EngineError as exc:
+            raise HarnessError(f"transformers' BitLinear cannot hold this file's weights: {exc}") from None
+        if values.shape[0] % VALUES_PER_ITEM:
+            raise HarnessError(
+                f"tensor {name!r} has {values.shape[0]} rows, not a multiple of {VALUES_PER_ITEM}"
+            )
+        state[f"{prefix}.weight"] = pack_weights(torch.from_numpy(values.astype(np.int8)))
+        # BitLinear divides its output by weight_scale: the inverse of the file's multiplier.
+        state[f"{prefix}.weight_scale"] = torch.tensor([1.0 / scale], dtype=torch.float32)
+    return state
+
+
+def build_model(model_file: ModelFile, bos_id: int, eos_id: int) -> Any:
+    """BitNetForCausalLM (float32, eval mode) holding the file's weights in BitLinear layers."""
+    torch = _torch()
+    from transformers import BitNetForCausalLM
+    from transformers.integrations.bitnet import replace_with_bitnet_linear
+    from transformers.utils.quantization_config import BitNetQuantConfig
+
+    config = hf_config(model_file.config, bos_id, eos_id)
+    config._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = BitNetForCausalLM(config)
+    replace_with_bitnet_linear(
+        model, modules_to_not_convert=["lm_head"], quantization_config=BitNetQuantConfig()
+    )
+    state = hf_state_dict(model_file)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if k != "lm_head.weight"]
+    if missing or result.unexpected_keys:
+        raise HarnessError(
+            f"transformers' BitNet did not take the weights: missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}"
+        )
+    model.lm_head.weight = model.model.embed_tokens.weight
+    # Buffers computed at construction (rotary frequencies) were made on the meta device: make them again.
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
+    model.eval()
+    return model
+
+
+def fast_tokenizer(metadata: dict[str, object]) -> Any:
+    """transformers' PreTrainedTokenizerFast over the file's vocabulary (special-token text is plain text)."""
+    from tokenizers import Tokenizer as Backend
+    from transformers import PreTrainedTokenizerFast
+
+    doc = tokenizer_json(metadata)
+    tokens = metadata["tokenizer.ggml.tokens"]
+    bos = tokens[int(metadata["tokenizer.ggml.bos_token_id"])]  # type: ignore[index, call-overload]
+    eos = tokens[int(metadata["tokenizer.ggml.eos_token_id"])]  # type: ignore[index, call-overload]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Backend.from_str(json.dumps(doc)),
+        bos_token=bos,
+        eos_token=eos,
+        split_special_tokens=True,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+# -------------------------------------------------------------------- the reference as an Implementation
+class TransformersImpl:
+    """BitNetForCausalLM on the CPU: sequences as one batch, greedy steps through its KV cache.
+
+    `one_token_at_a_time()` and `in_float64()` give views of the same weights that differ in one thing
+    only (the evaluation schedule, the float precision): the reference's own noise floor.
+    """
+
+    incremental = False
+
+    def __init__(self, model: Any, tokenizer: Any, threads: int | None) -> None:
+        torch = _torch()
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.dtype = torch.float32
+
+    @classmethod
+    def from_gguf(cls, model_file: ModelFile, threads: int | None) -> TransformersImpl:
+        """Built from a GGUF file's weights and vocabulary."""
+        meta = model_file.gguf.metadata
+        bos = int(meta["tokenizer.ggml.bos_token_id"])  # type: ignore[call-overload]
+        eos = int(meta["tokenizer.ggml.eos_token_id"])  # type: ignore[call-overload]
+        return cls(build_model(model_file, bos, eos), fast_tokenizer(meta), threads)
+
+    @classmethod
+    def from_folder(cls, folder: Path, threads: int | None) -> TransformersImpl:
+        """Loaded by transformers itself from a Hugging Face folder (`from_pretrained`, local files only)."""
+        _torch()
+        from transformers import AutoTokenizer, BitNetForCausalLM
+
+        try:
+            model = BitNetForCausalLM.from_pretrained(
+                folder, local_files_only=True, attn_implementation="eager"
+            )
+            tokenizer = AutoTokenizer.from_pretrained(
+                folder, local_files_only=True, split_special_tokens=True
+            )
+        except (OSError, ValueError, ImportError) as exc:
+            raise HarnessError(f"transformers cannot load {folder}: {str(exc).splitlines()[0]}") from None
+        model.eval()
+        return cls(model, tokenizer, threads)
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def one_token_at_a_time(self) -> TransformersImpl:
+        view = copy.copy(self)
+        view.incremental = True
+        return view
+
+    def in_float64(self) -> TransformersImpl:
+        view = copy.copy(self)
+        view.model = copy.deepcopy(self.model).to(self.torch.float64)
+        view.dtype = self.torch.float64
+        return view
+
+    def _forward(self, ids: Sequence[int], cache: Any) -> tuple[np.ndarray, Any]:
+        """Logits [len(ids), vocab] as float64 numpy after feeding `ids` (through `cache` when given)."""
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.tensor([list(ids)], dtype=torch.long), cache=cache, use_cache=True
+            )
+        return out.logits[0].to(torch.float64).numpy(), out.cache
+
+    def _feed(self, ids: Sequence[int]) -> tuple[np.ndarray, Any]:
+        if not self.incremental:
+            return self._forward(ids, None)
+        rows, cache = [], None
+        for token in ids:
+            logits, cache = self._forward([int(token)], cache)
+            rows.append(logits[-1])
+        return np.stack(rows), cache
+
+    def sequence_logits(self, ids: Sequence[int]) -> np.ndarray:
+        return self._feed(ids)[0]
+
+    def greedy(self, prompt: Sequence[int], steps: int) -> tuple[list[int], list[float]]:
+        all_logits, cache = self._feed(prompt)
+        logits = all_logits[-1]
+        out, margins = [], []
+        for _ in range(steps):
+            token = int(np.argmax(logits))
+            out.append(token)
+            margins.append(_margin(logits))
+            step_logits, cache = self._forward([token], cache)
+            logits = step_logits[-1]
+        return out, margins
+
+
+def self_check(
+    name: str,
+    view: TransformersImpl,
+    seq: Sequence[int],
+    logits: np.ndarray,
+    greedy: Sequence[dict],
+    steps: int,
+) -> dict[str, Any]:
+    """The reference against itself with one thing changed (`name`): logits and greedy measures."""
+    runs = compare_greedy(view, greedy, steps)["runs"]
+    return {
+        "schedule": name,
+        "logits": compare_logits(view.sequence_logits(seq), logits),
+        "greedy_matching": sum(r["match"] for r in runs),
+        "greedy_runs": len(runs),
+        "first_divergence": [r["first_divergence"] for r in runs],
+    }
+
+
+def margins(logits: np.ndarray, greedy: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """How peaked the reference's logits are: top-1 minus top-2 logit, over positions and greedy steps."""
+    positions = [_margin(row) for row in logits]
+    steps = [m for run in greedy for m in run["margins"]]
+    return {
+        "median_top1_margin_positions": statistics.median(positions),
+        "median_top1_margin_greedy": statistics.median(steps) if steps else float("nan"),
+        "min_top1_margin_greedy": min(steps) if steps else float("nan"),
+        "logit_std": float(np.std(logits)),
+    }
+
+
+def explain(tokenizer: dict[str, Any], run: dict[str, Any], checks: Sequence[dict[str, Any]]) -> list[str]:
+    """Plain sentences saying where the engine and transformers differ, and the known reason."""
+    notes = []
+    if tokenizer["mismatches"]:
+        first = tokenizer["mismatches"][0]
+        notes.append(
+            f"tokenizer: {len(tokenizer['mismatches'])} of {tokenizer['strings']} strings differ "
+            f"(first: {first['text']!r})"
+        )
+    lg = run["logits"]
+    if lg["min_cosine"] < 1.0:
+        cause = "float summation order (the engine's SIMD kernels and float32 attention, torch's BLAS)"
+        if run["engine"]["act_quant"] == "block256":
+            cause = "the engine's activation scale per 256 values (llama.cpp's Q8_K), BitLinear's per token"
+        notes.append(
+            f"logits: min cosine {lg['min_cosine']:.9f} at position {lg['worst_position']}, max |error| "
+            f"{lg['max_abs_logit_error']:.4g} (logit std {lg['logit_std']:.3g}); cause: {cause}"
+        )
+    for g in run["greedy"]["runs"]:
+        if not g["match"]:
+            notes.append(
+                f"greedy: prompt {g['prompt']!r} diverges at step {g['first_divergence']} where the "
+                f"reference's top-2 margin is {g['reference_margin_at_divergence']:.4g}"
+            )
+    if notes:
+        for check in checks:
+            own = check["logits"]
+            notes.append(
+                f"noise floor: transformers against itself ({check['schedule']}): min cosine "
+                f"{own['min_cosine']:.9f}, max |error| {own['max_abs_logit_error']:.4g}, "
+                f"{check['greedy_matching']} of {check['greedy_runs']} greedy runs equal"
+            )
+    return notes
+
+
+def run_transformers_parity(
+    model: Path,
+    *,
+    act_quants: Sequence[str] = ACT_QUANT_MODES,
+    logits: str = "f32",
+    logit_tokens: int = LOGIT_TOKENS,
+    greedy_steps: int = GREEDY_STEPS,
+    prompts: Sequence[str] = GREEDY_PROMPTS,
+    corpus: Sequence[str] = TOKENIZER_CORPUS,
+    threads: int | None = None,
+    kernel: str = "auto",
+) -> dict[str, Any]:
+    """Compare the engine (once per activation mode) with transformers' BitNetForCausalLM on one file.
+
+    `passed` holds when the tokenizer agrees fully and the `token` run (BitLinear's activation quantization)
+    matches every greedy token with cosine >= COSINE_MIN at every position.
+    """
+    if logit_tokens < 2 or greedy_steps < 1:
+        raise HarnessError("need at least 2 logit tokens and 1 greedy step")
+    if not act_quants or any(m not in ACT_QUANT_MODES for m in act_quants):
+        raise HarnessError(f"activation quantization must be among {', '.join(ACT_QUANT_MODES)}")
+    reason = transformers_missing()
+    if reason is not None:
+        raise HarnessError(reason)
+    source = Path(model)
+    path, changes = source, []
+    if is_checkpoint_folder(source):
+        path = ensure_converted(source, default_cache_dir())
+        changes = [f"the engine runs {path.name}, converted from the folder; transformers loads the folder"]
+    elif not source.is_file():
+        raise HarnessError(f"model {source} is neither a file nor a Hugging Face folder (with config.json)")
+    try:
+        if changes:
+            reference = TransformersImpl.from_folder(source, threads)
+        else:
+            reference = TransformersImpl.from_gguf(load_file(path), threads)
+    except EngineError as exc:
+        raise HarnessError(f"transformers cannot run {source}: {exc}") from None
+    engines: dict[str, EngineImpl] = {m: _engine(path, m, logits, threads, kernel) for m in act_quants}
+    first = next(iter(engines.values()))
+    cfg, tok = first.model.config, first.model.tokenizer
+    prompt_ids = [[tok.bos_id, *tok.encode(p, add_bos=False)] for p in prompts]
+    longest = max([logit_tokens, *(len(p) + greedy_steps for p in prompt_ids)])
+    if longest > cfg.context_length:
+        raise HarnessError(
+            f"the comparison needs {longest} positions; the model's context is {cfg.context_length}"
+        )
+    seq = _logit_sequence(reference.tokenize, tok.bos_id, logit_tokens)
+    ref_logits = reference.sequence_logits(seq)
+    ref_greedy = _reference_greedy(reference, prompts, prompt_ids, greedy_steps)
+    tokenizer = compare_tokenizers(first, reference, corpus)
+    checks = [
+        self_check(
+            "every sequence and prompt fed one token at a time (KV cache), against one batch",
+            reference.one_token_at_a_time(),
+            seq,
+            ref_logits,
+            ref_greedy,
+            greedy_steps,
+        ),
+        self_check(
+            "float64 against float32", reference.in_float64(), seq, ref_logits, ref_greedy, greedy_steps
+        ),
+    ]
+    runs = []
+    for mode, engine in engines.items():
+        run: dict[str, Any] = {
+            "engine": {
+                "act_quant": mode,
+                "logits": logits,
+                "kernel": engine.model.kernel_family,
+                "decode_path": "gemv, one token per step",
+            },
+            "logits": compare_logits(engine.sequence_logits(seq), ref_logits),
+            "greedy": compare_greedy(engine, ref_greedy, greedy_steps),
+        }
+        run["explanations"] = explain(tokenizer, run, checks)
+        run["passed"] = bool(
+            tokenizer["agreement"] == 1.0
+            and run["greedy"]["all_match"]
+            and run["logits"]["min_cosine"] >= COSINE_MIN
+        )
+        runs.append(run)
+    judged = [r for r in runs if r["engine"]["act_quant"] == MATCHING_MODE] or runs
+    return {
+        "reference": reference_version(),
+        "reference_kind": REFERENCE_TRANSFORMERS,
+        "matching_mode": MATCHING_MODE,
+        "model": {
+            "source": str(source),
+            "compared_file": str(path),
+            "converted": bool(changes),
+            "changes": changes,
+            "architecture": cfg.arch,
+            "format": cfg.weight_format,
+        },
+        "tokenizer": tokenizer,
+        "reference_margins": margins(ref_logits, ref_greedy),
+        "reference_self_check": checks[0],
+        "reference_float64_check": checks[1],
+        "runs": runs,
+        "passed": all(r["passed"] for r in judged),
+    }
