@@ -33,6 +33,15 @@ TRAINED_PRESET = "trained"
 TRAINED_VERSION = 1
 TRAINING_KEY = "bitnet_harness.training."
 SOURCE_FORMAT = FORMAT_I2S
+TRAIN_FRACTION = 0.95  # of the corpus's tokens, in order; the rest is held out
+
+
+def training_corpus() -> str:
+    """The text the preset learned: pydoc_data.topics (Python's reference documentation, part of every
+    Python install) in sorted topic order, separated by blank lines."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
 
 
 def source_path(arch: str) -> Path:
