@@ -77,6 +77,7 @@ class ModelConfig:
         head_dim = hidden // n_heads
         if head_dim % 2:
             raise UnsupportedModelError(f"head dimension {head_dim} is odd; rotary embeddings need it even")
+        _check_rope_dims(reader, head_dim)
         if n_heads % n_kv_heads:
             raise UnsupportedModelError(
                 f"{reader.key('attention.head_count')} = {n_heads} is not a multiple of "
@@ -130,6 +131,26 @@ class _Keys:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
             raise UnsupportedModelError(f"metadata key {key!r} is {value!r}, not a positive number")
         return float(value)
+
+
+def _check_rope_dims(reader: _Keys, head_dim: int) -> None:
+    """`rope.dimension_count` must rotate the whole head: the kernels have no partial-rotary form.
+
+    llama.cpp (NeoX order, as both architectures use) rotates only the first n_rot values of each head, as
+    pairs (i, i + n_rot/2) at frequency theta^(-2i/n_rot), and copies the rest; rotating all head_dim values
+    instead would be a different model, so a smaller count is refused rather than ignored.
+    """
+    n_rot = reader.positive_int("rope.dimension_count", default=head_dim)
+    if n_rot > head_dim or n_rot % 2:
+        raise UnsupportedModelError(
+            f"{reader.key('rope.dimension_count')} = {n_rot} does not fit the head dimension {head_dim} "
+            "(it must be even and at most the head dimension)"
+        )
+    if n_rot < head_dim:
+        raise UnsupportedModelError(
+            f"{reader.key('rope.dimension_count')} = {n_rot} is below the head dimension {head_dim}: partial "
+            "rotary embeddings (only the first n_rot values of each head rotated) are not supported"
+        )
 
 
 def _vocab_size(reader: _Keys, tensors: Mapping[str, TensorLike]) -> int:

@@ -1,4 +1,4 @@
-"""Format identifiers shared by the reader, the writer and the kernels (see FORMATS.md)."""
+"""Format identifiers shared by the reader, the writer and the kernels (see docs/formats.md)."""
 
 from enum import IntEnum
 
@@ -12,6 +12,14 @@ class GGMLType(IntEnum):
     TQ1_0 = 34
     TQ2_0 = 35
     I2_S = 36
+
+
+def type_name(ggml_type: int) -> str:
+    """The type's name (`TQ2_0`), or its number for a type id this project does not know."""
+    try:
+        return GGMLType(ggml_type).name
+    except ValueError:
+        return str(ggml_type)
 
 
 class FileType(IntEnum):

@@ -13,6 +13,10 @@ class TensorSizeError(GGUFFormatError):
     """A tensor's byte size matches none of the layouts its type allows."""
 
 
+class TensorDataError(GGUFFormatError):
+    """A tensor's bytes hold what its layout never stores: a lost or invalid scale, another layout's codes."""
+
+
 class UnsupportedModelError(EngineError):
     """The file is valid GGUF but describes a model this engine does not run."""
 

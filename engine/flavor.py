@@ -4,7 +4,8 @@ A tensor's found size is the gap from its offset to the next tensor's offset (fi
 "Exact" means `0 <= found - expected < alignment` (the difference is padding). The file's I2_S flavor is the
 one most type-36 tensors match exactly, and every type-36 tensor is judged against it, so an exact size of one
 flavor is never taken for a near miss of another (a microsoft I2_S tensor 32 bytes short has QK256's exact
-size, yet in a file of I2_S tensors it is an I2_S tensor with a -32 byte deviation).
+size, yet in a file of I2_S tensors it is an I2_S tensor with a -32 byte deviation). A microsoft I2_S tensor
+too short to hold its float32 scale (at byte n/4) is invalid in every mode: padding it would give scale 0.0.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ FIXED_FLAVOR: dict[int, str] = {
 }
 STRICT_REMEDY = "re-export the model, or drop --strict-loader / BITNET_STRICT_MODE to accept near misses"
 LOOSE_REMEDY = "re-export or re-download the model (the size is beyond the near-miss tolerance)"
+SCALE_REMEDY = "re-export the model keeping every I2_S tensor's 32-byte scale tail"
+I2S_SCALE_BYTES = 4  # the float32 scale at byte n/4 of a microsoft I2_S tensor
 
 STATUS_OK = "ok"
 STATUS_NEAR = "near"
@@ -70,6 +73,12 @@ def expected_nbytes(flavor: str, shape: tuple[int, ...]) -> int | None:
     if flavor == FORMAT_BITNET32:
         return -(-n // 32) * 10
     raise ValueError(f"unknown flavor {flavor!r}")
+
+
+def i2s_scale_offset(shape: tuple[int, ...]) -> int:
+    """Byte offset of a microsoft I2_S tensor's float32 scale: n/4, right after the 2-bit codes."""
+    rows, cols = rows_cols(shape)
+    return rows * cols // 4
 
 
 def fixed_nbytes(ggml_type: int, shape: tuple[int, ...]) -> int | None:
@@ -192,6 +201,16 @@ def judge(
         if found < expected:
             text += " - it overlaps the next tensor"
         return SizeVerdict(flavor, expected, found, STATUS_INVALID, f"{text}; re-export the model")
+    other = exact_i2s_flavor(shape, found, alignment)
+    if other is not None and other != flavor:
+        text += f" - exactly the size of {other}, but the file's type-36 tensors are {flavor}"
+    scale_at = i2s_scale_offset(shape)
+    if flavor == FORMAT_I2S and found < scale_at + I2S_SCALE_BYTES:
+        message = (
+            f"{text}: its float32 scale at byte {scale_at} is missing (the 32-byte tail that holds it was "
+            f"dropped); {SCALE_REMEDY}"
+        )
+        return SizeVerdict(flavor, expected, found, STATUS_INVALID, message)
     near = abs(found - expected) <= tolerance(expected)
     if near and not strict:
         padded = " (zero-padded)" if found < expected else ""

@@ -14,13 +14,30 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import ModelConfig
-from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes, layer_norm_sizes
-from engine.errors import TensorSizeError, UnsupportedModelError
+from engine.constants import (
+    FORMAT_I2S,
+    FORMAT_QK256,
+    LAYER_MATRICES,
+    LAYER_NORMS,
+    GGMLType,
+    layer_matrix_shapes,
+    layer_norm_sizes,
+    type_name,
+)
+from engine.errors import TensorDataError, TensorSizeError, UnsupportedModelError
 from engine.flavor import STATUS_INVALID, STATUS_NEAR, detect_file_flavor, judge
 from engine.gguf_reader import GGUFFile, GGUFTensor, read_gguf
+from engine.i2s_content import (
+    TernaryTensor,
+    interleave_evidence,
+    interleave_finding,
+    scale_problem,
+    tails_missing_everywhere,
+)
 from engine.strict import resolve_strict
 
 MAX_NAMED = 5
+STRICT_LOAD_ANYWAY = "drop --strict-loader / BITNET_STRICT_MODE to load it anyway with a warning"
 FLOAT_TYPES = frozenset({int(GGMLType.F32), int(GGMLType.F16), int(GGMLType.BF16)})
 TERNARY_TYPES = frozenset({int(GGMLType.TQ1_0), int(GGMLType.TQ2_0), int(GGMLType.I2_S)})
 
@@ -138,10 +155,6 @@ def _optional(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], frozenset
     return optional
 
 
-def _type_name(ggml_type: int) -> str:
-    return GGMLType(ggml_type).name
-
-
 def inventory_problems(config: ModelConfig, tensors: Mapping[str, GGUFTensor]) -> tuple[list[str], list[str]]:
     """(problems, notes): missing or mis-shaped/mis-typed tensors, and tensors the model never reads."""
     problems: list[str] = []
@@ -156,8 +169,8 @@ def inventory_problems(config: ModelConfig, tensors: Mapping[str, GGUFTensor]) -
         if tensor.shape != shape:
             problems.append(f"tensor {name!r} has shape {tensor.shape}, expected {shape}")
         elif tensor.ggml_type not in types:
-            allowed = "/".join(sorted(_type_name(t) for t in types))
-            problems.append(f"tensor {name!r} has type {_type_name(tensor.ggml_type)}, expected {allowed}")
+            allowed = "/".join(sorted(type_name(t) for t in types))
+            problems.append(f"tensor {name!r} has type {type_name(tensor.ggml_type)}, expected {allowed}")
     notes = [
         f"tensor {name!r} is not used by the model" for name in tensors if name not in expected | optional
     ]
@@ -185,6 +198,37 @@ def _inventory_summary(path: Path, problems: list[str]) -> str:
     return f"{path}: {len(problems)} tensor inventory problems: {shown}"
 
 
+def _scale_summary(path: Path, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{path}: {problems[0]}"
+    return f"{path}: {len(problems)} I2_S tensors have unusable scales; first: {problems[0]}"
+
+
+def type36_tensors(mf: ModelFile) -> list[TernaryTensor]:
+    """Every type-36 tensor of the file, in file order, with data of its expected size."""
+    return [
+        TernaryTensor(c.name, c.shape, mf.tensor(c.name).data)
+        for c in mf.checks
+        if c.ggml_type == GGMLType.I2_S
+    ]
+
+
+def check_i2s_content(mf: ModelFile, strict: bool) -> list[str]:
+    """Warnings about what type-36 bytes reveal; lost scales raise, and so does any finding in strict mode."""
+    tensors = type36_tensors(mf)
+    finding = None
+    if mf.config.weight_format == FORMAT_I2S:
+        problems = [p for p in map(scale_problem, tensors) if p]
+        if problems:
+            raise TensorDataError(_scale_summary(mf.path, problems))
+        finding = interleave_finding(interleave_evidence(tensors))
+    elif mf.config.weight_format == FORMAT_QK256:
+        finding = tails_missing_everywhere(tensors)
+    if finding and strict:
+        raise TensorDataError(f"{mf.path}: {finding}; strict mode: {STRICT_LOAD_ANYWAY}")
+    return [finding] if finding else []
+
+
 def load_file(path: str | os.PathLike[str], strict: bool | None = None) -> ModelFile:
     """Parse and validate a model file; strict=None lets BITNET_STRICT_MODE decide (permissive by default)."""
     strict_mode = resolve_strict(strict)
@@ -198,4 +242,6 @@ def load_file(path: str | os.PathLike[str], strict: bool | None = None) -> Model
     if problems:
         raise UnsupportedModelError(_inventory_summary(gguf.path, problems))
     warnings = [check.message for check in checks if check.status == STATUS_NEAR] + notes
-    return ModelFile(gguf.path, gguf, config, checks, warnings)
+    model_file = ModelFile(gguf.path, gguf, config, checks, warnings)
+    model_file.warnings.extend(check_i2s_content(model_file, strict_mode))
+    return model_file

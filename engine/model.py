@@ -4,16 +4,17 @@ Per layer: RMSNorm(attn_norm) -> int8 -> Q, K, V -> RoPE -> GQA attention over t
 RMSNorm(attn_sub_norm) -> int8 -> attn_output -> +x -> RMSNorm(ffn_norm) -> int8 -> act(gate) * up ->
 RMSNorm(ffn_sub_norm) -> int8 -> ffn_down -> +x. Then RMSNorm(output_norm) and the tied embedding for logits.
 Every step is a numba kernel that updates `Model.trace`; decode allocates no arrays.
+
+`Model._forward` calls its kernels through a `_Kernels` table named by profile step. Decode and prefill differ
+only in their table (GEMV or GEMM projections); a profiled decode runs the same forward pass over a copy of
+the decode table whose calls are timed (engine/profiling.py).
 """
 
 from __future__ import annotations
 
-import ctypes
-import math
-import mmap
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -21,18 +22,15 @@ import numpy as np
 
 from engine import kernel_choice
 from engine.config import ModelConfig
-from engine.constants import LAYER_MATRICES, LAYER_NORMS, GGMLType, layer_matrix_shapes
-from engine.errors import EngineError, UnsupportedModelError, check_choice
-from engine.kernels import TernaryMatrix, matmul, matvec, prepare_matrix, quantize_activations
-from engine.kernels.actquant_blocks import QK_K, BlockMatrix, block_matrix, matvec_blocks, quantize_blocks
+from engine.constants import LAYER_MATRICES
+from engine.errors import EngineError, check_choice
+from engine.kernels import matmul, matvec, quantize_activations
+from engine.kernels.actquant_blocks import QK_K, matvec_blocks, quantize_blocks
 from engine.kernels.cpu import select_logits
 from engine.kernels.ops import (
     attention_gqa,
-    bf16_lut,
     embed_lookup,
     fp32_logits,
-    half_lut,
-    quantize_embedding_rows,
     relu2_gate,
     residual_add,
     rmsnorm,
@@ -40,8 +38,11 @@ from engine.kernels.ops import (
     silu_gate,
 )
 from engine.loader import ModelFile, load_file
+from engine.pages import advise
+from engine.profiling import TimedKernels
 from engine.tokenizer import Tokenizer
 from engine.trace import Trace
+from engine.weights import Layer, Projection, Weights, load_weights, select_kernels
 
 KERNEL_FAMILIES = ("i2s", "tl1", "tl2")
 KERNEL_MODES = ("auto", *KERNEL_FAMILIES)
@@ -49,60 +50,110 @@ LOGITS_MODES = ("int8", "f32")
 # "token": one int8 scale per token (bitnet.cpp, the fast path). "block256": one scale per 256 values, as
 # upstream llama.cpp quantizes activations for TQ1_0/TQ2_0 (Q8_K); a slow path kept for parity runs.
 ACT_QUANT_MODES = ("token", "block256")
-_EMBED_CHUNK_BYTES = 32 << 20
-
-
-@dataclass
-class _Layer:
-    norms: dict[str, np.ndarray]
-    mats: dict[str, TernaryMatrix]  # LAYER_MATRICES name -> its execution layout
-    scales: dict[str, float]  # optional `.scale` tensors (bitnet arch); 1.0 when absent
-    k_cache: np.ndarray
-    v_cache: np.ndarray
-    block_mats: dict[str, BlockMatrix] | None = None  # act_quant="block256" only: int8 values, block scales
 
 
 class _Buffers:
-    """Activations for `n` tokens; decode owns one set with n = 1, prefill sizes one per prompt length."""
+    """Activations of `n` tokens, a row each: decode owns one set (n = 1), prefill one per prompt length."""
 
     def __init__(self, n: int, hidden: int, kv: int, ffn: int) -> None:
         f32 = np.float32
         self.n = n
         self.x = np.zeros((n, hidden), f32)  # the residual stream
-        self.xn = np.zeros((n, hidden), f32)
-        self.q_h = np.zeros((n, hidden), np.int8)
-        self.s_h = np.zeros(n, f32)
-        self.q_f = np.zeros((n, ffn), np.int8)
-        self.s_f = np.zeros(n, f32)
-        self.s_adj = np.zeros(n, f32)
-        self.q = np.zeros((n, hidden), f32)
-        self.k = np.zeros((n, kv), f32)
-        self.v = np.zeros((n, kv), f32)
-        self.att = np.zeros((n, hidden), f32)
-        self.proj = np.zeros((n, hidden), f32)
-        self.gate = np.zeros((n, ffn), f32)
-        self.up = np.zeros((n, ffn), f32)
-        self.act = np.zeros((n, ffn), f32)
-        self.act_n = np.zeros((n, ffn), f32)
+        self.xn = np.zeros((n, hidden), f32)  # RMSNorm of x (or of att): input of the hidden-wide projections
+        self.q_h = np.zeros((n, hidden), np.int8)  # xn in int8, one scale per token: q_h = xn * s_h
+        self.s_h = np.zeros(n, f32)  # those scales
+        self.q = np.zeros((n, hidden), f32)  # queries: n_heads * head_dim per token
+        self.k = np.zeros((n, kv), f32)  # keys of these tokens: n_kv_heads * head_dim, copied into the cache
+        self.v = np.zeros((n, kv), f32)  # values of these tokens, likewise
+        self.att = np.zeros((n, hidden), f32)  # attention output, heads side by side
+        self.proj = np.zeros((n, hidden), f32)  # attn_output or ffn_down output, added to x
+        self.gate = np.zeros((n, ffn), f32)  # ffn_gate output
+        self.up = np.zeros((n, ffn), f32)  # ffn_up output
+        self.act = np.zeros((n, ffn), f32)  # act(gate) * up
+        self.act_n = np.zeros((n, ffn), f32)  # RMSNorm of act: input of ffn_down
+        self.q_f = np.zeros((n, ffn), np.int8)  # act_n in int8: q_f = act_n * s_f
+        self.s_f = np.zeros(n, f32)  # those scales
 
 
-def _no_mark(step: str) -> None:
-    """The default step marker of `Model._layer`: profiling off."""
+# ---------------------------------------------------------------- projections
+# Each takes (projection, float input [n, cols], its int8 form [n, cols], the int8 scales [n], out [n, rows],
+# counts): token mode projects the int8 form, block256 quantizes the float input itself.
+def _gemv(p: Projection, x, q, s, out, counts) -> None:
+    """Decode: out = W q / s for one token; the tensor's scale divides the activation scale."""
+    matvec(p.matrix, q[0], s[0] if p.scale == 1.0 else s[0] / p.scale, out[0], counts)
 
 
-class _Marks:
-    """Seconds per layer step, summed: `mark(step)` charges the time since the previous mark to `step`."""
+def _gemm(p: Projection, x, q, s, out, counts) -> None:
+    """Prefill: out[t] = W q[t] / s[t] for every token in one kernel call."""
+    matmul(p.matrix, q, s if p.scale == 1.0 else s / p.scale, out, counts)
+
+
+class _Q8KProjection:
+    """act_quant="block256": quantize the float input per 256 values (Q8_K), then one block GEMV per token."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.last = time.perf_counter()
+        # (tokens, cols) -> Q8_K values int8 [tokens, cols] and block scales float32 [tokens, cols / 256]
+        self._scratch: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def mark(self, step: str) -> None:
-        now = time.perf_counter()
-        self.seconds[step] = self.seconds.get(step, 0.0) + now - self.last
-        self.last = now
+    def __call__(self, p: Projection, x, q, s, out, counts) -> None:
+        m = p.blocks
+        n = out.shape[0]
+        key = (n, m.cols)
+        if key not in self._scratch:
+            self._scratch[key] = (np.zeros((n, m.cols), np.int8), np.zeros((n, m.cols // QK_K), np.float32))
+        qb, db = self._scratch[key]
+        quantize_blocks(x, qb, db, counts)
+        for t in range(n):
+            matvec_blocks(m, qb[t], db[t], out[t], counts)
+            if p.scale != 1.0:
+                out[t] *= np.float32(p.scale)
 
 
+# ---------------------------------------------------------------- the kernel table
+@dataclass(frozen=True, slots=True)
+class _Kernels:
+    """What a forward pass calls, named as its profile charges it: three stages, then the steps of a layer.
+
+    The stages `layer` and `logits` are Model methods taken unbound and called with the model first: a table
+    of bound methods would tie the model into a reference cycle and hold its arrays until the cycle collector
+    runs. The seven projections all run the same function, under their matrix names.
+    """
+
+    embed: Callable  # embed_lookup
+    layer: Callable  # Model._layer
+    logits: Callable  # Model._logits_int8 or Model._logits_f32
+    rmsnorm: Callable
+    act_quant_i8: Callable
+    attn_q: Callable
+    attn_k: Callable
+    attn_v: Callable
+    rope_neox: Callable
+    attention_gqa: Callable
+    attn_output: Callable
+    residual_add: Callable
+    ffn_gate: Callable
+    ffn_up: Callable
+    gate_act: Callable
+    ffn_down: Callable
+
+
+def _kernels(project: Callable, gate_act: Callable, logits: Callable) -> _Kernels:
+    """The table of one kind of pass: `project` runs all seven projections, `gate_act` is the FFN gate."""
+    return _Kernels(
+        embed=embed_lookup,
+        layer=Model._layer,
+        logits=logits,
+        rmsnorm=rmsnorm,
+        act_quant_i8=quantize_activations,
+        rope_neox=rope_neox,
+        attention_gqa=attention_gqa,
+        residual_add=residual_add,
+        gate_act=gate_act,
+        **dict.fromkeys(LAYER_MATRICES, project),
+    )
+
+
+# ---------------------------------------------------------------- the model
 class Model:
     """A loaded model: call `warmup()` once, then `prefill(prompt)` and `decode(token)` repeatedly."""
 
@@ -110,64 +161,76 @@ class Model:
         self,
         file: ModelFile,
         tokenizer: Tokenizer,
-        layers: list[_Layer],
-        embedding: np.ndarray,
-        output_norm: np.ndarray,
-        logits_mode: str,
+        weights: Weights,
         kernel_selection: kernel_choice.Selection,
-        logits_variant: str = "auto",
+        logits_mode: str,
+        act_quant: str,
+        load_seconds: float,
     ) -> None:
         cfg = file.config
         self.file = file
         self.config = cfg
         self.tokenizer = tokenizer
-        self.trace = Trace()
-        self.act_quant = "token"
-        self._block_bufs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self.logits_mode = logits_mode
         self.kernel_selection = kernel_selection
-        self.kernel_choices: dict[str, str] = {}
-        self.gemm_choices: dict[str, str] = {}
-        for i, layer in enumerate(layers):
-            for name, m in layer.mats.items():
-                self.kernel_choices[f"blk.{i}.{name}.weight"] = m.gemv_id
-                self.gemm_choices[f"blk.{i}.{name}.weight"] = m.gemm_id
-        self.kernel_family = "+".join(sorted({m.kernel for layer in layers for m in layer.mats.values()}))
-        self.load_seconds = 0.0
-        self.pos = 0
-        self._layers = layers
-        self._embedding = embedding.view(np.ndarray)  # numba types plain arrays faster than np.memmap
-        bf16 = file.tensor("token_embd.weight").ggml_type == GGMLType.BF16
-        self._lut = bf16_lut() if bf16 else half_lut()
-        self._output_norm = output_norm
+        self.logits_mode = logits_mode
+        self.act_quant = act_quant
+        self.load_seconds = load_seconds
+        self.trace = Trace()
+        self.pos = 0  # the next token's position: how many the KV cache holds
+        self._matrices = {
+            f"blk.{i}.{name}.weight": p.matrix
+            for i, layer in enumerate(weights.layers)
+            for name, p in layer.projections().items()
+        }
+        self.kernel_choices = {name: m.gemv_id for name, m in self._matrices.items()}
+        self.kernel_family = "+".join(sorted({m.kernel for m in self._matrices.values()}))
+        self._logits_i8, variant = select_logits(cfg.hidden)
+        self.logits_variant = variant if logits_mode == "int8" else "portable"
+        matrix_bytes = sum(m.nbytes_read for m in self._matrices.values())
+        self.weight_bytes_per_token = matrix_bytes + self._logit_bytes(weights)
+
+        # weights
+        self._layers = weights.layers
+        self._embedding = weights.embedding
+        self._lut = weights.lut
+        self._output_norm = weights.output_norm
+        self._emb_i8 = weights.embedding_i8
         self._eps = float(cfg.rms_eps)
-        self._act = relu2_gate if cfg.ffn_act == "relu2" else silu_gate
+
+        # buffers
+        self._dec = self._buffers(1)  # decode's activations; the logits stage's scratch in prefill too
+        self._prefill_bufs: _Buffers | None = None  # prefill's, reallocated when the prompt length changes
+        self._tok = np.zeros(1, np.int64)  # decode's token id, as the array embed_lookup takes
+        self._kv = _kv_cache(cfg)  # per layer: (keys, values), each [context, n_kv_heads, head_dim]
+        # RoPE: cos and sin of every position's rotation angles, [context, head_dim / 2] each
         self._cos, self._sin = _rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_theta)
-        self._scores = np.zeros((cfg.n_heads, cfg.context_length), np.float32)
-        self._logits = np.zeros(cfg.vocab_size, np.float32)
-        self._tok = np.zeros(1, np.int64)
-        self._dec = _Buffers(1, cfg.hidden, cfg.n_kv_heads * cfg.head_dim, cfg.ffn)
-        self._prefill_bufs: _Buffers | None = None
-        self._emb_q = np.zeros((0, 0), np.int8)
-        self._emb_s = np.zeros(0, np.float32)
-        self._logits_i8, self.logits_variant = select_logits(cfg.hidden, logits_variant)
-        self._emb_sum = np.zeros(0, np.int32)
-        self._u8 = np.zeros(cfg.hidden, np.uint8)
-        if logits_mode == "int8":
-            self._emb_q, self._emb_s, self._emb_sum = _int8_embedding(embedding, self._lut)
-        else:
-            self.logits_variant = "portable"
-        matrix_bytes = sum(m.nbytes_read for layer in layers for m in layer.mats.values())
-        logit_bytes = embedding.nbytes
-        if logits_mode == "int8":
-            logit_bytes = self._emb_q.nbytes + self._emb_s.nbytes
-            logit_bytes += self._emb_sum.nbytes if self.logits_variant != "portable" else 0
-        self.weight_bytes_per_token = int(matrix_bytes + logit_bytes)
+        self._scores = np.zeros((cfg.n_heads, cfg.context_length), np.float32)  # attention weights per head
+        self._u8 = np.zeros(cfg.hidden, np.uint8)  # int8 logits scratch: the hidden state + 128 (VNNI kernel)
+        self._logits = np.zeros(cfg.vocab_size, np.float32)  # what prefill and decode return, reused
+
+        # the kernels of decode and of prefill
+        gate_act = relu2_gate if cfg.ffn_act == "relu2" else silu_gate
+        logits = Model._logits_int8 if logits_mode == "int8" else Model._logits_f32
+        gemv, gemm = (_gemv, _gemm) if act_quant == "token" else (_Q8KProjection(),) * 2
+        self._decode_ops = _kernels(gemv, gate_act, logits)
+        self._prefill_ops = _kernels(gemm, gate_act, logits)
+
+    def _logit_bytes(self, weights: Weights) -> int:
+        """Bytes of the embedding one logits call reads (the int8 row sums only on the VNNI path)."""
+        e = weights.embedding_i8
+        if e is None:
+            return weights.embedding.nbytes
+        sums = e.row_sums.nbytes if self.logits_variant != "portable" else 0
+        return e.values.nbytes + e.scales.nbytes + sums
+
+    def _buffers(self, n: int) -> _Buffers:
+        cfg = self.config
+        return _Buffers(n, cfg.hidden, cfg.n_kv_heads * cfg.head_dim, cfg.ffn)
 
     # ---------------------------------------------------------------- public API
     def matrix_kernel_ids(self) -> dict[str, tuple[str, str]]:
-        """Matrix tensor name -> (gemv id, gemm id): the `kernel_ids` argument of `expected_counts`."""
-        return {name: (gemv, self.gemm_choices[name]) for name, gemv in self.kernel_choices.items()}
+        """Matrix tensor name -> (gemv id, gemm id) of the kernels that run it (prefill runs the GEMM)."""
+        return {name: (m.gemv_id, m.gemm_id) for name, m in self._matrices.items()}
 
     def kernel_variants(self) -> dict[str, str]:
         """Kernel id -> instruction-set path it runs on here ("avx512vnni", "avx512bw" or "portable").
@@ -175,9 +238,8 @@ class Model:
         For the receipt: which CPU-specific variant (or the portable fallback) produced the counted calls.
         """
         out = {}
-        for layer in self._layers:
-            for m in layer.mats.values():
-                out[m.gemv_id] = out[m.gemm_id] = m.variant
+        for m in self._matrices.values():
+            out[m.gemv_id] = out[m.gemm_id] = m.variant
         out["logits_i8" if self.logits_mode == "int8" else "fp32_logits"] = self.logits_variant
         return out
 
@@ -207,17 +269,9 @@ class Model:
         overwritten by the next call.
         """
         ids = self._check_tokens(tokens)
-        n = len(ids)
-        bufs = self._prefill_bufs
-        if bufs is None or bufs.n != n:
-            cfg = self.config
-            bufs = self._prefill_bufs = _Buffers(n, cfg.hidden, cfg.n_kv_heads * cfg.head_dim, cfg.ffn)
-        counts = self.trace.counts
-        embed_lookup(self._embedding, self._lut, ids, bufs.x, counts)
-        for layer in self._layers:
-            self._layer(layer, bufs, self.pos, gemm=True)
-        self.pos += n
-        self._logits_from(bufs.x[n - 1 : n])
+        if self._prefill_bufs is None or self._prefill_bufs.n != ids.size:
+            self._prefill_bufs = self._buffers(ids.size)
+        self._forward(ids, self._prefill_bufs, self._prefill_ops)
         return self._logits
 
     def decode(self, token: int, profile: dict | None = None, by_kernel: bool = False) -> np.ndarray:
@@ -232,36 +286,14 @@ class Model:
         if not 0 <= token < self.config.vocab_size:
             raise EngineError(f"token id {token} outside the vocabulary (0..{self.config.vocab_size - 1})")
         self._tok[0] = token
-        dec = self._dec
-        counts = self.trace.counts
         if profile is None:
-            embed_lookup(self._embedding, self._lut, self._tok, dec.x, counts)
-            for layer in self._layers:
-                self._layer(layer, dec, self.pos, gemm=False)
-            self.pos += 1
-            self._logits_from(dec.x)
-            return self._logits
-        marks = _Marks() if by_kernel else None
-        t0 = time.perf_counter()
-        embed_lookup(self._embedding, self._lut, self._tok, dec.x, counts)
-        t1 = time.perf_counter()
-        layer_seconds = []
-        for layer in self._layers:
-            ts = time.perf_counter()
-            if marks is not None:
-                marks.last = ts
-            self._layer(layer, dec, self.pos, gemm=False, mark=marks.mark if marks else _no_mark)
-            layer_seconds.append(time.perf_counter() - ts)
-        t2 = time.perf_counter()
-        self.pos += 1
-        self._logits_from(dec.x)
-        t3 = time.perf_counter()
-        profile.update(embed=t1 - t0, forward=t2 - t1, logits=t3 - t2, layers=layer_seconds)
-        if marks is not None:
-            profile["kernels"] = marks.seconds
+            self._forward(self._tok, self._dec, self._decode_ops)
+        else:
+            timed = TimedKernels(self._decode_ops, by_kernel)
+            self._forward(self._tok, self._dec, timed.ops)
+            profile.update(timed.report())
         return self._logits
 
-    # ---------------------------------------------------------------- forward pass
     def _check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
         ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if ids.size == 0:
@@ -274,111 +306,59 @@ class Model:
             )
         return ids
 
-    def _project(
-        self, layer: _Layer, name: str, q: np.ndarray, s: np.ndarray, out: np.ndarray, b: _Buffers, gemm: bool
-    ) -> None:
-        """out = W q / s, times the tensor's optional scale (folded into the activation scale)."""
-        m = layer.mats[name]
-        scale = layer.scales[name]
-        counts = self.trace.counts
-        if layer.block_mats is not None:
-            self._project_blocks(layer, name, out, b, scale)
-            return
-        if gemm:
-            if scale != 1.0:
-                np.divide(s, scale, out=b.s_adj)
-                s = b.s_adj
-            matmul(m, q, s, out, counts)
-        else:
-            sv = s[0] if scale == 1.0 else s[0] / scale
-            matvec(m, q[0], sv, out[0], counts)
+    # ---------------------------------------------------------------- forward pass
+    def _forward(self, ids: np.ndarray, b: _Buffers, ops: _Kernels) -> None:
+        """Tokens `ids` at positions pos, pos + 1, ... through every layer; the last one's logits."""
+        n = ids.shape[0]
+        ops.embed(self._embedding, self._lut, ids, b.x, self.trace.counts)
+        for layer, kv in zip(self._layers, self._kv, strict=True):
+            ops.layer(self, layer, kv, b, ops)
+        ops.logits(self, b.x[n - 1 : n])
+        self.pos += n
 
-    def _project_blocks(self, layer: _Layer, name: str, out: np.ndarray, b: _Buffers, scale: float) -> None:
-        """act_quant="block256": quantize the projection's float input per 256 values; a GEMV per token."""
-        m = layer.block_mats[name]
-        src = b.act_n if name == "ffn_down" else b.xn
-        n = out.shape[0]
-        key = (n, m.cols)
-        if key not in self._block_bufs:
-            self._block_bufs[key] = (
-                np.zeros((n, m.cols), np.int8),
-                np.zeros((n, m.cols // QK_K), np.float32),
-            )
-        qb, db = self._block_bufs[key]
-        counts = self.trace.counts
-        quantize_blocks(src[:n], qb, db, counts)
-        for t in range(n):
-            matvec_blocks(m, qb[t], db[t], out[t], counts)
-            if scale != 1.0:
-                out[t] *= np.float32(scale)
+    def _layer(self, layer: Layer, kv: tuple[np.ndarray, np.ndarray], b: _Buffers, ops: _Kernels) -> None:
+        """One transformer block over b.x: attention, then the feed-forward network, each added to b.x."""
+        counts, cfg, eps, pos = self.trace.counts, self.config, self._eps, self.pos
+        k_cache, v_cache = kv
+        # attention
+        ops.rmsnorm(b.x, layer.attn_norm, eps, b.xn, counts)
+        ops.act_quant_i8(b.xn, b.q_h, b.s_h, counts)
+        ops.attn_q(layer.attn_q, b.xn, b.q_h, b.s_h, b.q, counts)
+        ops.attn_k(layer.attn_k, b.xn, b.q_h, b.s_h, b.k, counts)
+        ops.attn_v(layer.attn_v, b.xn, b.q_h, b.s_h, b.v, counts)
+        ops.rope_neox(b.q, cfg.n_heads, cfg.head_dim, pos, self._cos, self._sin, counts)
+        ops.rope_neox(b.k, cfg.n_kv_heads, cfg.head_dim, pos, self._cos, self._sin, counts)
+        ops.attention_gqa(b.q, b.k, b.v, k_cache, v_cache, pos, cfg.n_heads, self._scores, b.att, counts)
+        ops.rmsnorm(b.att, layer.attn_sub_norm, eps, b.xn, counts)
+        ops.act_quant_i8(b.xn, b.q_h, b.s_h, counts)
+        ops.attn_output(layer.attn_output, b.xn, b.q_h, b.s_h, b.proj, counts)
+        ops.residual_add(b.x, b.proj, counts)
+        # feed-forward
+        ops.rmsnorm(b.x, layer.ffn_norm, eps, b.xn, counts)
+        ops.act_quant_i8(b.xn, b.q_h, b.s_h, counts)
+        ops.ffn_gate(layer.ffn_gate, b.xn, b.q_h, b.s_h, b.gate, counts)
+        ops.ffn_up(layer.ffn_up, b.xn, b.q_h, b.s_h, b.up, counts)
+        ops.gate_act(b.gate, b.up, b.act, counts)
+        ops.rmsnorm(b.act, layer.ffn_sub_norm, eps, b.act_n, counts)
+        ops.act_quant_i8(b.act_n, b.q_f, b.s_f, counts)
+        ops.ffn_down(layer.ffn_down, b.act_n, b.q_f, b.s_f, b.proj, counts)
+        ops.residual_add(b.x, b.proj, counts)
 
-    def _layer(
-        self, layer: _Layer, b: _Buffers, pos0: int, gemm: bool, mark: Callable[[str], None] = _no_mark
-    ) -> None:
-        counts = self.trace.counts
-        cfg = self.config
-        eps = self._eps
-        rmsnorm(b.x, layer.norms["attn_norm"], eps, b.xn, counts)
-        mark("rmsnorm")
-        quantize_activations(b.xn, b.q_h, b.s_h, counts)
-        mark("act_quant_i8")
-        self._project(layer, "attn_q", b.q_h, b.s_h, b.q, b, gemm)
-        mark("attn_q")
-        self._project(layer, "attn_k", b.q_h, b.s_h, b.k, b, gemm)
-        mark("attn_k")
-        self._project(layer, "attn_v", b.q_h, b.s_h, b.v, b, gemm)
-        mark("attn_v")
-        rope_neox(b.q, cfg.n_heads, cfg.head_dim, pos0, self._cos, self._sin, counts)
-        rope_neox(b.k, cfg.n_kv_heads, cfg.head_dim, pos0, self._cos, self._sin, counts)
-        mark("rope_neox")
-        attention_gqa(
-            b.q, b.k, b.v, layer.k_cache, layer.v_cache, pos0, cfg.n_heads, self._scores, b.att, counts
-        )
-        mark("attention_gqa")
-        rmsnorm(b.att, layer.norms["attn_sub_norm"], eps, b.xn, counts)
-        mark("rmsnorm")
-        quantize_activations(b.xn, b.q_h, b.s_h, counts)
-        mark("act_quant_i8")
-        self._project(layer, "attn_output", b.q_h, b.s_h, b.proj, b, gemm)
-        mark("attn_output")
-        residual_add(b.x, b.proj, counts)
-        mark("residual_add")
-        rmsnorm(b.x, layer.norms["ffn_norm"], eps, b.xn, counts)
-        mark("rmsnorm")
-        quantize_activations(b.xn, b.q_h, b.s_h, counts)
-        mark("act_quant_i8")
-        self._project(layer, "ffn_gate", b.q_h, b.s_h, b.gate, b, gemm)
-        mark("ffn_gate")
-        self._project(layer, "ffn_up", b.q_h, b.s_h, b.up, b, gemm)
-        mark("ffn_up")
-        self._act(b.gate, b.up, b.act, counts)
-        mark("gate_act")
-        rmsnorm(b.act, layer.norms["ffn_sub_norm"], eps, b.act_n, counts)
-        mark("rmsnorm")
-        quantize_activations(b.act_n, b.q_f, b.s_f, counts)
-        mark("act_quant_i8")
-        self._project(layer, "ffn_down", b.q_f, b.s_f, b.proj, b, gemm)
-        mark("ffn_down")
-        residual_add(b.x, b.proj, counts)
-        mark("residual_add")
+    def _logits_int8(self, x_last: np.ndarray) -> None:
+        """RMSNorm(output_norm) of the last hidden state [1, hidden], int8, dot every int8 embedding row."""
+        d, e, counts = self._dec, self._emb_i8, self.trace.counts
+        rmsnorm(x_last, self._output_norm, self._eps, d.xn, counts)
+        quantize_activations(d.xn, d.q_h, d.s_h, counts)
+        self._logits_i8(e.values, e.scales, e.row_sums, d.q_h[0], d.s_h[0], self._u8, self._logits, counts)
 
-    def _logits_from(self, x_last: np.ndarray) -> None:
-        """Final RMSNorm of one hidden state [1, hidden], then logits through the tied embedding."""
-        counts = self.trace.counts
-        dec = self._dec
-        rmsnorm(x_last, self._output_norm, self._eps, dec.xn, counts)
-        if self.logits_mode == "int8":
-            quantize_activations(dec.xn, dec.q_h, dec.s_h, counts)
-            q, s = dec.q_h[0], dec.s_h[0]
-            if self.logits_variant == "portable":
-                self._logits_i8(self._emb_q, self._emb_s, q, s, self._logits, counts)
-            else:
-                self._logits_i8(self._emb_q, self._emb_s, self._emb_sum, q, s, self._u8, self._logits, counts)
-        else:
-            fp32_logits(self._embedding, self._lut, dec.xn[0], self._logits, counts)
+    def _logits_f32(self, x_last: np.ndarray) -> None:
+        """RMSNorm(output_norm) of the last hidden state [1, hidden], dot every stored embedding row."""
+        d, counts = self._dec, self.trace.counts
+        rmsnorm(x_last, self._output_norm, self._eps, d.xn, counts)
+        fp32_logits(self._embedding, self._lut, d.xn[0], self._logits, counts)
 
 
-# -------------------------------------------------------------------- loading
+# ---------------------------------------------------------------- loading
 def load_model(
     path: str | os.PathLike[str],
     *,
@@ -395,26 +375,10 @@ def load_model(
     check_choice("activation quantization", act_quant, ACT_QUANT_MODES)
     set_threads(threads)
     mf = load_file(path, strict=strict)
-    cfg = mf.config
     tokenizer = Tokenizer.from_metadata(mf.gguf.metadata)
-    selection = _select_kernels(mf, kernel)
-    kv_cache = _kv_cache(cfg)
-    layers = [_load_layer(mf, i, selection, kv_cache) for i in range(cfg.n_layers)]
-    embedding = _embedding_view(mf)
-    output_norm = _norm(mf, "output_norm.weight", cfg.hidden)
-    if act_quant == "block256":
-        for i, layer in enumerate(layers):
-            layer.block_mats = {name: _block_matrix(mf, f"blk.{i}.{name}.weight") for name in LAYER_MATRICES}
-    model = Model(mf, tokenizer, layers, embedding, output_norm, logits, selection)
-    model.act_quant = act_quant
-    model.load_seconds = time.perf_counter() - start
-    return model
-
-
-def _block_matrix(mf: ModelFile, name: str) -> BlockMatrix:
-    tensor = mf.tensor(name)
-    rows, cols = tensor.shape
-    return block_matrix(mf.flavor(name), tensor.data, rows, cols)
+    selection = select_kernels(mf, kernel)
+    weights = load_weights(mf, selection, int8_logits=logits == "int8", block256=act_quant == "block256")
+    return Model(mf, tokenizer, weights, selection, logits, act_quant, time.perf_counter() - start)
 
 
 def set_threads(threads: int | None) -> None:
@@ -427,172 +391,19 @@ def set_threads(threads: int | None) -> None:
     numba.set_num_threads(threads)
 
 
-def _select_kernels(mf: ModelFile, kernel: str) -> kernel_choice.Selection:
-    cfg = mf.config
-    samples = {}
-    for name in LAYER_MATRICES:
-        for i in range(cfg.n_layers):
-            tname = f"blk.{i}.{name}.weight"
-            t = mf.tensor(tname)
-            key = (mf.flavor(tname), *t.shape)
-            samples.setdefault(key, t.data)
-    if kernel == "auto":
-        return kernel_choice.choose(samples)
-    return kernel_choice.fixed(samples, kernel)
+def _kv_cache(cfg: ModelConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer (keys, values) [context, n_kv, head_dim]: views of one array of lazily mapped zero pages.
 
-
-def _load_layer(mf: ModelFile, i: int, selection: kernel_choice.Selection, kv_cache: np.ndarray) -> _Layer:
-    cfg = mf.config
-    norm_sizes = {
-        "attn_norm": cfg.hidden,
-        "attn_sub_norm": cfg.hidden,
-        "ffn_norm": cfg.hidden,
-        "ffn_sub_norm": cfg.ffn,
-    }
-    norms = {n: _norm(mf, f"blk.{i}.{n}.weight", norm_sizes[n]) for n in LAYER_NORMS}
-    mats, scales = {}, {}
-    for name in LAYER_MATRICES:
-        tname = f"blk.{i}.{name}.weight"
-        t = mf.tensor(tname)
-        flavor = mf.flavor(tname)
-        rows, cols = t.shape
-        mats[name] = prepare_matrix(flavor, t.data, rows, cols, selection.kernel_for(flavor, rows, cols))
-        scales[name] = _scale(mf, f"blk.{i}.{name}.scale")
-    return _Layer(norms, mats, scales, kv_cache[i, 0], kv_cache[i, 1])
-
-
-def _kv_cache(cfg: ModelConfig) -> np.ndarray:
-    """[layers, K/V, context, n_kv, head_dim] of lazily mapped zero pages: memory grows with positions used.
-
-    Positions are the outer axis so a token's keys are contiguous, and the region opts out of transparent huge
-    pages, which numpy requests for large arrays: one touched key would otherwise map 2 MB.
+    Memory grows with the positions used. Positions are the outer axis so a token's keys are contiguous, and
+    the region opts out of transparent huge pages, which numpy requests for large arrays: one touched key
+    would otherwise map 2 MB.
     """
     cache = np.zeros((cfg.n_layers, 2, cfg.context_length, cfg.n_kv_heads, cfg.head_dim), np.float32)
-    _advise(cache, "MADV_NOHUGEPAGE")
-    return cache
-
-
-def _norm(mf: ModelFile, name: str, size: int) -> np.ndarray:
-    values = np.ascontiguousarray(mf.float_array(name), dtype=np.float32).reshape(-1)
-    if values.size != size:
-        raise UnsupportedModelError(f"{name}: {values.size} values, expected {size}")
-    return values
-
-
-def _scale(mf: ModelFile, name: str) -> float:
-    """The optional scalar `.scale` multiplying a matrix's output (bitnet arch); 1.0 when absent."""
-    if name not in mf.gguf.tensors:
-        return 1.0
-    values = np.asarray(mf.float_array(name), dtype=np.float64).reshape(-1)
-    if values.size != 1 or not math.isfinite(values[0]) or values[0] == 0:
-        raise UnsupportedModelError(
-            f"{name}: expected one finite non-zero scale ({values.size} value(s) found)"
-        )
-    return float(values[0])
-
-
-def _embedding_view(mf: ModelFile) -> np.ndarray:
-    """token_embd as stored: F16/BF16 bits (uint16) or F32, [vocab, hidden], still memory-mapped."""
-    cfg = mf.config
-    t = mf.tensor("token_embd.weight")
-    if tuple(t.shape) != (cfg.vocab_size, cfg.hidden):
-        raise UnsupportedModelError(
-            f"token_embd.weight has shape {tuple(t.shape)}, expected ({cfg.vocab_size}, {cfg.hidden})"
-        )
-    n = cfg.vocab_size * cfg.hidden
-    if t.ggml_type in (GGMLType.F16, GGMLType.BF16):
-        return t.data[: 2 * n].view(np.uint16).reshape(cfg.vocab_size, cfg.hidden)
-    if t.ggml_type == GGMLType.F32:
-        return t.data[: 4 * n].view(np.float32).reshape(cfg.vocab_size, cfg.hidden)
-    raise UnsupportedModelError(f"token_embd.weight: type {t.ggml_type} is not supported (F16, BF16 or F32)")
-
-
-def _int8_embedding(embedding: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row int8 copy of the embedding (values, scales, int32 row sums), built in chunks; the mapped
-    source pages are released as we go."""
-    vocab, hidden = embedding.shape
-    emb_q = np.empty((vocab, hidden), np.int8)
-    emb_s = np.empty(vocab, np.float32)
-    emb_sum = np.empty(vocab, np.int32)
-    step = max(1, _EMBED_CHUNK_BYTES // (hidden * embedding.itemsize))
-    for r0 in range(0, vocab, step):
-        r1 = min(vocab, r0 + step)
-        quantize_embedding_rows(embedding[r0:r1], lut, emb_q[r0:r1], emb_s[r0:r1], emb_sum[r0:r1])
-        _release_mapped_pages(embedding[r0:r1])
-    return emb_q, emb_s, emb_sum
-
-
-def _release_mapped_pages(arr: np.ndarray) -> None:
-    """Drop a read-only file mapping's pages from this process (RSS); the kernel re-reads them if touched."""
-    if isinstance(arr, np.memmap) and not arr.flags.writeable:
-        _advise(arr, "MADV_DONTNEED")
-
-
-def _advise(arr: np.ndarray, advice: str) -> None:
-    """madvise() on the whole pages inside an array's memory; skipped where the OS lacks that advice."""
-    value = getattr(mmap, advice, None)
-    if value is None:
-        return
-    page = mmap.PAGESIZE
-    start = arr.ctypes.data
-    lo = -(-start // page) * page
-    hi = (start + arr.nbytes) // page * page
-    if hi > lo:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), value)
+    advise(cache, "MADV_NOHUGEPAGE")
+    return [(cache[i, 0], cache[i, 1]) for i in range(cfg.n_layers)]
 
 
 def _rope_tables(context: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     freqs = float(theta) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     angles = np.arange(context, dtype=np.float64)[:, None] * freqs[None, :]
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-
-
-# -------------------------------------------------------------------- exact trace prediction
-def expected_counts(
-    config: ModelConfig,
-    prompt_tokens: int,
-    decode_steps: int,
-    kernel_ids: Mapping[str, tuple[str, str]],
-    logits: str = "int8",
-) -> dict[str, dict[str, int]]:
-    """The exact trace (as `Trace.snapshot()`) of one prefill of `prompt_tokens` then `decode_steps` decodes.
-
-    `kernel_ids` maps every matrix tensor name (`blk.N.attn_q.weight`, ...) to its (gemv id, gemm id):
-    `model.matrix_kernel_ids()`. Starts from an empty cache and trace (as after `warmup()`).
-    """
-    h, f, v = config.hidden, config.ffn, config.vocab_size
-    kv = config.n_kv_heads * config.head_dim
-    shapes = layer_matrix_shapes(h, f, config.n_heads * config.head_dim, kv)
-    totals: dict[str, list[int]] = {}
-
-    def add(kid_: str, calls: int, rows: int, elements: int) -> None:
-        row = totals.setdefault(kid_, [0, 0, 0])
-        row[0] += calls
-        row[1] += rows
-        row[2] += elements
-
-    passes = ([(prompt_tokens, 0, True)] if prompt_tokens else []) + [
-        (1, prompt_tokens + i, False) for i in range(decode_steps)
-    ]
-    act = "relu2_gate" if config.ffn_act == "relu2" else "silu_gate"
-    for t, pos0, gemm in passes:
-        add("embed_lookup", 1, t, t * h)
-        for i in range(config.n_layers):
-            add("rmsnorm", 4, 4 * t, t * (3 * h + f))
-            add("act_quant_i8", 4, 4 * t, t * (3 * h + f))
-            add("rope_neox", 2, 2 * t, t * (config.n_heads + config.n_kv_heads) * config.head_dim)
-            attended = t * pos0 + t * (t + 1) // 2
-            add("attention_gqa", 1, t, 2 * config.n_heads * config.head_dim * attended)
-            add(act, 1, t, t * f)
-            add("residual_add", 2, 2 * t, 2 * t * h)
-            for name, (rows, cols) in shapes.items():
-                gemv_id, gemm_id = kernel_ids[f"blk.{i}.{name}.weight"]
-                add(gemm_id if gemm else gemv_id, 1, rows * t, rows * cols * t)
-        add("rmsnorm", 1, 1, h)
-        if logits == "int8":
-            add("act_quant_i8", 1, 1, h)
-            add("logits_i8", 1, v, v * h)
-        else:
-            add("fp32_logits", 1, v, v * h)
-    return {k: {"calls": c, "rows": r, "elements": e} for k, (c, r, e) in totals.items()}

@@ -1,14 +1,19 @@
-"""Text <-> token ids from a GGUF file's tokenizer metadata, built on the `tokenizers` library (no training).
+"""Text <-> token ids from a GGUF file's tokenizer metadata, encoding and decoding as llama.cpp does.
 
 Two vocabulary kinds are supported, as llama.cpp names them in `tokenizer.ggml.model`:
-- `gpt2`: byte-level BPE (LLaMA-3, the official BitNet 2B-4T file, the project's synthetic models) with the
-  LLaMA-3 pre-tokenizer split pattern. Whole pre-tokens found in the vocabulary are taken as they are, the way
-  tiktoken (LLaMA-3's reference tokenizer) does.
-- `llama`: SentencePiece-style BPE ('▁' for spaces, `<0xNN>` byte-fallback tokens, a space prefixed to the
-  text); merges come from `tokenizer.ggml.merges` when present, else from `tokenizer.ggml.scores`.
-Special (control) tokens are never produced from plain text that merely looks like them; `encode(...,
-parse_special=True)` opts in. Decoding skips control and unused tokens and works on bytes, so a character
-split across tokens comes out whole; `decode_stream()` gives the same text incrementally during generation.
+- `gpt2`: byte-level BPE (LLaMA-3, the official BitNet 2B-4T file, the project's synthetic models), built
+  on the `tokenizers` library with LLaMA-3's pre-tokenizer split pattern and whole pre-tokens found in the
+  vocabulary taken as they are (LLaMA-3's reference tokenizer, tiktoken, does the same). That is also what
+  the engine uses when `tokenizer.ggml.pre` is absent, as in the official file; llama.cpp then falls back to
+  its GPT-2 pattern instead. Other `.pre` values than LLaMA-3's are refused.
+- `llama`: SentencePiece vocabularies, tokenized by llama.cpp's own algorithm (engine/tokenizer_spm.py):
+  score-ordered joins over characters, byte-token fallback, a space prefixed to the text; merges in the
+  file are ignored, as llama.cpp ignores them.
+Special (control and unknown) tokens are never produced from plain text that merely looks like them;
+`encode(..., parse_special=True)` opts in. User-defined tokens always are. `decode` is llama.cpp's
+`llama_detokenize` without special tokens, except that it never edits spaces around punctuation, which
+llama.cpp's `clean_spaces` does for BPE vocabularies; `decode_stream()` gives the text as llama.cpp prints
+generated tokens, piece by piece, and waits for a character split across tokens to be whole.
 """
 
 import codecs
@@ -16,28 +21,28 @@ import operator
 import threading
 from collections.abc import Iterable, Mapping
 
-from tokenizers import AddedToken, Regex, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, models
 from tokenizers import Tokenizer as HFTokenizer
 
 from engine.errors import EngineError, UnsupportedModelError
 from engine.tokenizer_data import (
     BYTE_TO_UNICODE,
-    LLAMA3_SPLIT_PATTERN,
     TOKEN_BYTE,
     TOKEN_CONTROL,
     TOKEN_NORMAL,
     TOKEN_UNKNOWN,
-    TOKEN_UNUSED,
     TOKEN_USER_DEFINED,
     UNICODE_TO_BYTE,
+    llama3_pre_tokenizer,
 )
+from engine.tokenizer_spm import SPM_SPACE, SpmEncoder, encode_spm, split_at_specials
 
 MODEL_GPT2 = "gpt2"
 MODEL_LLAMA = "llama"
-SPM_SPACE = "\u2581"
-UNKNOWN_TEXT = "\ufffd".encode()
-SKIPPED_TYPES = frozenset({TOKEN_CONTROL, TOKEN_UNUSED})
 KEY = "tokenizer.ggml."
+# `tokenizer.ggml.pre` values llama.cpp reads as LLaMA-3's pre-tokenizer; absent means the same here.
+LLAMA3_PRE = ("llama-bpe", "llama3", "llama-v3")
+SPECIAL_TYPES = frozenset({TOKEN_CONTROL, TOKEN_UNKNOWN})  # text only when parse_special
 
 
 class Tokenizer:
@@ -51,7 +56,7 @@ class Tokenizer:
         token_types: list[int],
         bos_id: int,
         eos_id: int,
-        backend: HFTokenizer,
+        backend: HFTokenizer | SpmEncoder,
         add_space_prefix: bool,
     ) -> None:
         self.model = model
@@ -63,6 +68,14 @@ class Tokenizer:
         self._backend = backend
         self._lock = threading.Lock()
         self._pieces: list[bytes | None] = [None] * len(tokens)
+        # SentencePiece text is cut at these before tokenizing (byte-level BPE: added tokens of the backend).
+        self._specials: dict[int, list[tuple[str, int]]] = {
+            kind: [] for kind in (TOKEN_USER_DEFINED, *SPECIAL_TYPES)
+        }
+        if model == MODEL_LLAMA:
+            for i, kind in enumerate(token_types):
+                if kind in self._specials:
+                    self._specials[kind].append((tokens[i], i))
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, object]) -> "Tokenizer":
@@ -82,33 +95,13 @@ class Tokenizer:
             )
         bos_id = _token_id(metadata, KEY + "bos_token_id", len(tokens))
         eos_id = _token_id(metadata, KEY + "eos_token_id", len(tokens))
-        merges = _merge_pairs(metadata) if KEY + "merges" in metadata else None
-        vocab: dict[str, int] = {}
-        for i, token in enumerate(tokens):
-            vocab.setdefault(token, i)
+        backend: HFTokenizer | SpmEncoder
         if model == MODEL_GPT2:
-            if merges is None:
-                raise UnsupportedModelError("gpt2 tokenizer metadata lacks tokenizer.ggml.merges")
-            missing = [b for b, c in enumerate(BYTE_TO_UNICODE) if c not in vocab]
-            if missing:
-                raise UnsupportedModelError(f"gpt2 vocabulary lacks the byte token for 0x{missing[0]:02x}")
-            backend = _gpt2_backend(vocab, merges)
+            backend = _gpt2_backend(metadata, tokens, types)
             add_space_prefix = False
         else:
-            if merges is None:
-                merges = _merges_from_scores(
-                    tokens, types, _float_list(metadata, KEY + "scores", len(tokens))
-                )
-            unk = next((tokens[i] for i, t in enumerate(types) if t == TOKEN_UNKNOWN), None)
+            backend = SpmEncoder(tokens, _float_list(metadata, KEY + "scores", len(tokens)))
             add_space_prefix = bool(metadata.get(KEY + "add_space_prefix", True))
-            backend = _llama_backend(vocab, merges, unk, add_space_prefix)
-        specials = [
-            AddedToken(tokens[i], special=True, normalized=False)
-            for i, t in enumerate(types)
-            if t == TOKEN_CONTROL
-        ]
-        backend.add_special_tokens(specials)
-        backend.encode_special_tokens = True
         return cls(
             model=model,
             tokens=tokens,
@@ -125,6 +118,13 @@ class Tokenizer:
 
     def encode(self, text: str, add_bos: bool = True, parse_special: bool = False) -> list[int]:
         """Token ids of text, BOS first if add_bos; special-token text is plain unless parse_special."""
+        if isinstance(self._backend, SpmEncoder):
+            specials = list(self._specials[TOKEN_USER_DEFINED])
+            if parse_special:
+                specials += [pair for kind in SPECIAL_TYPES for pair in self._specials[kind]]
+            parts = split_at_specials(text, specials)
+            bos = self.bos_id if add_bos else None
+            return encode_spm(self._backend, parts, self.strips_leading_space, bos)
         with self._lock:
             self._backend.encode_special_tokens = not parse_special
             try:
@@ -144,27 +144,29 @@ class Tokenizer:
         return piece
 
     def _piece(self, token_id: int) -> bytes:
+        """llama.cpp's piece of a token without special tokens: control, unknown, unused and undefined
+        tokens give nothing, user-defined ones their text, byte tokens (SentencePiece) their byte."""
         token, kind = self.tokens[token_id], self.token_types[token_id]
-        if kind in SKIPPED_TYPES:
-            return b""
-        if kind == TOKEN_UNKNOWN:
-            return UNKNOWN_TEXT
         if kind == TOKEN_USER_DEFINED:
             return token.encode("utf-8")
-        if self.model == MODEL_GPT2:
+        if kind == TOKEN_NORMAL and self.model == MODEL_GPT2:
             return b"".join(
                 bytes((UNICODE_TO_BYTE[c],)) if c in UNICODE_TO_BYTE else c.encode("utf-8") for c in token
             )
-        if kind == TOKEN_BYTE and len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        if kind == TOKEN_NORMAL:
+            return token.replace(SPM_SPACE, " ").encode("utf-8")
+        if kind == TOKEN_BYTE and self.model == MODEL_LLAMA and _is_byte_token(token):
             return bytes((int(token[3:5], 16),))
-        return token.replace(SPM_SPACE, " ").encode("utf-8")
+        return b""
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of a whole id sequence; special tokens are skipped, invalid UTF-8 becomes U+FFFD."""
-        text = b"".join(self.token_bytes(int(i)) for i in ids).decode("utf-8", errors="replace")
-        if self.strips_leading_space and text.startswith(" "):
-            return text[1:]
-        return text
+        """Text of a whole id sequence (llama.cpp's `llama_detokenize`, special tokens skipped): with a
+        space-prefixing vocabulary the first token's piece loses one leading space; invalid UTF-8 becomes
+        U+FFFD."""
+        pieces = [self.token_bytes(int(i)) for i in ids]
+        if self.strips_leading_space and pieces and pieces[0].startswith(b" "):
+            pieces[0] = pieces[0][1:]
+        return b"".join(pieces).decode("utf-8", errors="replace")
 
     def decode_stream(self) -> "StreamDecoder":
         """An incremental decoder for generation: push ids one by one, get the newly complete text."""
@@ -172,76 +174,62 @@ class Tokenizer:
 
 
 class StreamDecoder:
-    """Emits text as ids arrive; bytes of a character split across tokens wait until it is complete.
+    """Emits text as ids arrive, as llama.cpp prints generated tokens: every piece whole, leading spaces
+    kept (the text continues a prompt); bytes of a character split across tokens wait until it is complete.
 
-    The concatenation of every `push` result and the final `flush()` equals `Tokenizer.decode` of all ids.
+    The concatenation of every `push` result and the final `flush()` equals `Tokenizer.decode` of all ids,
+    except that a space-prefixing vocabulary's first leading space is kept.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._strip = tokenizer.strips_leading_space
 
     def push(self, token_id: int) -> str:
         """New complete text after this token (possibly empty)."""
-        return self._emit(self._utf8.decode(self._tokenizer.token_bytes(int(token_id))))
+        return self._utf8.decode(self._tokenizer.token_bytes(int(token_id)))
 
     def flush(self) -> str:
         """Whatever is still pending at the end (an incomplete character becomes U+FFFD)."""
-        return self._emit(self._utf8.decode(b"", final=True))
-
-    def _emit(self, text: str) -> str:
-        if self._strip and text:
-            self._strip = False
-            if text.startswith(" "):
-                return text[1:]
-        return text
+        return self._utf8.decode(b"", final=True)
 
 
-def _gpt2_backend(vocab: dict[str, int], merges: list[tuple[str, str]]) -> HFTokenizer:
-    backend = HFTokenizer(_bpe(vocab, merges, ignore_merges=True))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    return backend
+def _is_byte_token(token: str) -> bool:
+    return len(token) == 6 and token.startswith("<0x") and token.endswith(">")
 
 
-def _llama_backend(
-    vocab: dict[str, int], merges: list[tuple[str, str]], unk: str | None, add_space_prefix: bool
-) -> HFTokenizer:
-    backend = HFTokenizer(_bpe(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
-    spaces = normalizers.Replace(" ", SPM_SPACE)
-    backend.normalizer = (
-        normalizers.Sequence([normalizers.Prepend(SPM_SPACE), spaces]) if add_space_prefix else spaces
-    )
-    return backend
-
-
-def _bpe(vocab: dict[str, int], merges: list[tuple[str, str]], **options: object) -> models.BPE:
+def _gpt2_backend(metadata: Mapping[str, object], tokens: list[str], types: list[int]) -> HFTokenizer:
+    """Byte-level BPE with LLaMA-3's pre-tokenizer; special and user-defined tokens as added tokens."""
+    pre = metadata.get(KEY + "pre")
+    if pre is not None and pre not in LLAMA3_PRE:
+        raise UnsupportedModelError(
+            f"tokenizer.ggml.pre = {pre!r} is not supported: the engine splits byte-level BPE text with "
+            f"LLaMA-3's pattern only (tokenizer.ggml.pre absent or one of {', '.join(LLAMA3_PRE)})"
+        )
+    if KEY + "merges" not in metadata:
+        raise UnsupportedModelError("gpt2 tokenizer metadata lacks tokenizer.ggml.merges")
+    vocab: dict[str, int] = {}
+    for i, token in enumerate(tokens):
+        vocab.setdefault(token, i)
+    missing = [b for b, c in enumerate(BYTE_TO_UNICODE) if c not in vocab]
+    if missing:
+        raise UnsupportedModelError(f"gpt2 vocabulary lacks the byte token for 0x{missing[0]:02x}")
     try:
-        return models.BPE(vocab, merges, **options)
+        bpe = models.BPE(vocab, _merge_pairs(metadata), ignore_merges=True)
     except Exception as exc:  # the library raises plain Exception subclasses for inconsistent merges
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsupportedModelError(f"tokenizer merges do not match the tokens: {detail}") from None
-
-
-def _merges_from_scores(tokens: list[str], types: list[int], scores: list[float]) -> list[tuple[str, str]]:
-    """SentencePiece BPE as merges: every split of a piece into two pieces, higher-scored results first."""
-    mergeable = (TOKEN_NORMAL, TOKEN_USER_DEFINED)
-    pieces = {t: i for i, t in enumerate(tokens) if types[i] in mergeable}
-    order = sorted((i for t, i in pieces.items() if len(t) > 1), key=lambda i: (-scores[i], i))
-    merges: list[tuple[str, str]] = []
-    for i in order:
-        token = tokens[i]
-        merges.extend(
-            (token[:k], token[k:])
-            for k in range(1, len(token))
-            if token[:k] in pieces and token[k:] in pieces
-        )
-    return merges
+    backend = HFTokenizer(bpe)
+    backend.pre_tokenizer = llama3_pre_tokenizer()
+    added = [
+        AddedToken(tokens[i], special=t in SPECIAL_TYPES, normalized=False)
+        for i, t in enumerate(types)
+        if t in SPECIAL_TYPES or t == TOKEN_USER_DEFINED
+    ]
+    backend.add_tokens([a for a in added if not a.special])
+    backend.add_special_tokens([a for a in added if a.special])
+    backend.encode_special_tokens = True
+    return backend
 
 
 def _require(metadata: Mapping[str, object], key: str) -> object:

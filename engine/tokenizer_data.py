@@ -12,6 +12,8 @@ import json
 from functools import lru_cache
 from importlib import resources
 
+from tokenizers import Regex, pre_tokenizers
+
 from engine.errors import EngineError
 
 # The LLaMA-3 (tiktoken cl100k-like) pre-tokenizer split pattern.
@@ -19,6 +21,20 @@ LLAMA3_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+
+
+def llama3_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """LLaMA-3's pre-tokenization: the split pattern, then GPT-2's byte-to-unicode mapping of each piece.
+
+    One definition for the tokenizer and the offline trainer of the merges, so the two always split alike.
+    """
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
 
 MERGES_RESOURCE = "bpe_merges.txt.gz"
 MERGES_HEADER_PREFIX = "#bitnet-harness-bpe v1 "
@@ -80,7 +96,7 @@ def read_merges_text(text: str) -> tuple[dict[str, object], list[str]]:
     """Parse the committed merges file: one JSON header line, then one "a b" merge per line."""
     lines = text.split("\n")
     if not lines or not lines[0].startswith(MERGES_HEADER_PREFIX):
-        raise EngineError("BPE merges file lacks its header; regenerate it with engine.tokenizer_train")
+        raise EngineError("BPE merges file lacks its header; regenerate it with scripts/train_tokenizer.py")
     header = json.loads(lines[0][len(MERGES_HEADER_PREFIX) :])
     merges = [line for line in lines[1:] if line]
     return header, merges

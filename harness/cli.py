@@ -1,10 +1,10 @@
-"""The `bitnet-harness` command: one typer app, one module per group of subcommands."""
+"""The `bitnet-harness` command: one typer app; each module of harness.commands adds its command."""
 
 import typer
 
 from engine.errors import EngineError
-from harness import interrupts
 from harness.errors import HarnessError
+from harness.runtime import interrupts
 from harness.version import harness_version
 
 EXIT_USAGE = 2
@@ -39,25 +39,38 @@ app.add_typer(model_app, name="model")
 
 def _register_commands() -> None:
     """Each command module adds its commands; the module list is the whole command surface."""
-    from harness import (
-        cmd_archive,
-        cmd_bench,
-        cmd_inspect,
-        cmd_parity,
-        cmd_phases,
-        cmd_run,
-        cmd_synth,
-        cmd_verify,
+    from harness.commands import (
+        archive,
+        bench_kernels,
+        benchmark,
+        compare,
+        history,
+        model_inspect,
+        model_synth,
+        parity,
+        probe,
+        report,
+        run,
+        timing,
+        verify_receipt,
     )
 
-    cmd_inspect.register(model_app)
-    cmd_synth.register(model_app)
-    cmd_phases.register(app)
-    cmd_run.register(app)
-    cmd_verify.register(app)
-    cmd_archive.register(app)
-    cmd_parity.register(app)
-    cmd_bench.register(app)
+    for module in (model_inspect, model_synth):
+        module.register(model_app)
+    for module in (
+        probe,
+        timing,
+        benchmark,
+        run,
+        verify_receipt,
+        report,
+        archive,
+        compare,
+        history,
+        parity,
+        bench_kernels,
+    ):
+        module.register(app)
 
 
 _register_commands()

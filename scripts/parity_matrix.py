@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine.constants import ARCH_BITNET
 from engine.synth import ensure_preset_model
-from harness.parity import run_parity
+from harness.peers.parity import run_parity
 
 PRESETS = ("tiny", "small")
 FORMATS = ("tq2_0", "tq1_0")

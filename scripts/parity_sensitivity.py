@@ -15,13 +15,13 @@ import numpy as np
 
 from engine.gguf_reader import read_gguf
 from engine.gguf_writer import TensorSpec, write_gguf
-from harness.parity import (
+from harness.peers.llama_cpp import _copy_value
+from harness.peers.parity import (
     GREEDY_PROMPTS,
     GREEDY_STEPS,
     LOGIT_TOKENS,
     EngineImpl,
     LlamaCppImpl,
-    _copy_value,
     _logit_sequence,
     compare_logits,
 )

@@ -16,9 +16,11 @@ import typer
 from typer.testing import CliRunner
 
 from engine.errors import EngineError
-from harness import cmd_archive, cmd_phases
+from harness.commands import archive, benchmark, compare, history
 from harness.errors import HarnessError
-from harness.receipt import decode_tokens_per_second, finalize, percentiles, utc_timestamp, write_receipt
+from harness.receipts.digest import finalize
+from harness.receipts.files import utc_timestamp, write_receipt
+from harness.receipts.summary import decode_tokens_per_second, percentiles
 from tests.receipt_factory import MODEL, OUTPUT_IDS, PROMPT_IDS, raw_receipt, simulate_counts
 
 STEPS = len(OUTPUT_IDS) - 1  # decode steps per repetition (the first token comes from the prefill)
@@ -111,8 +113,8 @@ def fresh_app() -> typer.Typer:
     def _root() -> None:
         """Test root."""
 
-    cmd_archive.register(app)
-    cmd_phases.register(app)
+    for command in (archive, compare, history, benchmark):
+        command.register(app)
     return app
 
 

@@ -1,7 +1,8 @@
 """Shared fixtures: `make_model` writes a small but complete model file in any weight format.
 
-Tensor bytes are deterministic filler of each layout's exact size (the loader judges sizes, not values);
-`sizes` overrides a tensor's byte count to build near misses and size errors.
+Tensor bytes are deterministic filler of each layout's exact size (the loader judges sizes, and of the
+values only what type-36 tensors reveal: an I2_S tensor's scale is set to 1.0); `sizes` overrides a
+tensor's byte count to build near misses and size errors.
 """
 
 from __future__ import annotations
@@ -68,8 +69,16 @@ def tiny_tensors(
     return out
 
 
-def _filler(nbytes: int, seed: int) -> Callable[[], np.ndarray]:
-    return lambda: np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)
+def _filler(nbytes: int, seed: int, scale_at: int | None = None) -> Callable[[], np.ndarray]:
+    """Random bytes; an I2_S tensor (scale_at = n/4) gets scale 1.0 there when its size reaches it."""
+
+    def fill() -> np.ndarray:
+        data = np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)
+        if scale_at is not None and nbytes >= scale_at + 4:
+            data[scale_at : scale_at + 4] = np.frombuffer(np.float32(1.0).tobytes(), dtype=np.uint8)
+        return data
+
+    return fill
 
 
 def _flavor_of(ggml_type: int, fmt: str) -> str:
@@ -99,7 +108,8 @@ def make_model(tmp_path: Path) -> Callable[..., Path]:
                 continue
             nbytes = (sizes or {}).get(tname) or expected_nbytes(_flavor_of(ggml_type, fmt), shape)
             assert nbytes is not None
-            specs.append(TensorSpec(tname, int(ggml_type), shape, nbytes, _filler(nbytes, seed)))
+            scale_at = shape[0] * shape[1] // 4 if fmt == "i2s" and ggml_type == GGMLType.I2_S else None
+            specs.append(TensorSpec(tname, int(ggml_type), shape, nbytes, _filler(nbytes, seed, scale_at)))
         path = tmp_path / name
         write_gguf(path, meta, specs, alignment=alignment)
         return path

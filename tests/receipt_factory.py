@@ -1,4 +1,4 @@
-"""Builds valid, internally consistent receipts for tests, independently of harness/expectations.py.
+"""Builds valid, internally consistent receipts for tests, independently of harness/receipts/expectations.py.
 
 The kernel counters come from replaying the engine's call pattern forward by forward (the layer order in
 FORMATS.md), so the verifier's expectation table is checked against a second, separate encoding of it.
@@ -9,7 +9,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from harness.receipt import decode_tokens_per_second, finalize, percentiles, token_digest, utc_timestamp
+from harness.receipts.digest import finalize, token_digest
+from harness.receipts.files import utc_timestamp
+from harness.receipts.summary import decode_tokens_per_second, percentiles
 
 MODEL = {
     "path": "models/tiny.gguf",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import archive
+from harness.comparison import archive
 from harness.errors import HarnessError
-from harness.receipt import load_receipt
-from harness.verify import verify
+from harness.receipts.files import load_receipt
+from harness.receipts.verify import verify
 from tests.archive_factory import COMMIT, bench_receipt, day, fresh_app, invoke, speeds, write, write_raw
 
 APP = fresh_app()
@@ -132,7 +132,7 @@ def test_archive_add(tmp_path: Path) -> None:
     assert again.code == 0 and "already archived" in again.stdout
     clash = json.loads(src.read_text())
     clash["seed"] = 1
-    from harness.receipt import finalize
+    from harness.receipts.digest import finalize
 
     other = write_raw(tmp_path / "incoming" / "clash.json", finalize(clash))
     refused = invoke(APP, ["archive", "add", other, "--archive", folder])

@@ -8,7 +8,8 @@ import typer
 from typer.testing import CliRunner
 
 from engine.kernels import bench
-from harness import cmd_bench
+from harness.commands import bench_kernels
+from harness.machine.kernel_speeds import decode_estimate
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +50,17 @@ def test_decode_estimate_sums_a_2b4t_step() -> None:
         _row("logits", (128256, 2560), 0.01, 5000, "a"),
         _row("logits", (128256, 2560), 0.02, 4000, "b"),
     ]
-    est = cmd_bench.decode_estimate(rows, bandwidth=10.0)["v"]
+    est = decode_estimate(rows, bandwidth=10.0)["v"]
     layer = 2 * 1e-4 + 2 * 2e-5 + 2 * 3e-4 + 3e-4  # q, o; k, v; gate, up; down
     assert est["seconds"] == pytest.approx(30 * layer + 0.01)
     assert est["bytes"] == 30 * (200 + 20 + 600 + 300) + 5000 and est["logits_variant"] == "a"
     assert est["floor_tokens_per_s"] == pytest.approx(10e9 / est["bytes"])
-    assert cmd_bench.decode_estimate(rows[:3], bandwidth=10.0) is None
+    assert decode_estimate(rows[:3], bandwidth=10.0) is None
 
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    cmd_bench.register(app)
+    bench_kernels.register(app)
     app.callback()(lambda: None)
     return app
 

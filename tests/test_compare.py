@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.compare import (
+from harness.comparison.compare import (
     EXIT_ERROR,
     EXIT_INCONCLUSIVE,
     EXIT_OK,
@@ -17,8 +17,8 @@ from harness.compare import (
     comparability,
     compare,
 )
-from harness.receipt import load_receipt
-from harness.stats import Verdict
+from harness.comparison.stats import Verdict
+from harness.receipts.files import load_receipt
 from tests.archive_factory import bench_receipt, day, fresh_app, invoke, noisy, speeds, write
 
 APP = fresh_app()

@@ -62,21 +62,24 @@ def test_tolerance_is_max_of_a_tenth_of_a_percent_and_8_bytes(expected, tol):
     assert tolerance(expected) == tol
 
 
+@pytest.mark.parametrize("flavor", ["i2s", "qk256"])
 @pytest.mark.parametrize("shape", [(512, 256), (2560, 2560), (6912, 2560)])
-def test_near_miss_boundary(shape):
-    expected = expected_nbytes("i2s", shape)
+def test_near_miss_boundary(flavor, shape):
+    expected = expected_nbytes(flavor, shape)
     tol = tolerance(expected)
+    # A short I2_S tensor is a near miss only while its scale (bytes n/4 .. n/4 + 4) is whole.
+    shortest = expected - 28 if flavor == "i2s" else expected - tol
     for found, status in [
         (expected, STATUS_OK),
         (expected + 31, STATUS_OK),  # padding to the 32-byte alignment
-        (expected - tol, STATUS_NEAR),
-        (expected - tol - 1, STATUS_INVALID),
+        (shortest, STATUS_NEAR),
+        (shortest - 1, STATUS_INVALID),
         (expected + max(tol, 32), STATUS_NEAR if tol >= 32 else STATUS_INVALID),
         (expected + tol + 1, STATUS_INVALID),
     ]:
-        verdict = judge("w", I2S, shape, found, 32, strict=False, file_flavor="i2s")
+        verdict = judge("w", I2S, shape, found, 32, strict=False, file_flavor=flavor)
         assert (found, verdict.status) == (found, status)
-        strict = judge("w", I2S, shape, found, 32, strict=True, file_flavor="i2s")
+        strict = judge("w", I2S, shape, found, 32, strict=True, file_flavor=flavor)
         assert strict.status == (STATUS_OK if status == STATUS_OK else STATUS_INVALID)
 
 
@@ -128,7 +131,9 @@ def test_microsoft_i2s_is_never_taken_for_qk256(strict):
     assert verdict.flavor == "i2s"
     assert verdict.expected == expected_nbytes("i2s", big)
     assert "deviation -32 bytes" in verdict.message
-    assert verdict.status == (STATUS_INVALID if strict else STATUS_NEAR)
+    assert "exactly the size of qk256, but the file's type-36 tensors are i2s" in verdict.message
+    assert "scale at byte 32768 is missing" in verdict.message
+    assert verdict.status == STATUS_INVALID  # padding would give it scale 0.0, in either mode
 
 
 def test_no_exact_match_falls_back_to_the_closest_flavor():

@@ -14,7 +14,7 @@ from engine.errors import EngineError
 from engine.generate import Sampler, SamplingParams, generate
 from engine.model import load_model
 from engine.synth import ensure_preset_model
-from harness import cmd_run
+from harness.commands import run
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def _app() -> typer.Typer:
     def _root() -> None:
         """Test shell."""
 
-    cmd_run.register(app)
+    run.register(app)
     return app
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import archive, history
+from harness.comparison import archive, history
+from harness.comparison.metrics import BY_KEY, samples
 from harness.errors import HarnessError
-from harness.metrics import BY_KEY, samples
 from tests.archive_factory import bench_receipt, day, fresh_app, invoke, speeds, write
 
 APP = fresh_app()

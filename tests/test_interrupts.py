@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness import interrupts
+from harness.runtime import interrupts
 
 
 @pytest.fixture

@@ -21,10 +21,12 @@ from typer.testing import CliRunner
 
 from engine.atomic import TEMP_SUFFIX, _host_tag, atomic_write, sweep_stale_temps
 from engine.errors import EngineError
+from harness.commands.options import MaxMemoryOpt, TimeoutOpt
 from harness.errors import HarnessError
-from harness.limits import MaxMemoryOpt, TimeoutOpt, resource_limits, rss_bytes
-from harness.receipt import finalize, load_receipt, write_receipt
-from harness.verify import verify
+from harness.receipts.digest import finalize
+from harness.receipts.files import load_receipt, write_receipt
+from harness.receipts.verify import verify
+from harness.runtime.limits import resource_limits, rss_bytes
 from tests.receipt_factory import make_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +131,8 @@ def test_concurrent_writers_with_the_same_name_never_clash(tmp_path):
 _WRITER_LOOP = """
 import sys
 sys.path.insert(0, {root!r})
-from harness.receipt import finalize, write_receipt
+from harness.receipts.digest import finalize
+from harness.receipts.files import write_receipt
 from tests.receipt_factory import make_receipt
 base = make_receipt()
 base["environment"]["variables"] = {{f"BITNET_PAD_{{k}}": "x" * 200 for k in range(500)}}

@@ -12,7 +12,7 @@ from engine.errors import TensorSizeError, UnsupportedModelError
 from engine.flavor import expected_nbytes
 from engine.gguf_reader import read_gguf
 from engine.loader import load_file
-from harness.cmd_inspect import register
+from harness.commands.model_inspect import register
 
 Q = "blk.0.attn_q.weight"
 UP = "blk.0.ffn_up.weight"  # (512, 256): i2s expects 32800 bytes, tolerance 32
@@ -71,19 +71,34 @@ def test_float_tensors_come_back_as_float32(make_model):
 
 
 def test_permissive_is_default_and_near_miss_warns_naming_the_tensor(make_model):
-    path = make_model(sizes={UP: 32800 - 32})
+    path = make_model(sizes={UP: 32800 + 32})
     mf = load_file(path)
-    assert any(UP in w and "-32 bytes" in w for w in mf.warnings)
+    assert any(UP in w and "+32 bytes" in w for w in mf.warnings)
     check = next(c for c in mf.checks if c.name == UP)
-    assert (check.status, check.flavor, check.nbytes, check.expected_nbytes) == ("near", "i2s", 32768, 32800)
+    assert (check.status, check.flavor, check.nbytes, check.expected_nbytes) == ("near", "i2s", 32832, 32800)
+    assert len(mf.tensor(UP).data) == 32800
+
+
+def test_a_short_near_miss_is_zero_padded_when_the_scale_survives(make_model):
+    path = make_model(sizes={UP: 32800 - 16}, alignment=8)  # 12 of the tail's 28 stale bytes remain
+    mf = load_file(path)
+    assert any(UP in w and "-16 bytes" in w and "zero-padded" in w for w in mf.warnings)
     t = mf.tensor(UP)
-    assert len(t.data) == 32800 and not np.any(t.data[32768:])
-    np.testing.assert_array_equal(t.data[:32768], mf.gguf.tensors[UP].data)
+    assert len(t.data) == 32800 and not np.any(t.data[32784:])
+    np.testing.assert_array_equal(t.data[:32784], mf.gguf.tensors[UP].data)
+    assert t.data[32768:32772].view("<f4")[0] == 1.0
+
+
+def test_a_tensor_short_of_its_scale_is_invalid_in_every_mode(make_model):
+    path = make_model(sizes={UP: 32800 - 32})
+    for strict in (False, True):
+        with pytest.raises(TensorSizeError, match="found 32768 bytes.*scale at byte 32768 is missing"):
+            load_file(path, strict=strict)
 
 
 def test_strict_rejects_a_near_miss(make_model):
-    path = make_model(sizes={UP: 32800 - 32})
-    with pytest.raises(TensorSizeError, match="ffn_up.*expected 32800 bytes, found 32768 bytes.*strict"):
+    path = make_model(sizes={UP: 32800 + 32})
+    with pytest.raises(TensorSizeError, match="ffn_up.*expected 32800 bytes, found 32832 bytes.*strict"):
         load_file(path, strict=True)
 
 
@@ -124,11 +139,19 @@ def test_fixed_type_size_error(make_model):
         ({"metadata": {"bitnet-b1.58.vocab_size": 65}}, "token_embd.weight has 64 rows"),
         ({"metadata": {"bitnet-b1.58.embedding_length": "x"}}, "embedding_length.*not a positive integer"),
         ({"metadata": {"bitnet-b1.58.rope.freq_base": -1.0}}, "freq_base.*not a positive number"),
+        ({"metadata": {"bitnet-b1.58.rope.dimension_count": 32}}, "= 32 is below the head dimension 64"),
+        ({"metadata": {"bitnet-b1.58.rope.dimension_count": 128}}, "= 128 does not fit the head dim"),
+        ({"metadata": {"bitnet-b1.58.rope.dimension_count": 63}}, "must be even"),
     ],
 )
 def test_unsupported_models(make_model, kwargs, match):
     with pytest.raises(UnsupportedModelError, match=match):
         load_file(make_model(**kwargs))
+
+
+def test_rope_dimension_count_equal_to_the_head_dimension_loads(make_model):
+    mf = load_file(make_model(metadata={"bitnet-b1.58.rope.dimension_count": 64}), strict=True)
+    assert mf.config.head_dim == 64
 
 
 def test_missing_key_is_named(make_model):
@@ -181,7 +204,7 @@ def test_inspect_shows_every_tensor_and_exits_1_on_invalid(make_model):
     good = runner.invoke(_inspect_app(), ["model", "inspect", str(make_model())], env={"COLUMNS": "200"})
     assert good.exit_code == 0, good.output
     assert "blk.0.ffn_down.weight" in good.output and "13 tensors" in good.output
-    bad_path = make_model(name="bad.gguf", sizes={Q: 8000, UP: 32800 - 32})
+    bad_path = make_model(name="bad.gguf", sizes={Q: 8000, UP: 32800 + 32})
     bad = runner.invoke(_inspect_app(), ["model", "inspect", str(bad_path), "--json"])
     assert bad.exit_code == 1
     doc = json.loads(bad.output)

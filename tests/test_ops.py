@@ -169,7 +169,7 @@ def test_int8_logits_and_embedding_copy(trace: Trace) -> None:
     np.testing.assert_array_equal(emb_sum, emb_q.astype(np.int64).sum(axis=1))
     q = RNG.integers(-127, 128, hidden).astype(np.int8)
     out = np.zeros(vocab, np.float32)
-    ops.logits_i8(emb_q, emb_s, q, 2.5, out, trace.counts)
+    ops.logits_i8(emb_q, emb_s, emb_sum, q, 2.5, np.zeros(hidden, np.uint8), out, trace.counts)
     exact = (emb_q.astype(np.int64) @ q.astype(np.int64)) * emb_s.astype(np.float64) / 2.5
     np.testing.assert_allclose(out, exact, rtol=1e-5)
     x = _f32(hidden)
@@ -197,7 +197,7 @@ def test_vnni_logits_equal_portable_exactly(vocab: int) -> None:
         want = np.zeros(vocab, np.float32)
         got = np.full(vocab, np.nan, np.float32)
         trace = Trace()
-        ops.logits_i8(emb_q, emb_s, q, np.float32(2.5), want, trace.counts)
+        ops.logits_i8(emb_q, emb_s, emb_sum, q, np.float32(2.5), u, want, trace.counts)
         vnni.logits_i8_vnni(emb_q, emb_s, emb_sum, q, np.float32(2.5), u, got, trace.counts)
         np.testing.assert_array_equal(got, want)
         row = {"calls": 2, "rows": 2 * vocab, "elements": 2 * vocab * hidden}

@@ -23,18 +23,10 @@ from engine.kernels.actquant_blocks import QK_K, block_matrix, matvec_blocks, qu
 from engine.model import load_model
 from engine.synth import ensure_preset_model
 from engine.trace import Trace, kid
-from harness import cmd_parity
+from harness.commands import parity as parity_command
 from harness.errors import HarnessError
-from harness.parity import (
-    PRE_KEY,
-    PRE_LLAMA3,
-    LlamaCppImpl,
-    compare_logits,
-    llama_cpp_missing,
-    receipt_section,
-    reference_file,
-    run_parity,
-)
+from harness.peers.llama_cpp import PRE_KEY, PRE_LLAMA3, llama_cpp_missing, reference_file
+from harness.peers.parity import LlamaCppImpl, compare_logits, receipt_section, run_parity
 
 MISSING = llama_cpp_missing()
 needs_llama = pytest.mark.skipif(MISSING is not None, reason=f"llama.cpp parity skipped: {MISSING}")
@@ -202,7 +194,7 @@ def test_receipt_section_uses_the_token_run() -> None:
 def _app() -> typer.Typer:
     app = typer.Typer()
     app.callback()(lambda: None)
-    cmd_parity.register(app)
+    parity_command.register(app)
     return app
 
 

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.errors import HarnessError
-from harness.parity import llama_cpp_missing
+from harness.peers.llama_cpp import llama_cpp_missing
 from harness.phases.benchmark import summarize
-from harness.receipt import finalize, peer_ratios
-from harness.verify import verify
+from harness.receipts.digest import finalize
+from harness.receipts.summary import peer_ratios
+from harness.receipts.verify import verify
 from tests.receipt_factory import raw_receipt
 
 MISSING = llama_cpp_missing()

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.phases.workload import prompt_ids
-from harness.receipt import load_receipt
-from harness.verify import verify
+from harness.receipts.files import load_receipt
+from harness.receipts.verify import verify
 
 runner = CliRunner()
 TINY_ARGS = ["--preset", "tiny", "--threads", "1"]

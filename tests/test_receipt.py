@@ -8,22 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import host
 from harness.errors import HarnessError
-from harness.receipt import (
-    MAX_DEPTH,
-    canonical_json,
-    content_digest,
-    decode_tokens_per_second,
-    finalize,
-    load_receipt,
-    parse_timestamp,
-    percentiles,
-    receipt_filename,
-    token_digest,
-    write_receipt,
-)
-from harness.schema import load_schema
+from harness.machine import host
+from harness.receipts.digest import canonical_json, content_digest, finalize, token_digest
+from harness.receipts.files import MAX_DEPTH, load_receipt, parse_timestamp, receipt_filename, write_receipt
+from harness.receipts.schema import load_schema
+from harness.receipts.summary import decode_tokens_per_second, percentiles
 from tests.receipt_factory import make_receipt, raw_receipt
 
 
@@ -157,7 +147,7 @@ def test_load_receipt_rejects_directories_missing_and_huge_files(tmp_path, monke
         load_receipt(tmp_path)
     with pytest.raises(HarnessError, match="cannot read"):
         load_receipt(tmp_path / "missing.json")
-    monkeypatch.setattr("harness.receipt.MAX_RECEIPT_BYTES", 10)
+    monkeypatch.setattr("harness.receipts.files.MAX_RECEIPT_BYTES", 10)
     with pytest.raises(HarnessError, match="larger than"):
         load_receipt(_write(tmp_path, '{"a": "0123456789"}'))
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 from jsonschema import Draft202012Validator
 
-from harness.schema import SCHEMA_VERSION, load_schema, schema_errors
+from harness.receipts.schema import SCHEMA_VERSION, load_schema, schema_errors
 from tests.receipt_factory import make_receipt
 
 SEED_CORE = (

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from engine.errors import EngineError
 from harness.cli import app
 from harness.errors import HarnessError
-from harness.receipt import write_receipt
-from harness.signing import (
+from harness.receipts.files import write_receipt
+from harness.receipts.signing import (
     ENVELOPE_SUFFIX,
+    PAYLOAD_TYPE,
     KeyUnavailableError,
     SignatureError,
     envelope_path,
@@ -40,6 +41,12 @@ def signed(tmp_path, monkeypatch):
 
 def _verify(path, *extra):
     return CliRunner().invoke(app, ["verify-receipt", "--path", str(path), *extra])
+
+
+def test_the_envelope_format_is_fixed() -> None:
+    """Envelopes already written must keep verifying: the payload type and suffix are part of the format."""
+    assert PAYLOAD_TYPE == "application/vnd.bitnet-harness.receipt+json"
+    assert ENVELOPE_SUFFIX == ".dsse.json"
 
 
 def test_sign_and_verify_round_trip(signed):

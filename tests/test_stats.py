@@ -1,11 +1,12 @@
-"""harness.stats: each verdict on sample sets whose answer is known, the reachable-p floor, determinism."""
+"""harness.comparison.stats: each verdict on sample sets whose answer is known, the reachable-p floor,
+determinism."""
 
 from math import comb
 
 import numpy as np
 import pytest
 
-from harness.stats import (
+from harness.comparison.stats import (
     Verdict,
     geometric_mean,
     judge,

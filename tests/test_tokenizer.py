@@ -1,8 +1,10 @@
 """Tokenizer metadata layout, round trips, streaming, SentencePiece vocabularies, bad metadata."""
 
 import gzip
+import importlib.util
 import time
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,13 +20,26 @@ from engine.tokenizer_data import (
     TOKEN_NORMAL,
     TOKEN_UNKNOWN,
     TOKEN_UNUSED,
+    TOKEN_USER_DEFINED,
     read_merges_text,
     special_token_count,
     tokenizer_metadata,
     tokens_from_merges,
     trained_bpe,
 )
-from engine.tokenizer_train import merges_file_bytes, train_bpe
+
+
+def _load_trainer():
+    """scripts/train_tokenizer.py, the offline tool behind the committed merges (not an installed module)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_tokenizer.py"
+    spec = importlib.util.spec_from_file_location("train_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TRAINER = _load_trainer()
+merges_file_bytes, train_bpe = _TRAINER.merges_file_bytes, _TRAINER.train_bpe
 
 VOCAB_SIZES = (1024, 32000, 128256)
 TOKENIZER_KEYS = {
@@ -255,23 +270,73 @@ def _spm_metadata(**extra: object) -> dict[str, object]:
     "text", ["hello world", "hello", " hello  world ", "héllo wörld 日本 🚀", "", "a\tb\nc"]
 )
 def test_sentencepiece_round_trip(text):
+    """llama.cpp's rules: the prefixed space is dropped from the first piece only; after a BOS (whose piece
+    is empty) it stays, and the stream, which continues a prompt, keeps it too."""
     tok = Tokenizer.from_metadata(_spm_metadata())
     ids = tok.encode(text)
-    assert ids[0] == 1 and tok.decode(ids) == text
+    assert ids[0] == 1 and tok.decode(ids[1:]) == text
+    assert tok.decode(ids) == (" " + text if text else "")
     stream = tok.decode_stream()
-    assert "".join(stream.push(i) for i in ids) + stream.flush() == text
+    assert "".join(stream.push(i) for i in ids) + stream.flush() == tok.decode(ids)
 
 
-def test_sentencepiece_merges_follow_scores():
+def test_sentencepiece_joins_follow_scores():
     tok = Tokenizer.from_metadata(_spm_metadata())
     ids = tok.encode("hello world", add_bos=False)
     assert [tok.tokens[i] for i in ids] == ["▁hello", "▁world"]
     assert [tok.tokens[i] for i in tok.encode("é", add_bos=False)] == ["▁", "<0xC3>", "<0xA9>"]
-    explicit = Tokenizer.from_metadata(_spm_metadata(**{"tokenizer.ggml.merges": ["h e", "l l"]}))
-    assert [explicit.tokens[i] for i in explicit.encode("hello", add_bos=False)] == ["▁", "he", "ll", "o"]
+    merges = Tokenizer.from_metadata(_spm_metadata(**{"tokenizer.ggml.merges": ["h e", "l l"]}))
+    assert merges.encode("hello world") == tok.encode("hello world")  # llama.cpp ignores merges here too
     no_prefix = Tokenizer.from_metadata(_spm_metadata(**{"tokenizer.ggml.add_space_prefix": False}))
     assert [no_prefix.tokens[i] for i in no_prefix.encode("hello", add_bos=False)] == ["hello"]
     assert no_prefix.decode(no_prefix.encode(" hello")) == " hello"
+
+
+def test_sentencepiece_joins_characters_that_are_no_tokens():
+    """'▁ab' and 'ab' are tokens, '▁', 'a' and 'b' are not: joins still start from single characters."""
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "ab", "▁ab"]
+    meta = _spm_metadata(
+        **{
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [TOKEN_UNKNOWN, *[TOKEN_CONTROL] * 2, *[TOKEN_BYTE] * 256, 1, 1],
+            "tokenizer.ggml.scores": [0.0] * 259 + [-2.0, -1.0],
+        }
+    )
+    tok = Tokenizer.from_metadata(meta)
+    assert [tok.tokens[i] for i in tok.encode("abab", add_bos=False)] == ["▁ab", "ab"]
+    assert [tok.tokens[i] for i in tok.encode("b", add_bos=False)] == ["<0xE2>", "<0x96>", "<0x81>", "<0x62>"]
+    # A lone U+2581 is written as its three byte tokens and comes back as U+2581, not as a space (llama.cpp).
+    assert tok.decode(tok.encode("abab b", add_bos=False)) == "abab\u2581b"
+
+
+def test_sentencepiece_user_defined_tokens_are_always_cut_out():
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *(p for p, _ in SPM_PIECES)]
+    meta = _spm_metadata()
+    meta["tokenizer.ggml.tokens"] = [*tokens, "<tool>"]
+    meta["tokenizer.ggml.token_type"] = [*meta["tokenizer.ggml.token_type"], TOKEN_USER_DEFINED]
+    meta["tokenizer.ggml.scores"] = [*meta["tokenizer.ggml.scores"], 0.0]
+    tok = Tokenizer.from_metadata(meta)
+    ids = tok.encode("hello<tool>world", add_bos=False)
+    assert [tok.tokens[i] for i in ids] == ["▁hello", "<tool>", "▁world"]  # a space after it, as llama.cpp
+    assert tok.decode(ids) == "hello<tool> world"
+    assert tok.encode("<s>hello", add_bos=False, parse_special=True)[:2] == [1, tok.tokens.index("▁hello")]
+
+
+def test_unknown_and_unused_tokens_decode_to_nothing():
+    tok = Tokenizer.from_metadata(_spm_metadata())
+    assert tok.decode([0, tok.tokens.index("▁hello"), 1, 2]) == " hello"  # <unk> first: no space dropped
+    assert tok.decode([tok.tokens.index("▁hello"), 0]) == "hello"
+
+
+def test_sentencepiece_byte_without_a_token_is_an_error():
+    few = {
+        "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a"],
+        "tokenizer.ggml.token_type": [TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL, TOKEN_NORMAL],
+        "tokenizer.ggml.scores": [0.0] * 4,
+    }
+    tok = Tokenizer.from_metadata(_spm_metadata(**few))
+    with pytest.raises(EngineError, match="byte 0xE2, which this vocabulary cannot write"):
+        tok.encode("a")
 
 
 def _gpt2_small() -> dict[str, object]:

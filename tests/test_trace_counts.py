@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.model import expected_counts, load_model
+from engine.model import load_model
 from engine.synth import ensure_preset_model
+from tests.trace_prediction import expected_counts
 
 
 @pytest.fixture(scope="session")

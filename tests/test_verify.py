@@ -8,9 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from harness import cmd_verify
-from harness.receipt import utc_timestamp
-from harness.verify import verify
+from harness.commands import report, verify_receipt
+from harness.receipts.files import utc_timestamp
+from harness.receipts.verify import verify
 from tests.receipt_factory import make_receipt, mutated
 
 
@@ -262,7 +262,8 @@ def test_replay_is_not_run_on_a_schema_invalid_receipt():
 @pytest.fixture
 def run():
     app = typer.Typer()
-    cmd_verify.register(app)
+    verify_receipt.register(app)
+    report.register(app)
     runner = CliRunner()
 
     def invoke(*args):
@@ -347,7 +348,7 @@ def test_cli_model_check(run, tmp_path):
 def test_cli_replay_unavailable_exits_2(run, tmp_path, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "harness.replay", None)
+    monkeypatch.setitem(sys.modules, "harness.session.replay", None)
     result = run("verify-receipt", "--path", _save(tmp_path, make_receipt()), "--replay", "--model", tmp_path)
     assert result.exit_code == 2
     assert "replay is unavailable" in result.output
@@ -359,10 +360,10 @@ def test_cli_replay_uses_harness_replay(run, tmp_path, monkeypatch):
 
     path, digest, size = _model_file(tmp_path)
     receipt = mutated(lambda r: r["model"].update(sha256=digest, size_bytes=size))
-    fake = types.ModuleType("harness.replay")
+    fake = types.ModuleType("harness.session.replay")
     fake.replay_digest = lambda r, m, strict=None: r["output_digest"]["sha256"] if m == path else "0" * 64
     fake.replay_model_path = lambda r, model: model
-    monkeypatch.setitem(sys.modules, "harness.replay", fake)
+    monkeypatch.setitem(sys.modules, "harness.session.replay", fake)
     saved = _save(tmp_path, receipt)
     assert run("verify-receipt", "--path", saved, "--replay", "--model", path).exit_code == 0
     fake.replay_digest = lambda r, model_path, strict=None: "1" * 64
@@ -394,8 +395,8 @@ def test_every_schema_error_is_reported_up_to_a_cap():
 def test_expectations_agree_with_the_engines_trace_prediction(ffn_act, logits):
     """The engine's own per-tensor prediction, summed over repetitions, meets every expectation exactly."""
     from engine.config import ModelConfig
-    from engine.model import expected_counts as engine_counts
-    from harness.expectations import Workload, expected_counts
+    from harness.receipts.expectations import Workload, expected_counts
+    from tests.trace_prediction import expected_counts as engine_counts
 
     config = ModelConfig(
         arch="bitnet",

@@ -202,15 +202,9 @@ def time_logits(
     out = np.empty(vocab, np.float32)
     counts = Trace().counts
     fn, chosen = select_logits(hidden, variant)
-    if chosen == "portable":
-        nbytes = emb_q.nbytes + emb_s.nbytes
+    nbytes = emb_q.nbytes + emb_s.nbytes + (emb_sum.nbytes if chosen != "portable" else 0)
 
-        def call() -> None:
-            fn(emb_q, emb_s, q, np.float32(1.0), out, counts)
-    else:
-        nbytes = emb_q.nbytes + emb_s.nbytes + emb_sum.nbytes
-
-        def call() -> None:
-            fn(emb_q, emb_s, emb_sum, q, np.float32(1.0), u, out, counts)
+    def call() -> None:
+        fn(emb_q, emb_s, emb_sum, q, np.float32(1.0), u, out, counts)
 
     return time_kernel("logits", "logits_i8", chosen, vocab, hidden, nbytes, call, repeats, evict)

@@ -68,8 +68,8 @@ def select_tl(kernel: str, prefer: str = "auto") -> tuple[Callable, Callable, st
 def select_logits(hidden: int, prefer: str = "auto") -> tuple[Callable, str]:
     """(int8 logits kernel, variant): vnni.logits_i8_vnni needs AVX-512 VNNI and hidden % 64 == 0.
 
-    The two take different arguments: the VNNI one also gets the embedding's int32 row sums and a uint8
-    scratch row (see its docstring); the portable one is ops.logits_i8.
+    Both kernels take the same arguments (emb_q, emb_s, emb_sum, q, s, u, out, counts); the portable one is
+    ops.logits_i8.
     """
     if prefer != "portable" and has_vnni() and hidden % 64 == 0:
         return vnni.logits_i8_vnni, "avx512vnni"

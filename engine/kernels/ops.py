@@ -206,11 +206,13 @@ def residual_add(x, y, counts):
 
 
 @njit(cache=True, parallel=True)
-def logits_i8(emb_q, emb_s, q, s, out, counts):
+def logits_i8(emb_q, emb_s, emb_sum, q, s, u, out, counts):
     """out[v] = emb_s[v] * (emb_q[v] . q) / s with int32 accumulation.
 
     emb_q: int8 [vocab, hidden], one float scale per row (row absmax / 127); q: the int8 hidden state
-    quantized per token with scale s (q = x * s). rows = vocab, elements = vocab * hidden.
+    quantized per token with scale s (q = x * s). rows = vocab, elements = vocab * hidden. The signature is
+    the VNNI twin's (vnni.logits_i8_vnni), whose extra inputs this kernel does not need: emb_sum (int32 row
+    sums of emb_q) and u (uint8[hidden] scratch).
     """
     vocab, hidden = emb_q.shape
     inv = np.float32(1.0) / np.float32(s)

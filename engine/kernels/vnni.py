@@ -10,17 +10,18 @@ avx512vl for the host; otherwise the portable kernel runs. The same IR serves th
 block sums and QK256 (codes mapped to c + (c >> 1) = value + 2, so the sum is corrected by 2 sum q).
 
 The i2s GEMV and the int8 logits run 512-bit `vpdpbusd.512` over four rows per step with software prefetch
-(`_emit_rows_dot512`, `_i8_rows_dot512`): one activation load serves four rows, a bit plane costs one AND
+(`emit_rows_dot512`, `_i8_rows_dot512`): one activation load serves four rows, a bit plane costs one AND
 instead of shift + AND, and the next tiles' bytes are requested ahead of time (1.3-1.6x on cache-warm
 matrices, 1.7x on matrices streamed from DRAM, single thread, over the 256-bit row kernel). The i2s GEMM
-(`_emit_pair_dots`) puts a block of two rows in one 512-bit register and reuses each unpacked plane for eight
+(`emit_pair_dots`) puts a block of two rows in one 512-bit register and reuses each unpacked plane for eight
 tokens (1.1-1.4x over the 256-bit four-token kernel). The TQ2_0 / TQ1_0 kernels (per-256 fp16 scales) take
 the same two paths with one scale block per step: `_rows_blk512` (GEMV, four rows) and `_pair_blk_intrinsic`
 (GEMM, two rows x eight tokens) reduce each block's exact int32 sums with a shuffle tree shared by the rows or
 tokens, then scale and accumulate in the portable order (GEMV 1.8-2.4x, GEMM 2.3-3.1x over the 256-bit row
 kernel, warm, 2 threads).
 
-Every variant adds to the same trace row as its portable twin and returns bit-identical results.
+Every variant adds to the same trace row as its portable twin and returns bit-identical results. This module
+holds the @intrinsic typing glue and the njit kernels; the LLVM IR they emit is built in `vnni_ir.py`.
 """
 
 import numpy as np
@@ -30,6 +31,17 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from engine.kernels import ops, ternary
+from engine.kernels.vnni_ir import (
+    emit_pair_block,
+    emit_pair_dots,
+    emit_pair_reduce,
+    emit_prefetch,
+    emit_row_dots,
+    emit_rows_dot512,
+    emit_sum4,
+    pair_rows,
+    pick_lanes,
+)
 from engine.trace import kid
 
 _I2S_GEMV = kid("i2s_gemv")
@@ -54,56 +66,6 @@ def _arrays_ok(w, q, qdim: int) -> bool:
     )
 
 
-def _emit_row_dots(context, builder, wary, row, qptrs, accs_per_token, blocks=None, qk256=False):
-    """IR: int32 sums over one weight row of code * q for each activation base pointer in `qptrs`.
-
-    `blocks` = (first, count) IR values limits the sum to those 128-value blocks (default: the whole row).
-    `qk256` maps each code c to c + (c >> 1) (0, 1, 3, 4: the QK256 value + 2) before the multiply.
-
-    Each token keeps `accs_per_token` independent <8 x i32> accumulators (bit plane g feeds accumulator
-    g % accs_per_token), so consecutive vpdpbusd do not wait on each other; each 32-byte weight load and
-    its unpacking serve every token.
-    """
-    i8x32 = ir.VectorType(ir.IntType(8), 32)
-    i32x8 = ir.VectorType(ir.IntType(32), 8)
-    i64 = ir.IntType(64)
-    dpbusd = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(i32x8, [i32x8, i32x8, i32x8]), "llvm.x86.avx512.vpdpbusd.256"
-    )
-    nb = builder.extract_value(wary.shape, 1)
-    wrow = builder.gep(wary.data, [builder.mul(row, builder.mul(nb, i64(32)))])
-    zero = ir.Constant(i32x8, None)
-    accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(accs_per_token)] for _ in qptrs]
-    three = ir.Constant(i8x32, [3] * 32)
-    one = ir.Constant(i8x32, [1] * 32)
-    first, count = blocks if blocks is not None else (i64(0), nb)
-    with cgutils.for_range(builder, count) as loop:
-        k = builder.add(first, loop.index)
-        wptr = builder.bitcast(builder.gep(wrow, [builder.mul(k, i64(32))]), i8x32.as_pointer())
-        wbytes = builder.load(wptr, align=1)
-        for g in range(4):
-            codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x32, [6 - 2 * g] * 32)), three)
-            if qk256:
-                codes = builder.add(codes, builder.lshr(codes, one))
-            codes = builder.bitcast(codes, i32x8)
-            qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
-            for base, tok_accs in zip(qptrs, accs, strict=True):
-                qv = builder.load(builder.bitcast(builder.gep(base, [qoff]), i8x32.as_pointer()), align=1)
-                slot = tok_accs[g % accs_per_token]
-                acc = builder.call(dpbusd, [builder.load(slot), codes, builder.bitcast(qv, i32x8)])
-                builder.store(acc, slot)
-    results = []
-    for tok_accs in accs:
-        total = builder.load(tok_accs[0])
-        for slot in tok_accs[1:]:
-            total = builder.add(total, builder.load(slot))
-        result = builder.extract_element(total, ir.IntType(32)(0))
-        for lane in range(1, 8):
-            result = builder.add(result, builder.extract_element(total, ir.IntType(32)(lane)))
-        results.append(result)
-    return results
-
-
 @intrinsic
 def _row_dot_vnni(typingctx, w, r, q):
     """int32 sum over row r of code * q: w uint8[rows, nb, 32] and q int8[nb, 4, 32], both C-contiguous."""
@@ -114,7 +76,7 @@ def _row_dot_vnni(typingctx, w, r, q):
         wary = context.make_array(sig.args[0])(context, builder, args[0])
         qary = context.make_array(sig.args[2])(context, builder, args[2])
         row = context.cast(builder, args[1], sig.args[1], types.int64)
-        return _emit_row_dots(context, builder, wary, row, [qary.data], 4)[0]
+        return emit_row_dots(context, builder, wary, row, [qary.data], 4)[0]
 
     return types.int32(w, r, q), codegen
 
@@ -130,7 +92,7 @@ def _blocks_dot_vnni(typingctx, w, r, k0, n, q):
         wary = context.make_array(sig.args[0])(context, builder, args[0])
         qary = context.make_array(sig.args[4])(context, builder, args[4])
         row, first, count = (context.cast(builder, args[i], sig.args[i], types.int64) for i in (1, 2, 3))
-        return _emit_row_dots(context, builder, wary, row, [qary.data], 4, blocks=(first, count))[0]
+        return emit_row_dots(context, builder, wary, row, [qary.data], 4, blocks=(first, count))[0]
 
     return types.int32(w, r, k0, n, q), codegen
 
@@ -145,7 +107,7 @@ def _row_dot_qk_vnni(typingctx, w, r, q):
         wary = context.make_array(sig.args[0])(context, builder, args[0])
         qary = context.make_array(sig.args[2])(context, builder, args[2])
         row = context.cast(builder, args[1], sig.args[1], types.int64)
-        return _emit_row_dots(context, builder, wary, row, [qary.data], 4, qk256=True)[0]
+        return emit_row_dots(context, builder, wary, row, [qary.data], 4, qk256=True)[0]
 
     return types.int32(w, r, q), codegen
 
@@ -203,89 +165,7 @@ def i2s_qk256_gemm_vnni(w, q, s, out, qsum, cols, counts):
 
 
 # ---------------------------------------------------------------- 512-bit variants
-def _emit_rows_dot512(builder, wary, rows, qptr, prefetch=False):
-    """IR: int32 sums of code * q for each weight row index in `rows` against one token's activations.
-
-    Two 128-value blocks (64 weight bytes) per step on `vpdpbusd.512`. A bit plane is isolated with one AND
-    (mask 0xC0, 0x30, 0x0C, 0x03) and not shifted: plane g's products are exactly 4^(3-g) times the true ones,
-    so its accumulator is shifted right (exact: every lane is a multiple) before the planes are added. Each
-    activation load serves every row in `rows`. An odd last block runs on the 256-bit instruction.
-    """
-    i8x32 = ir.VectorType(ir.IntType(8), 32)
-    i8x64 = ir.VectorType(ir.IntType(8), 64)
-    i32x8 = ir.VectorType(ir.IntType(32), 8)
-    i32x16 = ir.VectorType(ir.IntType(32), 16)
-    i64 = ir.IntType(64)
-    i32 = ir.IntType(32)
-    dp512 = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(i32x16, [i32x16, i32x16, i32x16]), "llvm.x86.avx512.vpdpbusd.512"
-    )
-    dp256 = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(i32x8, [i32x8, i32x8, i32x8]), "llvm.x86.avx512.vpdpbusd.256"
-    )
-    nb = builder.extract_value(wary.shape, 1)
-    row_bytes = builder.mul(nb, i64(32))
-    wrows = [builder.gep(wary.data, [builder.mul(r, row_bytes)]) for r in rows]
-    masks = [0xC0, 0x30, 0x0C, 0x03]
-    zero16 = ir.Constant(i32x16, None)
-    accs = [[cgutils.alloca_once_value(builder, zero16) for _ in range(4)] for _ in rows]
-    concat = ir.Constant(ir.VectorType(i32, 64), list(range(64)))
-
-    def qload(off):
-        return builder.load(builder.bitcast(builder.gep(qptr, [off]), i8x32.as_pointer()), align=1)
-
-    pairs = builder.udiv(nb, i64(2))
-    with cgutils.for_range(builder, pairs) as loop:
-        k = builder.mul(loop.index, i64(2))
-        if prefetch:
-            _emit_prefetch(builder, wrows[0], row_bytes, loop.index, len(rows))
-        qv = []
-        for g in range(4):
-            lo = qload(builder.add(builder.mul(k, i64(128)), i64(32 * g)))
-            hi = qload(builder.add(builder.mul(k, i64(128)), i64(128 + 32 * g)))
-            qv.append(builder.bitcast(builder.shuffle_vector(lo, hi, concat), i32x16))
-        for wrow, raccs in zip(wrows, accs, strict=True):
-            wptr = builder.bitcast(builder.gep(wrow, [builder.mul(k, i64(32))]), i8x64.as_pointer())
-            wbytes = builder.load(wptr, align=1)
-            for g in range(4):
-                codes = builder.bitcast(builder.and_(wbytes, ir.Constant(i8x64, [masks[g]] * 64)), i32x16)
-                acc = builder.call(dp512, [builder.load(raccs[g]), codes, qv[g]])
-                builder.store(acc, raccs[g])
-    # the odd last block
-    tails = [cgutils.alloca_once_value(builder, ir.Constant(i32x8, None)) for _ in range(4 * len(rows))]
-    with builder.if_then(builder.icmp_unsigned("!=", builder.urem(nb, i64(2)), i64(0))):
-        k = builder.sub(nb, i64(1))
-        for ri, wrow in enumerate(wrows):
-            wptr = builder.bitcast(builder.gep(wrow, [builder.mul(k, i64(32))]), i8x32.as_pointer())
-            wbytes = builder.load(wptr, align=1)
-            for g in range(4):
-                qv = builder.bitcast(qload(builder.add(builder.mul(k, i64(128)), i64(32 * g))), i32x8)
-                codes = builder.bitcast(builder.and_(wbytes, ir.Constant(i8x32, [masks[g]] * 32)), i32x8)
-                builder.store(builder.call(dp256, [ir.Constant(i32x8, None), codes, qv]), tails[4 * ri + g])
-    results = []
-    for ri, raccs in enumerate(accs):
-        total = None
-        for g in range(4):
-            shift = 6 - 2 * g
-            v = builder.load(raccs[g])
-            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, 8), list(range(8))))
-            hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, 8), list(range(8, 16))))
-            v8 = builder.add(builder.add(lo, hi), builder.load(tails[4 * ri + g]))
-            if shift:
-                v8 = builder.ashr(v8, ir.Constant(i32x8, [shift] * 8))
-            total = v8 if total is None else builder.add(total, v8)
-        result = builder.extract_element(total, i32(0))
-        for lane in range(1, 8):
-            result = builder.add(result, builder.extract_element(total, i32(lane)))
-        results.append(result)
-    return results
-
-
 ROW_TILE = 4
-# Tiles ahead whose weight bytes a tile prefetches while it runs (spread over its loop: 64 bytes per row per
-# step). Weight rows are read once per token from DRAM through 4 KB pages, where the hardware prefetcher stops
-# at every page boundary; software prefetch took a cold single-thread GEMV from 4.5 to 7.7 GB/s here.
-PREFETCH = 4
 
 
 @intrinsic
@@ -300,7 +180,7 @@ def _rows_dot512(typingctx, w, r0, q):
         qary = context.make_array(sig.args[2])(context, builder, args[2])
         row = context.cast(builder, args[1], sig.args[1], types.int64)
         rows = [builder.add(row, ir.IntType(64)(j)) for j in range(ROW_TILE)]
-        return context.make_tuple(builder, ret, _emit_rows_dot512(builder, wary, rows, qary.data, True))
+        return context.make_tuple(builder, ret, emit_rows_dot512(builder, wary, rows, qary.data, True))
 
     return ret(w, r0, q), codegen
 
@@ -315,7 +195,7 @@ def _row_dot512(typingctx, w, r, q):
         wary = context.make_array(sig.args[0])(context, builder, args[0])
         qary = context.make_array(sig.args[2])(context, builder, args[2])
         row = context.cast(builder, args[1], sig.args[1], types.int64)
-        return _emit_rows_dot512(builder, wary, [row], qary.data)[0]
+        return emit_rows_dot512(builder, wary, [row], qary.data)[0]
 
     return types.int32(w, r, q), codegen
 
@@ -336,31 +216,6 @@ def i2s_gemv_vnni(w, scale, q, s, out, cols, counts):
         out[r + 3] = np.float32(a3 - sq) / s * scale
     for r in range(tiles * ROW_TILE, rows):
         out[r] = np.float32(_row_dot512(w, r, q) - sq) / s * scale
-
-
-def _lanes(builder, a, b, idx):
-    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), idx))
-
-
-def _emit_sum4(builder, v):
-    """IR: <4 x i32> of the lane sums of four <16 x i32> vectors (a shuffle tree; integer adds are exact)."""
-    halves = [
-        builder.add(
-            _lanes(builder, a, b, [*range(8), *range(16, 24)]),
-            _lanes(builder, a, b, [*range(8, 16), *range(24, 32)]),
-        )
-        for a, b in ((v[0], v[1]), (v[2], v[3]))
-    ]
-    quarter_lo = [j + o for o in (0, 8, 16, 24) for j in range(4)]
-    c = builder.add(
-        _lanes(builder, halves[0], halves[1], quarter_lo),
-        _lanes(builder, halves[0], halves[1], [j + 4 for j in quarter_lo]),
-    )
-    e = builder.add(
-        _lanes(builder, c, c, [j + o for o in (0, 4, 8, 12) for j in range(2)]),
-        _lanes(builder, c, c, [j + o for o in (2, 6, 10, 14) for j in range(2)]),
-    )
-    return builder.add(_lanes(builder, e, e, [0, 2, 4, 6]), _lanes(builder, e, e, [1, 3, 5, 7]))
 
 
 @intrinsic
@@ -409,7 +264,7 @@ def _rows_blk512(typingctx, w, d, r0, q, qsum):
 
         with cgutils.for_range(builder, nsum) as loop:
             j = loop.index
-            _emit_prefetch(builder, wrows[0], row_bytes, j, ROW_TILE)
+            emit_prefetch(builder, wrows[0], row_bytes, j, ROW_TILE)
             base = builder.mul(j, i64(256))
             qv = []
             for g in range(4):
@@ -425,10 +280,10 @@ def _rows_blk512(typingctx, w, d, r0, q, qsum):
                     codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x64, [6 - 2 * g] * 64)), three)
                     acc = builder.call(dp512, [acc, builder.bitcast(codes, i32x16), qv[g]])
                 sums.append(acc)
-            total = _emit_sum4(builder, sums)
+            total = emit_sum4(builder, sums)
             qs = builder.load(builder.gep(sary.data, [j]))
             one_lane = builder.insert_element(ir.Constant(i32x4, None), qs, i32(0))
-            diff = builder.sub(total, _lanes(builder, one_lane, one_lane, [0, 0, 0, 0]))
+            diff = builder.sub(total, pick_lanes(builder, one_lane, one_lane, [0, 0, 0, 0]))
             dv = ir.Constant(f32x4, None)
             for i, drow in enumerate(drows):
                 dv = builder.insert_element(dv, builder.load(builder.gep(drow, [j])), i32(i))
@@ -440,21 +295,6 @@ def _rows_blk512(typingctx, w, d, r0, q, qsum):
         )
 
     return ret(w, d, r0, q, qsum), codegen
-
-
-def _emit_prefetch(builder, base, row_bytes, step, nrows):
-    """IR: prefetch the `nrows` cache lines of the tile PREFETCH tiles ahead that loop step `step` covers."""
-    i64 = ir.IntType(64)
-    i32 = ir.IntType(32)
-    pf = cgutils.get_or_insert_function(
-        builder.module,
-        ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
-        "llvm.prefetch.p0i8",
-    )
-    ahead = builder.mul(row_bytes, i64(PREFETCH * nrows))
-    ptr = builder.gep(base, [builder.add(ahead, builder.mul(step, i64(64 * nrows)))])
-    for j in range(nrows):
-        builder.call(pf, [builder.gep(ptr, [i64(64 * j)]), i32(0), i32(3), i32(1)])
 
 
 @intrinsic
@@ -491,7 +331,7 @@ def _i8_rows_dot512(typingctx, e, r0, u):
         accs = [cgutils.alloca_once_value(builder, ir.Constant(i32x16, None)) for _ in range(ROW_TILE)]
         with cgutils.for_range(builder, builder.udiv(n, i64(64))) as loop:
             off = builder.mul(loop.index, i64(64))
-            _emit_prefetch(builder, base, n, loop.index, ROW_TILE)
+            emit_prefetch(builder, base, n, loop.index, ROW_TILE)
             uv = builder.load(builder.bitcast(builder.gep(uary.data, [off]), i8x64.as_pointer()), align=1)
             uv = builder.bitcast(uv, i32x16)
             for rptr, slot in zip(rptrs, accs, strict=True):
@@ -542,77 +382,6 @@ def logits_i8_vnni(emb_q, emb_s, emb_sum, q, s, u, out, counts):
 GEMM_TOKENS = 8
 
 
-def _pair_rows(builder, wary, row):
-    """IR: byte pointers to rows `row` and `row + 1` of w uint8[rows, nb, 32]."""
-    row_bytes = builder.mul(builder.extract_value(wary.shape, 1), ir.IntType(64)(32))
-    r0 = builder.gep(wary.data, [builder.mul(row, row_bytes)])
-    return r0, builder.gep(r0, [row_bytes])
-
-
-def _emit_pair_block(builder, r0, r1, k, qptrs, accs):
-    """IR: block k of the two rows at r0 and r1 against each token's activations in `qptrs`, added to the
-    <16 x i32> values `accs` (one per token); returns the new values.
-
-    Block k of both rows fills one 512-bit register (row r0 low half, row r1 high half); a bit plane is
-    unpacked once (shift + AND) and serves every token, whose 32 activation bytes of that plane are
-    broadcast to both halves by the load itself.
-    """
-    i8x32 = ir.VectorType(ir.IntType(8), 32)
-    i8x64 = ir.VectorType(ir.IntType(8), 64)
-    i32x16 = ir.VectorType(ir.IntType(32), 16)
-    i64 = ir.IntType(64)
-    i32 = ir.IntType(32)
-    dp512 = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(i32x16, [i32x16, i32x16, i32x16]), "llvm.x86.avx512.vpdpbusd.512"
-    )
-    concat = ir.Constant(ir.VectorType(i32, 64), list(range(64)))
-    twice = ir.Constant(ir.VectorType(i32, 64), list(range(32)) * 2)
-    three = ir.Constant(i8x64, [3] * 64)
-
-    def load32(base, off):
-        return builder.load(builder.bitcast(builder.gep(base, [off]), i8x32.as_pointer()), align=1)
-
-    accs = list(accs)
-    woff = builder.mul(k, i64(32))
-    wbytes = builder.shuffle_vector(load32(r0, woff), load32(r1, woff), concat)
-    for g in range(4):
-        codes = builder.and_(builder.lshr(wbytes, ir.Constant(i8x64, [6 - 2 * g] * 64)), three)
-        codes = builder.bitcast(codes, i32x16)
-        qoff = builder.add(builder.mul(k, i64(128)), i64(32 * g))
-        for t, base in enumerate(qptrs):
-            part = load32(base, qoff)
-            qv = builder.bitcast(builder.shuffle_vector(part, part, twice), i32x16)
-            accs[t] = builder.call(dp512, [accs[t], codes, qv])
-    return accs
-
-
-def _emit_pair_dots(builder, wary, row, qptrs):
-    """IR: int32 sums of rows `row` and `row + 1` against each token's activations in `qptrs`.
-
-    `_emit_pair_block` over every block, one <16 x i32> accumulator per token; returns
-    [row r sums per token] + [row r+1 sums per token].
-    """
-    i32x16 = ir.VectorType(ir.IntType(32), 16)
-    i32 = ir.IntType(32)
-    r0, r1 = _pair_rows(builder, wary, row)
-    slots = [cgutils.alloca_once_value(builder, ir.Constant(i32x16, None)) for _ in qptrs]
-    with cgutils.for_range(builder, builder.extract_value(wary.shape, 1)) as loop:
-        accs = _emit_pair_block(builder, r0, r1, loop.index, qptrs, [builder.load(x) for x in slots])
-        for slot, acc in zip(slots, accs, strict=True):
-            builder.store(acc, slot)
-    low, high = [], []
-    for slot in slots:
-        v = builder.load(slot)
-        lanes = [builder.extract_element(v, i32(j)) for j in range(16)]
-        a, b = lanes[0], lanes[8]
-        for j in range(1, 8):
-            a = builder.add(a, lanes[j])
-            b = builder.add(b, lanes[8 + j])
-        low.append(a)
-        high.append(b)
-    return low + high
-
-
 def _pair_intrinsic(ntok: int):
     ret = types.UniTuple(types.int32, 2 * ntok)
 
@@ -630,7 +399,7 @@ def _pair_intrinsic(ntok: int):
             per_token = builder.mul(builder.extract_value(wary.shape, 1), i64(128))
             starts = [builder.mul(builder.add(tok, i64(j)), per_token) for j in range(ntok)]
             qptrs = [builder.gep(qary.data, [start]) for start in starts]
-            return context.make_tuple(builder, ret, _emit_pair_dots(builder, wary, row, qptrs))
+            return context.make_tuple(builder, ret, emit_pair_dots(builder, wary, row, qptrs))
 
         return ret(w, r, q, t0), codegen
 
@@ -641,42 +410,11 @@ _pair_dots8 = intrinsic(_pair_intrinsic(GEMM_TOKENS))
 _pair_dots1 = intrinsic(_pair_intrinsic(1))
 
 
-def _emit_pair_reduce(builder, accs):
-    """IR: lane sums of per-token <16 x i32> accumulators (lanes 0-7 row r, 8-15 row r + 1).
-
-    Eight tokens: one <16 x i32> with lane 8b + 4h + i the sum of token 4b + i, row r + h (a shuffle tree
-    shared by all tokens). One token: a <2 x i32> (row r, row r + 1).
-    """
-    if len(accs) == 1:
-        v = accs[0]
-        v = builder.add(
-            _lanes(builder, v, v, [0, 1, 2, 3, 8, 9, 10, 11]),
-            _lanes(builder, v, v, [4, 5, 6, 7, 12, 13, 14, 15]),
-        )
-        v = builder.add(_lanes(builder, v, v, [0, 1, 4, 5]), _lanes(builder, v, v, [2, 3, 6, 7]))
-        return builder.add(_lanes(builder, v, v, [0, 2]), _lanes(builder, v, v, [1, 3]))
-    # level 1, tokens (a, b): lanes [a r (4), b r (4), a r1 (4), b r1 (4)], partial sums of 2 lanes each
-    lo = [*range(4), *range(16, 20), *range(8, 12), *range(24, 28)]
-    u = [
-        builder.add(_lanes(builder, a, b, lo), _lanes(builder, a, b, [j + 4 for j in lo]))
-        for a, b in zip(accs[0::2], accs[1::2], strict=True)
-    ]
-    # level 2, pairs (0 1, 2 3): lanes [t0 r, t1 r, t2 r, t3 r, t0 r1, .. t3 r1] x 2 lanes each
-    lo = [0, 1, 4, 5, 16, 17, 20, 21, 8, 9, 12, 13, 24, 25, 28, 29]
-    w = [
-        builder.add(_lanes(builder, a, b, lo), _lanes(builder, a, b, [j + 2 for j in lo]))
-        for a, b in zip(u[0::2], u[1::2], strict=True)
-    ]
-    # level 3: one lane per (token, row)
-    even = [*range(0, 16, 2), *range(16, 32, 2)]
-    return builder.add(_lanes(builder, w[0], w[1], even), _lanes(builder, w[0], w[1], [j + 1 for j in even]))
-
-
 def _pair_blk_intrinsic(ntok: int):
     """float32 sums d[row, j] * (int sum_j - qsum[t, j]) of rows r, r + 1 for tokens t0 .. t0 + ntok - 1.
 
-    A 256-value scale block of both rows is two `_emit_pair_block` steps (the i2s GEMM's register layout);
-    each block's exact int32 sums go through `_emit_pair_reduce`, then the float accumulation runs in the
+    A 256-value scale block of both rows is two `emit_pair_block` steps (the i2s GEMM's register layout);
+    each block's exact int32 sums go through `emit_pair_reduce`, then the float accumulation runs in the
     portable kernel's order (bit-identical). Returns the ntok sums of row r, then the ntok of row r + 1.
     """
     ret = types.UniTuple(types.float32, 2 * ntok)
@@ -708,7 +446,7 @@ def _pair_blk_intrinsic(ntok: int):
             row = context.cast(builder, args[2], sig.args[2], types.int64)
             tok = context.cast(builder, args[4], sig.args[4], types.int64)
             nsum = builder.extract_value(dary.shape, 1)
-            r0, r1 = _pair_rows(builder, wary, row)
+            r0, r1 = pair_rows(builder, wary, row)
             d0 = builder.gep(dary.data, [builder.mul(row, nsum)])
             d1 = builder.gep(d0, [nsum])
             per_token = builder.mul(builder.extract_value(wary.shape, 1), i64(128))
@@ -726,8 +464,8 @@ def _pair_blk_intrinsic(ntok: int):
                 accs = [ir.Constant(ir.VectorType(i32, 16), None)] * ntok
                 for half in range(2):
                     k = builder.add(builder.mul(j, i64(2)), i64(half))
-                    accs = _emit_pair_block(builder, r0, r1, k, qptrs, accs)
-                sums = _emit_pair_reduce(builder, accs)
+                    accs = emit_pair_block(builder, r0, r1, k, qptrs, accs)
+                sums = emit_pair_reduce(builder, accs)
                 qs = ir.Constant(iv, None)
                 dv = ir.Constant(fv, None)
                 dj = [builder.load(builder.gep(d0, [j])), builder.load(builder.gep(d1, [j]))]

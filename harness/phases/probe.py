@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.constants import GGMLType
+from engine.constants import type_name
 from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.kernels import KERNELS, matvec, prepare_matrix, quantize_activations
@@ -31,7 +31,7 @@ def tensor_rows(model: Model) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": check.name,
-                "format": _type_name(tensor.ggml_type),
+                "format": type_name(tensor.ggml_type),
                 "flavor": check.flavor,
                 "shape": [int(d) for d in check.shape],
                 "bytes": int(check.nbytes),
@@ -39,13 +39,6 @@ def tensor_rows(model: Model) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _type_name(ggml_type: int) -> str:
-    try:
-        return GGMLType(ggml_type).name
-    except ValueError:
-        return str(ggml_type)
 
 
 def _reference_matvec(

@@ -6,7 +6,7 @@ from typing import Any
 from engine.generate import Sampler, SamplingParams
 from engine.model import Model
 from harness.errors import HarnessError
-from harness.receipt import percentiles
+from harness.receipts.summary import percentiles
 
 STAGES = ("embed", "forward", "logits", "sample")
 

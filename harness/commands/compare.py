@@ -1,0 +1,79 @@
+"""`compare`: the regression gate between two receipts.
+
+Exit codes: 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
+"""
+
+from typing import Annotated
+
+import typer
+
+from harness.commands.options import ArchiveOpt, OutputFormatOpt, ThresholdOpt
+from harness.commands.render import render_comparison
+from harness.comparison import archive
+from harness.comparison.compare import EXIT_ERROR, EXIT_OK, REASON_KEYS, comparability, compare
+from harness.comparison.stats import ALPHA, THRESHOLD
+from harness.comparison.tables import OutputFormat
+from harness.receipts.files import load_checked
+
+AlphaOpt = Annotated[float, typer.Option("--alpha", help="Significance level of the Mann-Whitney test.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Compare a non-comparable pair (reasons still shown).")
+]
+IgnoreOpt = Annotated[
+    list[str] | None,
+    typer.Option("--ignore", help=f"Skip one comparability check (repeatable): {', '.join(REASON_KEYS)}."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `compare` to the top-level app."""
+    app.command("compare")(compare_cmd)
+
+
+def compare_cmd(
+    base: Annotated[
+        str, typer.Argument(help="BASE receipt: a path, latest, latest~N, commit prefix, YYYY-MM-DD.")
+    ],
+    new: Annotated[str, typer.Argument(help="NEW receipt, the same kinds of selector.")],
+    archive_dir: ArchiveOpt = archive.DEFAULT_ARCHIVE,
+    threshold: ThresholdOpt = THRESHOLD * 100,
+    alpha: AlphaOpt = ALPHA,
+    force: ForceOpt = False,
+    ignore: IgnoreOpt = None,
+    comparability_only: Annotated[
+        bool,
+        typer.Option(
+            "--comparability-only",
+            help="Judge only comparability and honesty (both verify, same model, workload and generated "
+            "tokens), not speed: exit 0 or 2. For CI against a baseline from another machine.",
+        ),
+    ] = False,
+    fmt: OutputFormatOpt = OutputFormat.rich,
+) -> None:
+    """Compare two receipts metric by metric: medians, NEW/BASE with a bootstrap 95 % interval, Mann-Whitney
+    p-value and a verdict that needs both significance and a change beyond --threshold.
+
+    Exit 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
+    """
+    base_path, new_path = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
+    base_r, new_r = load_checked(base_path), load_checked(new_path)
+    if comparability_only:
+        reasons = comparability(base_r, new_r, ignore or (), same_output=True)
+        for reason in reasons:
+            typer.echo(f"not comparable ({reason.key}): {reason.message}", err=True)
+        if not reasons:
+            skipped = f" (not checked: {', '.join(ignore)})" if ignore else ""
+            typer.echo(f"comparable and verified: {new_path} against {base_path}{skipped}")
+        raise typer.Exit(EXIT_ERROR if reasons else EXIT_OK)
+    comp = compare(
+        base_r,
+        new_r,
+        base_label=str(base_path),
+        new_label=str(new_path),
+        threshold=threshold / 100.0,
+        alpha=alpha,
+        force=force,
+        ignore=ignore or (),
+    )
+    render_comparison(comp, fmt)
+    raise typer.Exit(comp.exit_code)

@@ -1,0 +1,71 @@
+"""`bitnet-harness model synth`: write a deterministic synthetic model of any preset, format and architecture.
+
+Benchmarks need models of known shape without downloading anything; the same arguments always give the same
+bytes, so a receipt naming preset, format, architecture and seed can be reproduced anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from engine.constants import ARCH_BITNET_B158, FORMAT_I2S
+from engine.synth import MAX_SEED, synthesize
+from harness.commands.options import ArchChoice, FormatChoice, PresetChoice
+
+DEFAULT_PRESET = PresetChoice("tiny")
+DEFAULT_FORMAT = FormatChoice(FORMAT_I2S)
+DEFAULT_ARCH = ArchChoice(ARCH_BITNET_B158)
+
+
+def register(model_app: typer.Typer) -> None:
+    """Add `synth` to the `model` command group."""
+    model_app.command("synth")(synth_command)
+
+
+def _human_bytes(n: int) -> str:
+    units = ("B", "KB", "MB", "GB")
+    size, i = float(n), 0
+    while size >= 1024 and i < len(units) - 1:
+        size /= 1024
+        i += 1
+    return f"{size:.2f} {units[i]}" if i else f"{n} B"
+
+
+def synth_command(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the GGUF file (replaced atomically).")],
+    preset: Annotated[PresetChoice, typer.Option("--preset", help="Model shape.")] = DEFAULT_PRESET,
+    fmt: Annotated[FormatChoice, typer.Option("--format", help="Weight format.")] = DEFAULT_FORMAT,
+    arch: Annotated[ArchChoice, typer.Option("--arch", help="Architecture.")] = DEFAULT_ARCH,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of every tensor's random generator.")
+    ] = 0,
+) -> None:
+    """Write a synthetic model; the same arguments always produce a byte-identical file."""
+    preset_name, fmt_name, arch_name = preset.value, fmt.value, arch.value
+    start = time.perf_counter()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[tensor]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"synth {preset_name} {fmt_name}", total=None, tensor="")
+        written = 0
+
+        def advance(done: int, total: int, name: str) -> None:
+            nonlocal written
+            written = done
+            bar.update(task, total=total, completed=done, tensor=name)
+
+        path = synthesize(preset_name, fmt_name, arch_name, seed, out, progress=advance)
+    seconds = time.perf_counter() - start
+    size = path.stat().st_size
+    typer.echo(f"wrote {path} ({_human_bytes(size)}, {written} tensors, {seconds:.1f} s)")

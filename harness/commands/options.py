@@ -1,0 +1,78 @@
+"""Command-line options shared by several commands, defined once."""
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.constants import ARCHITECTURES, WEIGHT_FORMATS
+from engine.model import KERNEL_MODES, LOGITS_MODES
+from engine.presets import PRESETS
+from harness.comparison.tables import OutputFormat
+
+# Typer turns str Enums into choices: a bad value is a usage error (exit 2) that lists the choices.
+KernelChoice = Enum("KernelChoice", {name: name for name in KERNEL_MODES}, type=str)
+LogitsChoice = Enum("LogitsChoice", {name: name for name in LOGITS_MODES}, type=str)
+PresetChoice = Enum("PresetChoice", {name: name for name in PRESETS}, type=str)
+FormatChoice = Enum("FormatChoice", {name: name for name in WEIGHT_FORMATS}, type=str)
+ArchChoice = Enum("ArchChoice", {name: name for name in ARCHITECTURES}, type=str)
+DEFAULT_PRESET = PresetChoice("2b-4t")
+DEFAULT_FORMAT = FormatChoice("i2s")
+DEFAULT_ARCH = ArchChoice("bitnet-b1.58")
+DEFAULT_KERNEL = KernelChoice("auto")
+
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", help="GGUF model file (default: the synthetic --preset model).")
+]
+PresetOpt = Annotated[PresetChoice, typer.Option("--preset", help="Synthetic preset used without --model.")]
+FormatOpt = Annotated[FormatChoice, typer.Option("--format", help="Weight format of the preset model.")]
+ArchOpt = Annotated[ArchChoice, typer.Option("--arch", help="Architecture of the preset model.")]
+ModelSeedOpt = Annotated[
+    int, typer.Option("--model-seed", min=0, help="Seed the preset model is written with.")
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", min=1, help="numba threads (default: all cores).")
+]
+KernelOpt = Annotated[
+    KernelChoice, typer.Option("--kernel", help="Ternary kernel family; auto times each on this CPU.")
+]
+StrictOpt = Annotated[bool, typer.Option("--strict-loader", help="Accept only exact tensor sizes.")]
+PromptOpt = Annotated[
+    str | None, typer.Option("--prompt", help="Prompt text (default: a built-in sentence).")
+]
+PromptTokensOpt = Annotated[
+    int | None,
+    typer.Option("--prompt-tokens", min=1, help="Cycle or cut the prompt to exactly this many tokens."),
+]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likeliest tokens (0 = all).")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+PhaseRecordDirOpt = Annotated[
+    Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
+]
+ReceiptsDirOpt = Annotated[Path, typer.Option("--receipts-dir", help="Folder receipts are written into.")]
+MaxMemoryOpt = Annotated[
+    int | None,
+    typer.Option("--max-memory", min=1, help="Stop with an error when resident memory passes this many MB."),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", min=0.001, help="Stop with an error after this many seconds."),
+]
+ArchiveOpt = Annotated[
+    Path, typer.Option("--archive", help="Archive folder (top-level *.json receipts).", file_okay=False)
+]
+OutputFormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", help="rich table, md (markdown), csv or json.")
+]
+ThresholdOpt = Annotated[
+    float, typer.Option("--threshold", min=0.0, help="Smallest change in percent that counts (default 5).")
+]
+
+
+def strict_flag(strict_loader: bool) -> bool | None:
+    """--strict-loader forces strict mode; without it BITNET_STRICT_MODE decides."""
+    return True if strict_loader else None

@@ -1,0 +1,63 @@
+"""Output shared by several commands: tables in the chosen format, a comparison, an unusable-input line."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from harness.comparison.compare import Comparison
+from harness.comparison.tables import OutputFormat, dumps, markdown, records
+from harness.reporting.comparison import comparison_frame, header
+from harness.reporting.tables import rich_table
+
+
+def emit_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str) -> None:
+    """A table as JSON records, CSV, markdown (with a bold title) or a rich table."""
+    if fmt is OutputFormat.json:
+        typer.echo(dumps(records(frame)))
+    elif fmt is OutputFormat.csv:
+        typer.echo(frame.to_csv(index=False), nl=False)
+    elif fmt is OutputFormat.md:
+        typer.echo(f"**{title}**\n\n{markdown(frame)}")
+    else:
+        Console().print(rich_table(frame, title))
+
+
+def render_comparison(comp: Comparison, fmt: OutputFormat, console: Console | None = None) -> None:
+    """Print a comparison in the chosen format; refusal reasons go with it (stderr for the table formats)."""
+    console = console or Console()
+    err = Console(stderr=True)
+    if fmt is OutputFormat.json:
+        typer.echo(dumps(comp.to_dict()))
+        return
+    for reason in comp.reasons:
+        err.print(Text(f"not comparable ({reason.key}): {reason.message}"))
+    if comp.refused:
+        err.print(Text("refusing to compare; --force compares anyway, --ignore KEY skips one check"))
+        return
+    if fmt is OutputFormat.csv:
+        typer.echo(comp.frame().to_csv(index=False), nl=False)
+        return
+    notes = [*comp.notes]
+    if fmt is OutputFormat.md:
+        head = f"**Verdict: {comp.overall}**<br>{header(comp, '<br>')}"
+        lines = [head, "", markdown(comparison_frame(comp))]
+        lines += ["", *(f"- {n}" for n in notes)] if notes else []
+        typer.echo("\n".join(lines))
+        return
+    console.print(rich_table(comparison_frame(comp), header(comp)))
+    for note in notes:
+        console.print(Text(f"note: {note}"))
+    console.print(Text(f"verdict: {comp.overall}"))
+
+
+def fail_unusable(message: str, as_json: bool, path: Path, code: int = 2) -> None:
+    """Unusable input: one `error:` line (or a JSON object saying so), then exit `code`."""
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "valid": None, "error": message}))
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)

@@ -1,0 +1,1 @@
+"""Receipts against each other: the archive and its selectors, metrics, statistics, comparison, history."""

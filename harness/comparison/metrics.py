@@ -1,0 +1,89 @@
+"""The metrics `compare` and `history` judge, and how each one's raw samples come out of a receipt.
+
+Samples are taken from the raw data, never from the receipt's summaries:
+- decode tok/s: one value per repetition (decode steps / sum of that repetition's decode latencies). The
+  repetition is the independent unit; per-token latencies within a run are autocorrelated.
+- prefill tok/s: prompt tokens / prefill seconds, one per repetition.
+- time to first token: one per repetition.
+- token latency p50 / p99: the pooled per-token decode latencies; the statistic is that percentile.
+- peak RSS: one value per receipt (the process peak), judged by the threshold alone.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.comparison.stats import Statistic, median, percentile_of
+from harness.errors import HarnessError
+
+PER_REPETITION, PER_TOKEN, SINGLE = "per repetition", "per token", "single"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    kind: str
+    statistic: Statistic = median
+    statistic_name: str = "median"
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("decode_tok_s", "decode tok/s", "tok/s", True, PER_REPETITION),
+    Metric("prefill_tok_s", "prefill tok/s", "tok/s", True, PER_REPETITION),
+    Metric("ttft_s", "time to first token", "s", False, PER_REPETITION),
+    Metric("latency_p50_s", "token latency p50", "s", False, PER_TOKEN, percentile_of(50), "p50"),
+    Metric("latency_p99_s", "token latency p99", "s", False, PER_TOKEN, percentile_of(99), "p99"),
+    Metric("peak_rss_bytes", "peak RSS", "bytes", False, SINGLE, statistic_name="value"),
+)
+BY_KEY = {m.key: m for m in METRICS}
+
+
+def metric(key: str) -> Metric:
+    if key not in BY_KEY:
+        raise HarnessError(f"unknown metric {key!r}; choose one of {', '.join(BY_KEY)}")
+    return BY_KEY[key]
+
+
+def _repetitions(receipt: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    try:
+        reps = receipt["phases"]["benchmark"]["repetitions"]
+    except (KeyError, TypeError):
+        raise HarnessError(
+            "receipt has no phases.benchmark.repetitions; it is not a benchmark receipt"
+        ) from None
+    if not isinstance(reps, list) or not reps:
+        raise HarnessError("receipt's phases.benchmark.repetitions is empty")
+    return reps
+
+
+def samples(receipt: Mapping[str, Any], m: Metric) -> np.ndarray:
+    """The raw samples of metric `m` in a receipt (float64); empty for a run without decode steps."""
+    try:
+        if m.key == "peak_rss_bytes":
+            return np.array([float(receipt["peak_rss_bytes"])])
+        reps = _repetitions(receipt)
+        if m.key == "decode_tok_s":
+            values = [
+                len(r["decode_seconds"]) / sum(r["decode_seconds"]) for r in reps if r["decode_seconds"]
+            ]
+        elif m.key == "prefill_tok_s":
+            prompt_tokens = int(receipt["prompt"]["token_count"])
+            values = [prompt_tokens / r["prefill_seconds"] for r in reps]
+        elif m.key == "ttft_s":
+            values = [r["ttft_seconds"] for r in reps]
+        else:
+            values = [s for r in reps for s in r["decode_seconds"]]
+        return np.asarray(values, np.float64)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        raise HarnessError(f"receipt's raw samples for {m.label} are missing or malformed") from None
+
+
+def value(receipt: Mapping[str, Any], m: Metric) -> float | None:
+    """The metric's statistic for one receipt (None without samples)."""
+    x = samples(receipt, m)
+    return float(m.statistic(x)) if x.size else None

@@ -1,0 +1,141 @@
+"""Assembles a complete receipt from what a benchmark run measured; every value comes from that run."""
+
+from collections import Counter
+from typing import Any
+
+import numba
+
+from engine.generate import SamplingParams
+from engine.kernel_choice import Selection
+from engine.loader import ModelFile
+from engine.model import Model
+from harness.machine.host import environment_facts, harness_facts, host_facts, peak_rss_bytes
+from harness.receipts.digest import FileDigest, finalize, token_digest
+from harness.receipts.files import utc_timestamp
+from harness.version import harness_version
+
+
+def preset_facts(mf: ModelFile) -> tuple[str | None, int | None]:
+    """Preset name and seed recorded by the project's writer, or (None, None) for any other file."""
+    meta = mf.gguf.metadata
+    preset, seed = meta.get("bitnet_harness.preset"), meta.get("bitnet_harness.seed")
+    if isinstance(preset, str) and isinstance(seed, int):
+        return preset, seed
+    return None, None
+
+
+def model_section(mf: ModelFile, path_label: str, digest: FileDigest) -> dict[str, Any]:
+    """The receipt's `model` section: identity (the file's digest, hashed once per run), architecture and
+    shape facts."""
+    cfg = mf.config
+    preset, seed = preset_facts(mf)
+    per_format = Counter(check.flavor for check in mf.checks)
+    return {
+        "path": path_label,
+        "sha256": digest.sha256,
+        "size_bytes": digest.size,
+        "architecture": cfg.arch,
+        "preset": preset,
+        "preset_seed": seed,
+        "format": cfg.weight_format,
+        "n_layers": cfg.n_layers,
+        "hidden": cfg.hidden,
+        "ffn": cfg.ffn,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "tensors_per_format": dict(sorted(per_format.items())),
+    }
+
+
+def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: set[str]) -> dict[str, Any]:
+    """The family per matrix shape, and the instruction-set variant of each kernel that ran."""
+    per_shape = []
+    for key, family in sorted(selection.kernels.items()):
+        rows, cols = key.split(":", 1)[1].split("x")
+        per_shape.append({"shape": [int(rows), int(cols)], "kernel": family})
+    return {
+        "requested": selection.mode,
+        "per_shape": per_shape,
+        "variants": {k: v for k, v in sorted(variants.items()) if k in ran},
+    }
+
+
+def bandwidth_section(read_gbps: float, model: Model, tokens_per_second: float) -> dict[str, Any]:
+    """Decode speed against the memory floor: weight bytes read per token over measured read bandwidth."""
+    floor = read_gbps * 1e9 / model.weight_bytes_per_token
+    return {
+        "read_gbps": read_gbps,
+        "weight_bytes_per_token": model.weight_bytes_per_token,
+        "decode_floor_tok_s": floor,
+        "ratio_to_floor": tokens_per_second / floor if floor > 0 else 0.0,
+    }
+
+
+def phase_record(phase: str, model_section: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """A phase's own JSON record (`probe` or `timing` with --receipts-dir): its receipt section with the
+    model's identity and the host."""
+    return {
+        "schema_version": "1.0.0",
+        "phase": phase,
+        "timestamp": utc_timestamp(),
+        "model": model_section,
+        "host": host_facts(),
+        phase: section,
+    }
+
+
+def build_receipt(
+    *,
+    started_at: str,
+    model: Model,
+    model_section: dict[str, Any],
+    phases: dict[str, Any],
+    prompt_text: str | None,
+    prompt: list[int],
+    params: SamplingParams,
+    tokens_requested: int,
+    output_tokens: list[int],
+    strict: bool,
+    jit_seconds: float,
+    read_gbps: float | None,
+    peer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A finalized receipt (content digest set) for one benchmark run of `model`; `peer` is the section of
+    another engine benchmarked interleaved on the same file (harness.peers.vs_llama_cpp)."""
+    counts = model.trace.snapshot()
+    bench = phases["benchmark"]
+    tps = bench["summary"]["tokens_per_second"]
+    receipt: dict[str, Any] = {
+        "schema_version": "1.0.0",
+        "started_at": started_at,
+        "compute_path": "real",
+        "backend": "cpu",
+        "deterministic": True,
+        "tokens_requested": tokens_requested,
+        "tokens_generated": len(output_tokens),
+        "tokens_per_second": tps,
+        "kernels": sorted(counts),
+        "kernel_counts": counts,
+        "environment": environment_facts(strict),
+        "model": model_section,
+        "phases": phases,
+        "prompt": {"text": prompt_text, "token_count": len(prompt), "token_ids_sha256": token_digest(prompt)},
+        "sampling": {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p},
+        "seed": params.seed,
+        "threads": numba.get_num_threads(),
+        "kernel_choice": kernel_choice_section(model.kernel_selection, model.kernel_variants(), set(counts)),
+        "output_digest": {"sha256": token_digest(output_tokens), "count": len(output_tokens)},
+        "harness": harness_facts(harness_version()),
+        "host": host_facts(),
+        "jit_seconds": jit_seconds,
+        "load_seconds": model.load_seconds,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+    if read_gbps is not None:
+        receipt["bandwidth"] = bandwidth_section(read_gbps, model, tps)
+    if peer is not None:
+        receipt["peer"] = peer
+    receipt["timestamp"] = utc_timestamp()
+    return finalize(receipt)

@@ -1,0 +1,52 @@
+"""A comparison as people read it: values in readable units, the ratio with its interval, p-value, verdict."""
+
+import pandas as pd
+
+from harness.comparison.compare import Comparison
+from harness.comparison.tables import cell
+
+
+def _fmt_value(value: float | None, unit: str) -> str:
+    if value is None or value != value:
+        return "-"
+    if unit == "s":
+        return f"{value * 1e3:.4g} ms"
+    if unit == "bytes":
+        return f"{value / 2**20:.1f} MiB"
+    return f"{value:.4g}"
+
+
+def comparison_frame(comp: Comparison) -> pd.DataFrame:
+    """The human table: values in readable units, ratio with its 95 % interval, p-value, verdict."""
+    rows = []
+    for row in comp.rows:
+        j, m = row.judgement, row.metric
+        ci = f"[{j.ci_low:.3f}, {j.ci_high:.3f}]" if j.ci_low is not None and j.ci_high is not None else "-"
+        rows.append(
+            {
+                "metric": f"{m.label} {'↑' if m.higher_is_better else '↓'}",
+                "n": f"{j.n_base}/{j.n_new}",
+                "BASE": _fmt_value(j.base, m.unit),
+                "NEW": _fmt_value(j.new, m.unit),
+                "NEW/BASE": cell(j.ratio if j.ratio == j.ratio else None),
+                "95% CI": ci,
+                "p": "-" if j.p_value is None else f"{j.p_value:.3g}",
+                "verdict": j.verdict.value,
+            }
+        )
+    geo = "-" if comp.geomean is None else f"{comp.geomean:.4g}"
+    rows.append({"metric": "geomean speed-up ↑", "NEW/BASE": geo, "verdict": ""})
+    return pd.DataFrame(rows).fillna("")
+
+
+def header(comp: Comparison, sep: str = "\n") -> str:
+    """Which receipt is BASE and which NEW, and the rule the verdicts follow."""
+    forced = " (forced: not comparable)" if comp.forced and comp.reasons else ""
+    return sep.join(
+        [
+            f"BASE {comp.base_label}",
+            f"NEW  {comp.new_label}",
+            f"medians (latency: percentiles), ↑/↓ better; threshold {comp.threshold * 100:g} %, "
+            f"alpha {comp.alpha:g}{forced}",
+        ]
+    )

@@ -1,0 +1,1 @@
+"""The process around a command: resource limits (--max-memory, --timeout) and Ctrl-C handling."""
