@@ -32,7 +32,7 @@ import numpy as np
 from engine.constants import ARCH_BITNET, ARCH_BITNET_B158, FORMAT_I2S, LAYER_MATRICES, layer_norm_sizes
 from engine.errors import UnsupportedModelError
 from engine.hf_tokenizer import metadata_from_tokenizer_json
-from engine.model_weights import (
+from engine.model_io import (
     Floats,
     ProgressFn,
     Ternary,

@@ -26,7 +26,7 @@ from engine.constants import (
 from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.gguf_writer import TensorSpec, write_gguf
-from engine.model_weights import (
+from engine.model_io import (
     LAYER_ORDER,
     ProgressFn,
     architecture_metadata,

@@ -17,7 +17,7 @@ from pathlib import Path
 from engine.constants import ARCH_BITNET, ARCH_BITNET_B158, ARCHITECTURES, FORMAT_I2S
 from engine.errors import EngineError
 from engine.loader import ModelFile, load_file
-from engine.model_weights import (
+from engine.model_io import (
     ProgressFn,
     Weights,
     architecture_metadata,

@@ -43,7 +43,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from engine.constants import ARCH_BITNET, ARCH_BITNET_B158, LAYER_MATRICES, layer_norm_sizes  # noqa: E402
-from engine.model_weights import Floats, Ternary  # noqa: E402
+from engine.model_io import Floats, Ternary  # noqa: E402
 from engine.presets import Preset, get_preset  # noqa: E402
 from engine.tokenizer import Tokenizer  # noqa: E402
 from engine.tokenizer_data import tokenizer_metadata  # noqa: E402

@@ -27,10 +27,10 @@ from engine.hf_checkpoint import (
 from engine.hf_tokenizer import metadata_from_tokenizer_json, tokenizer_json
 from engine.loader import load_file
 from engine.model import load_model
-from engine.model_weights import Ternary, architecture_metadata, is_matrix, read_weights, write_model
+from engine.model_io import Ternary, architecture_metadata, is_matrix, read_weights, write_model
 from engine.safetensors_reader import SafetensorsError, read_safetensors
 from engine.tokenizer_data import tokenizer_metadata
-from tests.test_model_weights import SHAPE, random_weights
+from tests.test_model_io import SHAPE, random_weights
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="the test extra installs safetensors")
 GGUF_PART = {part: hf for hf, part in LAYER_NAMES.items()}

@@ -15,16 +15,11 @@ import pytest
 from engine.constants import ARCH_BITNET, ARCH_BITNET_B158, FORMAT_I2S, FORMAT_TQ2_0
 from engine.hf_checkpoint import absmean_ternary, convert_checkpoint
 from engine.loader import load_file
-from engine.model_weights import read_weights
+from engine.model_io import read_weights
 from engine.synth import ensure_preset_model
 from harness.errors import HarnessError
-from harness.peers.transformers_ref import (
-    TransformersImpl,
-    build_model,
-    fast_tokenizer,
-    run_transformers_parity,
-    transformers_missing,
-)
+from harness.peers.parity import run_parity
+from harness.peers.transformers_ref import TransformersImpl, build_model, fast_tokenizer, transformers_missing
 
 MISSING = transformers_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"transformers reference skipped: {MISSING}")
@@ -32,6 +27,10 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"transformers refer
 
 def trained(fmt: str = FORMAT_I2S, arch: str = ARCH_BITNET_B158) -> Path:
     return ensure_preset_model("trained", fmt, arch, 0)
+
+
+def transformers_parity(model: Path, **options: object) -> dict:
+    return run_parity(model, reference="transformers", kernel="i2s", **options)
 
 
 def summary(report: dict) -> dict[str, object]:
@@ -65,21 +64,25 @@ def test_bitlinear_layers_hold_the_files_ternary_values_and_inverted_scales() ->
 
 @pytest.mark.slow
 def test_trained_model_matches_transformers_in_token_mode() -> None:
-    report = run_transformers_parity(trained(), act_quants=("token",))
+    report = transformers_parity(trained(), act_quants=("token",))
     run = report["runs"][0]
     assert report["tokenizer"]["agreement"] == 1.0, report["tokenizer"]["mismatches"][:2]
     assert run["logits"]["min_cosine"] >= 0.999, summary(report)
     assert len(run["greedy"]["runs"]) >= 4 and run["greedy"]["all_match"], summary(report)
     assert report["passed"]
+    # Greedy parity means something only when no step is a near tie: the smallest margin of the reference's
+    # greedy steps stands far above the largest logit difference between the two.
     margins = report["reference_margins"]
-    assert margins["median_top1_margin_greedy"] > 1.0, margins  # peaked logits: greedy parity means something
-    for check in (report["reference_self_check"], report["reference_float64_check"]):
-        assert check["logits"]["min_cosine"] > 0.9999, check
+    assert margins["median_top1_margin_greedy"] > 0.3, margins
+    assert margins["min_top1_margin_greedy"] > 50 * run["logits"]["max_abs_logit_error"], margins
+    assert len(report["reference_checks"]) == 2
+    for check in report["reference_checks"]:
+        assert check["logits"]["min_cosine"] > 0.9999 and check["greedy_matching"] == 4, check
 
 
 @pytest.mark.slow
 def test_silu_twin_matches_transformers_in_both_engine_modes() -> None:
-    report = run_transformers_parity(trained(FORMAT_TQ2_0, ARCH_BITNET), greedy_steps=8)
+    report = transformers_parity(trained(FORMAT_TQ2_0, ARCH_BITNET), greedy_steps=8)
     modes = {run["engine"]["act_quant"]: run for run in report["runs"]}
     assert set(modes) == {"token", "block256"}
     assert modes["token"]["passed"], summary(report)
@@ -89,9 +92,9 @@ def test_silu_twin_matches_transformers_in_both_engine_modes() -> None:
 
 def test_what_transformers_cannot_hold_is_refused() -> None:
     with pytest.raises(HarnessError, match="distinct block scales"):
-        run_transformers_parity(ensure_preset_model("tiny", FORMAT_TQ2_0, ARCH_BITNET, 0), greedy_steps=1)
+        transformers_parity(ensure_preset_model("tiny", FORMAT_TQ2_0, ARCH_BITNET, 0), greedy_steps=1)
     with pytest.raises(HarnessError, match="neither a file nor a Hugging Face folder"):
-        run_transformers_parity(Path("/nonexistent/model.gguf"))
+        transformers_parity(Path("/nonexistent/model.gguf"))
 
 
 def test_fast_tokenizer_agrees_on_the_corpus_with_special_text_kept_plain() -> None:
@@ -125,7 +128,7 @@ def test_save_pretrained_folder_round_trips_through_convert(tmp_path: Path) -> N
         else:
             assert np.array_equal(a, b), name
     # transformers loads the folder itself (from_pretrained); the engine runs the conversion in the cache.
-    report = run_transformers_parity(folder, act_quants=("token",))
+    report = transformers_parity(folder, act_quants=("token",))
     assert report["model"]["converted"] and report["passed"], summary(report)
 
 
@@ -157,3 +160,37 @@ def test_bf16_master_weights_folder_converts_like_bitnet_cpp(tmp_path: Path) -> 
     want = state["model.layers.0.self_attn.v_proj.weight"].float().numpy()
     want_values, want_scale = absmean_ternary(want)
     assert np.array_equal(values, want_values) and scale == np.float32(want_scale)
+
+
+@pytest.mark.slow
+def test_parity_command_writes_a_receipt_that_verifies(tmp_path: Path) -> None:
+    """benchmark on the trained preset, then `parity --reference transformers --receipt`: the copy carries
+    the comparison, verify-receipt recomputes its summary and report shows it."""
+    from harness.cli import app
+    from tests.archive_factory import invoke
+
+    bench = [
+        "benchmark",
+        "--preset",
+        "trained",
+        "--tokens",
+        "4",
+        "--prompt-tokens",
+        "4",
+        "--repetitions",
+        "1",
+    ]
+    args = [*bench, "--no-probe", "--no-timing", "--no-bandwidth", "--receipts-dir", tmp_path]
+    assert invoke(app, args).code == 0
+    receipt = next(tmp_path.glob("*.json"))
+    parity = ["parity", "--reference", "transformers", "--act-quant", "token", "--steps", "4"]
+    outcome = invoke(app, [*parity, "--kernel", "i2s", "--receipt", receipt])
+    assert outcome.code == 0, outcome.stdout + outcome.stderr
+    assert "PASS: token mode" in outcome.stdout and "median" in outcome.stdout
+    copy = receipt.with_name(receipt.name.removesuffix(".json") + ".parity.json")
+    section = json.loads(copy.read_text())["parity"]
+    assert section["reference_kind"] == "transformers" and section["greedy"]["matching"] == 4
+    verified = invoke(app, ["verify-receipt", "--path", copy])
+    assert verified.code == 0, verified.stdout
+    shown = invoke(app, ["report", copy])
+    assert "min cosine" in shown.stdout and "4/4 prompts equal over 4 steps" in shown.stdout

@@ -7,7 +7,8 @@ weights packed four to a byte along the rows, one per-tensor `weight_scale` that
 per-token absmax int8 activations). The model is built from the file the engine runs: the config from its
 metadata, every matrix packed with transformers' own `pack_weights` and its scale inverted, the norms, the
 embedding tied to the logits. The vocabulary becomes a transformers fast tokenizer built locally (no hub
-download).
+download). Given a Hugging Face folder instead, transformers loads it itself (`from_pretrained`, local files
+only) and the engine runs the folder's conversion (engine.hf_checkpoint).
 
 What transformers cannot express, refused with the reason: matrices with more than one scale (TQ2_0/TQ1_0/
 BitNet-32 files whose blocks carry different scales), QK256 (values +-1 and +-2), an output matrix not tied
@@ -25,7 +26,6 @@ import contextlib
 import copy
 import importlib.metadata
 import json
-import statistics
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,25 +37,10 @@ from engine.errors import EngineError
 from engine.hf_checkpoint import ensure_converted, is_checkpoint_folder
 from engine.hf_tokenizer import tokenizer_json
 from engine.loader import ModelFile, load_file
-from engine.model import ACT_QUANT_MODES
-from engine.model_weights import Ternary, read_weights, ternary_values
+from engine.model_io import Ternary, read_weights, ternary_values
 from engine.synth import default_cache_dir
 from harness.errors import HarnessError
-from harness.parity import (
-    COSINE_MIN,
-    GREEDY_PROMPTS,
-    GREEDY_STEPS,
-    LOGIT_TOKENS,
-    TOKENIZER_CORPUS,
-    EngineImpl,
-    _engine,
-    _logit_sequence,
-    _margin,
-    _reference_greedy,
-    compare_greedy,
-    compare_logits,
-    compare_tokenizers,
-)
+from harness.peers.measures import Implementation, Peer, margin
 
 REFERENCE_TRANSFORMERS = "transformers"
 MATCHING_MODE = "token"  # the engine mode that quantizes activations as BitLinear does
@@ -319,6 +304,15 @@ class TransformersImpl:
         view.dtype = self.torch.float64
         return view
 
+    def noise_views(self) -> list[tuple[str, Implementation]]:
+        return [
+            (
+                "every sequence and prompt fed one token at a time (KV cache), against one batch",
+                self.one_token_at_a_time(),
+            ),
+            ("float64 against float32, one batch", self.in_float64()),
+        ]
+
     def _forward(self, ids: Sequence[int], cache: Any) -> tuple[np.ndarray, Any]:
         """Logits [len(ids), vocab] as float64 numpy after feeding `ids` (through `cache` when given)."""
         torch = self.torch
@@ -347,178 +341,48 @@ class TransformersImpl:
         for _ in range(steps):
             token = int(np.argmax(logits))
             out.append(token)
-            margins.append(_margin(logits))
+            margins.append(margin(logits))
             step_logits, cache = self._forward([token], cache)
             logits = step_logits[-1]
         return out, margins
 
 
-def self_check(
-    name: str,
-    view: TransformersImpl,
-    seq: Sequence[int],
-    logits: np.ndarray,
-    greedy: Sequence[dict],
-    steps: int,
-) -> dict[str, Any]:
-    """The reference against itself with one thing changed (`name`): logits and greedy measures."""
-    runs = compare_greedy(view, greedy, steps)["runs"]
-    return {
-        "schedule": name,
-        "logits": compare_logits(view.sequence_logits(seq), logits),
-        "greedy_matching": sum(r["match"] for r in runs),
-        "greedy_runs": len(runs),
-        "first_divergence": [r["first_divergence"] for r in runs],
-    }
-
-
-def margins(logits: np.ndarray, greedy: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """How peaked the reference's logits are: top-1 minus top-2 logit, over positions and greedy steps."""
-    positions = [_margin(row) for row in logits]
-    steps = [m for run in greedy for m in run["margins"]]
-    return {
-        "median_top1_margin_positions": statistics.median(positions),
-        "median_top1_margin_greedy": statistics.median(steps) if steps else float("nan"),
-        "min_top1_margin_greedy": min(steps) if steps else float("nan"),
-        "logit_std": float(np.std(logits)),
-    }
-
-
-def explain(tokenizer: dict[str, Any], run: dict[str, Any], checks: Sequence[dict[str, Any]]) -> list[str]:
-    """Plain sentences saying where the engine and transformers differ, and the known reason."""
-    notes = []
-    if tokenizer["mismatches"]:
-        first = tokenizer["mismatches"][0]
-        notes.append(
-            f"tokenizer: {len(tokenizer['mismatches'])} of {tokenizer['strings']} strings differ "
-            f"(first: {first['text']!r})"
-        )
-    lg = run["logits"]
-    if lg["min_cosine"] < 1.0:
-        cause = "float summation order (the engine's SIMD kernels and float32 attention, torch's BLAS)"
-        if run["engine"]["act_quant"] == "block256":
-            cause = "the engine's activation scale per 256 values (llama.cpp's Q8_K), BitLinear's per token"
-        notes.append(
-            f"logits: min cosine {lg['min_cosine']:.9f} at position {lg['worst_position']}, max |error| "
-            f"{lg['max_abs_logit_error']:.4g} (logit std {lg['logit_std']:.3g}); cause: {cause}"
-        )
-    for g in run["greedy"]["runs"]:
-        if not g["match"]:
-            notes.append(
-                f"greedy: prompt {g['prompt']!r} diverges at step {g['first_divergence']} where the "
-                f"reference's top-2 margin is {g['reference_margin_at_divergence']:.4g}"
-            )
-    if notes:
-        for check in checks:
-            own = check["logits"]
-            notes.append(
-                f"noise floor: transformers against itself ({check['schedule']}): min cosine "
-                f"{own['min_cosine']:.9f}, max |error| {own['max_abs_logit_error']:.4g}, "
-                f"{check['greedy_matching']} of {check['greedy_runs']} greedy runs equal"
-            )
-    return notes
-
-
-def run_transformers_parity(
-    model: Path,
-    *,
-    act_quants: Sequence[str] = ACT_QUANT_MODES,
-    logits: str = "f32",
-    logit_tokens: int = LOGIT_TOKENS,
-    greedy_steps: int = GREEDY_STEPS,
-    prompts: Sequence[str] = GREEDY_PROMPTS,
-    corpus: Sequence[str] = TOKENIZER_CORPUS,
-    threads: int | None = None,
-    kernel: str = "auto",
-) -> dict[str, Any]:
-    """Compare the engine (once per activation mode) with transformers' BitNetForCausalLM on one file.
-
-    `passed` holds when the tokenizer agrees fully and the `token` run (BitLinear's activation quantization)
-    matches every greedy token with cosine >= COSINE_MIN at every position.
-    """
-    if logit_tokens < 2 or greedy_steps < 1:
-        raise HarnessError("need at least 2 logit tokens and 1 greedy step")
-    if not act_quants or any(m not in ACT_QUANT_MODES for m in act_quants):
-        raise HarnessError(f"activation quantization must be among {', '.join(ACT_QUANT_MODES)}")
+def transformers_peer(model: Path, threads: int | None) -> Peer:
+    """transformers on a GGUF file (built from its weights) or a Hugging Face folder (loaded by transformers
+    itself while the engine runs the folder's conversion, written once into the cache)."""
     reason = transformers_missing()
     if reason is not None:
         raise HarnessError(reason)
     source = Path(model)
-    path, changes = source, []
     if is_checkpoint_folder(source):
-        path = ensure_converted(source, default_cache_dir())
+        try:
+            path = ensure_converted(source, default_cache_dir())
+        except EngineError as exc:
+            raise HarnessError(f"cannot convert {source}: {exc}") from None
         changes = [f"the engine runs {path.name}, converted from the folder; transformers loads the folder"]
-    elif not source.is_file():
-        raise HarnessError(f"model {source} is neither a file nor a Hugging Face folder (with config.json)")
-    try:
-        if changes:
-            reference = TransformersImpl.from_folder(source, threads)
-        else:
+        reference = TransformersImpl.from_folder(source, threads)
+    elif source.is_file():
+        path, changes = source, []
+        try:
             reference = TransformersImpl.from_gguf(load_file(path), threads)
-    except EngineError as exc:
-        raise HarnessError(f"transformers cannot run {source}: {exc}") from None
-    engines: dict[str, EngineImpl] = {m: _engine(path, m, logits, threads, kernel) for m in act_quants}
-    first = next(iter(engines.values()))
-    cfg, tok = first.model.config, first.model.tokenizer
-    prompt_ids = [[tok.bos_id, *tok.encode(p, add_bos=False)] for p in prompts]
-    longest = max([logit_tokens, *(len(p) + greedy_steps for p in prompt_ids)])
-    if longest > cfg.context_length:
-        raise HarnessError(
-            f"the comparison needs {longest} positions; the model's context is {cfg.context_length}"
-        )
-    seq = _logit_sequence(reference.tokenize, tok.bos_id, logit_tokens)
-    ref_logits = reference.sequence_logits(seq)
-    ref_greedy = _reference_greedy(reference, prompts, prompt_ids, greedy_steps)
-    tokenizer = compare_tokenizers(first, reference, corpus)
-    checks = [
-        self_check(
-            "every sequence and prompt fed one token at a time (KV cache), against one batch",
-            reference.one_token_at_a_time(),
-            seq,
-            ref_logits,
-            ref_greedy,
-            greedy_steps,
-        ),
-        self_check(
-            "float64 against float32", reference.in_float64(), seq, ref_logits, ref_greedy, greedy_steps
-        ),
-    ]
-    runs = []
-    for mode, engine in engines.items():
-        run: dict[str, Any] = {
-            "engine": {
-                "act_quant": mode,
-                "logits": logits,
-                "kernel": engine.model.kernel_family,
-                "decode_path": "gemv, one token per step",
-            },
-            "logits": compare_logits(engine.sequence_logits(seq), ref_logits),
-            "greedy": compare_greedy(engine, ref_greedy, greedy_steps),
-        }
-        run["explanations"] = explain(tokenizer, run, checks)
-        run["passed"] = bool(
-            tokenizer["agreement"] == 1.0
-            and run["greedy"]["all_match"]
-            and run["logits"]["min_cosine"] >= COSINE_MIN
-        )
-        runs.append(run)
-    judged = [r for r in runs if r["engine"]["act_quant"] == MATCHING_MODE] or runs
-    return {
-        "reference": reference_version(),
-        "reference_kind": REFERENCE_TRANSFORMERS,
-        "matching_mode": MATCHING_MODE,
-        "model": {
+        except EngineError as exc:
+            raise HarnessError(f"transformers cannot run {source}: {exc}") from None
+    else:
+        raise HarnessError(f"model {source} is neither a file nor a Hugging Face folder (with config.json)")
+    return Peer(
+        kind=REFERENCE_TRANSFORMERS,
+        version=reference_version(),
+        matching_mode=MATCHING_MODE,
+        engine_path=path,
+        model={
             "source": str(source),
             "compared_file": str(path),
             "converted": bool(changes),
             "changes": changes,
-            "architecture": cfg.arch,
-            "format": cfg.weight_format,
         },
-        "tokenizer": tokenizer,
-        "reference_margins": margins(ref_logits, ref_greedy),
-        "reference_self_check": checks[0],
-        "reference_float64_check": checks[1],
-        "runs": runs,
-        "passed": all(r["passed"] for r in judged),
-    }
+        open=lambda context: reference,
+        causes={
+            "token": "float summation order (the engine's SIMD kernels and attention, torch's BLAS)",
+            "block256": "activation scales per 256 values (llama.cpp's Q8_K) against BitLinear's per token",
+        },
+    )

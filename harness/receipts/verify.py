@@ -528,6 +528,47 @@ def _gate_peer(c: _Context) -> None:
             )
 
 
+def _has_parity_positions(receipt: object) -> bool:
+    parity = receipt.get("parity") if isinstance(receipt, Mapping) else None
+    return isinstance(parity, Mapping) and "positions" in parity
+
+
+def _gate_parity(c: _Context) -> None:
+    """The parity summary recomputed from its per-position figures and greedy runs (run only when present)."""
+    par = c.receipt["parity"]
+    pos = par["positions"]
+    checks: list[tuple[str, float, object]] = [
+        ("tokens_compared", len(pos), par["tokens_compared"]),
+        (
+            "max_abs_logit_error",
+            max((p["max_abs_error"] for p in pos), default=0.0),
+            par["max_abs_logit_error"],
+        ),
+        ("top1_agreement", sum(p["top1"] for p in pos) / len(pos) if pos else 1.0, par["top1_agreement"]),
+    ]
+    if "min_cosine" in par:
+        checks.append(("min_cosine", min((p["cosine"] for p in pos), default=1.0), par["min_cosine"]))
+    if "mean_top5_overlap" in par:
+        mean = sum(p["top5_overlap"] for p in pos) / len(pos) if pos else 1.0
+        checks.append(("mean_top5_overlap", mean, par["mean_top5_overlap"]))
+    greedy = par.get("greedy")
+    if greedy is not None:
+        divergences = greedy["first_divergence"]
+        checks.append(("greedy.prompts", len(divergences), greedy["prompts"]))
+        checks.append(("greedy.matching", sum(d is None for d in divergences), greedy["matching"]))
+        late = [d for d in divergences if d is not None and d >= greedy["steps"]]
+        if late:
+            c.fail(
+                "parity", f"first divergences below greedy.steps = {greedy['steps']}", late, "Rerun parity."
+            )
+    for key, want, found in checks:
+        if not isinstance(found, int | float) or not math.isclose(want, found, rel_tol=1e-12, abs_tol=1e-12):
+            c.fail("parity", f"parity.{key} = {want:.12g} (recomputed)", found, "Rerun parity; do not edit.")
+    tok = par.get("tokenizer")
+    if tok is not None and max(tok["ids_identical"], tok["detokenized_identical"]) > tok["strings"]:
+        c.fail("parity", f"at most {tok['strings']} identical strings", tok, "Rerun parity; do not edit.")
+
+
 def _gate_content_digest(c: _Context) -> None:
     want = content_digest(c.receipt)
     if c.receipt["content_digest"] != want:
@@ -590,6 +631,7 @@ _GATES: tuple[tuple[str, Callable[[_Context], None]], ...] = (
     ("timestamps", _gate_timestamps),
     ("bandwidth", _gate_bandwidth),
     ("peer", _gate_peer),
+    ("parity", _gate_parity),
     ("content_digest", _gate_content_digest),
     ("model_hash", _gate_model_hash),
     ("replay", _gate_replay),
@@ -636,7 +678,11 @@ def verify(
         )
     if not errors:
         result.passed.append("schema")
-    not_run = {"model_hash": model_digest is None, "replay": replay is None or bool(errors)}
+    not_run = {
+        "model_hash": model_digest is None,
+        "replay": replay is None or bool(errors),
+        "parity": not _has_parity_positions(receipt_obj),
+    }
     for name, gate in _GATES:
         if not_run.get(name, False) or not isinstance(receipt_obj, Mapping):
             result.skipped.append(name)

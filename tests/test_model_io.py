@@ -18,7 +18,7 @@ from engine.constants import (
 from engine.errors import EngineError
 from engine.loader import load_file
 from engine.model import load_model
-from engine.model_weights import (
+from engine.model_io import (
     Floats,
     Ternary,
     architecture_metadata,

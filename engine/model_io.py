@@ -1,4 +1,4 @@
-"""A model's weights independent of the file format: ternary matrices with one scale each, float tensors.
+"""Model weights in and out of files, independent of the weight format: ternary matrices with one scale each.
 
 One writer for every producer of real weights (the trained preset, Hugging Face checkpoints) and one reader
 for every consumer that needs them outside the engine's kernels (the transformers reference): matrices are
