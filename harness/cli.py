@@ -45,6 +45,7 @@ def _register_commands() -> None:
         benchmark,
         compare,
         history,
+        model_convert,
         model_inspect,
         model_synth,
         parity,
@@ -55,7 +56,7 @@ def _register_commands() -> None:
         verify_receipt,
     )
 
-    for module in (model_inspect, model_synth):
+    for module in (model_inspect, model_synth, model_convert):
         module.register(model_app)
     for module in (
         probe,

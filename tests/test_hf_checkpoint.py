@@ -272,3 +272,21 @@ def test_malformed_safetensors_are_refused(tmp_path: Path) -> None:
     path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
     with pytest.raises(SafetensorsError, match="needs 16 bytes"):
         read_safetensors(path)
+
+
+def test_model_convert_command_and_run_on_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cli import app
+    from tests.archive_factory import invoke
+
+    monkeypatch.setenv("BITNET_HARNESS_CACHE", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "ckpt", hf_tensors(random_weights(7), "packed"), hf_config(quant={}))
+    outcome = invoke(app, ["model", "convert", folder, "--out", tmp_path / "c.gguf", "--format", "tq1_0"])
+    assert outcome.code == 0 and "wrote" in outcome.stdout, outcome.stderr
+    assert load_file(tmp_path / "c.gguf").config.weight_format == "tq1_0"
+    bad = invoke(app, ["model", "convert", tmp_path / "nowhere", "--out", tmp_path / "x.gguf"])
+    assert bad.code == 2 and "is not a folder" in bad.stderr and not (tmp_path / "x.gguf").exists()
+    refused = invoke(app, ["model", "convert", folder, "--out", tmp_path / "q.gguf", "--format", "qk256"])
+    assert refused.code == 2 and "qk256" in refused.stderr
+    ran = invoke(app, ["run", "--model", folder, "-n", "3", "--kernel", "i2s"])
+    assert ran.code == 0 and "prefill 13 tok" in ran.stdout, ran.stderr
+    assert len(list((tmp_path / "cache" / "models").glob("hf-ckpt-*.gguf"))) == 1
