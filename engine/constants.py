@@ -49,6 +49,15 @@ FORMAT_TQ2_0 = "tq2_0"
 FORMAT_TQ1_0 = "tq1_0"
 WEIGHT_FORMATS = (FORMAT_I2S, FORMAT_TQ2_0, FORMAT_TQ1_0, FORMAT_QK256, FORMAT_BITNET32)
 
+# The instruction-set paths a kernel can take and the LLVM CPU features each needs ("portable" runs anywhere).
+# engine.kernels.cpu chooses among them; a receipt names the one each kernel took.
+VARIANT_FEATURES: dict[str, tuple[str, ...]] = {
+    "avx512vnni": ("avx512vnni", "avx512vl"),
+    "avx512bw": ("avx512bw", "avx512vl"),
+    "avx2": ("avx2",),
+    "portable": (),
+}
+
 FORMAT_GGML_TYPE = {
     FORMAT_I2S: GGMLType.I2_S,
     FORMAT_QK256: GGMLType.I2_S,

@@ -14,6 +14,7 @@ import platform
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numba
@@ -67,6 +68,19 @@ def fixed(samples: Mapping[tuple[str, int, int], np.ndarray], kernel: str) -> Se
     if kernel not in FAMILIES:
         raise EngineError(f"unknown kernel family {kernel!r}; choose one of {', '.join(FAMILIES)}")
     return Selection(mode=kernel, kernels={shape_key(*key): kernel for key in samples})
+
+
+def per_shape(
+    samples: Mapping[tuple[str, int, int], np.ndarray], families: Mapping[tuple[int, int], str]
+) -> Selection:
+    """The family given for each (rows, cols): a recorded choice applied again (a receipt's replay)."""
+    kernels = {}
+    for flavor, rows, cols in samples:
+        family = families.get((rows, cols))
+        if family not in FAMILIES:
+            raise EngineError(f"no kernel family given for the {rows}x{cols} matrices (got {family!r})")
+        kernels[shape_key(flavor, rows, cols)] = family
+    return Selection(mode="per-shape", kernels=kernels)
 
 
 def choose(samples: Mapping[tuple[str, int, int], np.ndarray], cache_dir: Path | None = None) -> Selection:
@@ -152,20 +166,27 @@ def machine_key() -> str:
     """What a timing verdict depends on: CPU model and flags, numba version, threads, the kernels' source and
     this module's (the timing method)."""
     model, flags = _cpu_identity()
-    kernels_dir = Path(__file__).parent / "kernels"
-    src = hashlib.sha256()
-    for f in [Path(__file__), *sorted(kernels_dir.glob("*.py"))]:  # the kernels and how they are timed
-        src.update(f.name.encode() + b"\0" + f.read_bytes())
     parts = [
         model,
         hashlib.sha256(flags.encode()).hexdigest()[:16],
         f"numba {numba.__version__}",
         f"threads {numba.get_num_threads()}",
-        f"kernels {src.hexdigest()[:16]}",
+        f"kernels {_source_digest()}",
     ]
     return " | ".join(parts)
 
 
+@lru_cache(maxsize=1)
+def _source_digest() -> str:
+    """Digest of the kernels' source and this module's (the timing method): fixed for a process."""
+    kernels_dir = Path(__file__).parent / "kernels"
+    src = hashlib.sha256()
+    for f in [Path(__file__), *sorted(kernels_dir.glob("*.py"))]:
+        src.update(f.name.encode() + b"\0" + f.read_bytes())
+    return src.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
 def _cpu_identity() -> tuple[str, str]:
     fields: dict[str, str] = {}
     try:
@@ -196,3 +217,92 @@ def _write_cache(path: Path, store: dict[str, dict]) -> bool:
     except OSError:
         return False
     return True
+
+
+# ---------------------------------------------------------------- AVX2 prefetch distances
+PREFETCH_FILE = "prefetch_choice.json"
+# a shorter distance within this fraction of the fastest one wins (noise must not buy a longer one)
+_PREFETCH_TOLERANCE = 0.03
+
+
+@dataclass
+class PrefetchChoice:
+    """Software prefetch distances (bytes ahead) the AVX2 kernels use on this host, with the evidence."""
+
+    matrix: int  # ternary GEMVs
+    logits: int  # int8 logits
+    timings: dict[str, dict[str, float]]  # "matrix" / "logits" -> distance -> best GB/s
+    threads: int
+    cached: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "matrix_bytes": self.matrix,
+            "logits_bytes": self.logits,
+            "timings_gb_per_s": {k: dict(v) for k, v in self.timings.items()},
+            "threads": self.threads,
+            "cached": self.cached,
+            "seconds": self.seconds,
+        }
+
+
+_prefetch: dict[str, PrefetchChoice] = {}  # machine key -> its choice, measured or read in this process
+_applied: list[PrefetchChoice] = []  # the choice in avx2.SCHEDULE now
+
+
+def _fastest(gbps: Mapping[str, float]) -> int:
+    top = max(gbps.values())
+    return min(int(d) for d, v in gbps.items() if v >= top * (1 - _PREFETCH_TOLERANCE))
+
+
+def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:
+    """The AVX2 kernels' prefetch distances for this machine, applied to `avx2.SCHEDULE`.
+
+    Measured once per machine key (CPU, flags, numba, threads, kernel source) by `avx2.time_prefetch` and
+    cached beside the family verdicts; later calls in the process return the applied choice.
+    """
+    from engine.kernels import avx2
+
+    key = machine_key()
+    if key not in _prefetch:
+        _prefetch[key] = _measure_or_read_prefetch(key, cache_dir)
+    choice = _prefetch[key]
+    avx2.SCHEDULE[avx2.PF_MATRIX] = choice.matrix
+    avx2.SCHEDULE[avx2.PF_LOGITS] = choice.logits
+    _applied[:] = [choice]
+    return choice
+
+
+def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoice:
+    from engine.kernels import avx2
+
+    start = time.perf_counter()
+    path = (cache_dir or default_cache_dir()) / PREFETCH_FILE
+    store = _read_cache(path)
+    entry = store.get(key)
+    valid = (
+        isinstance(entry, dict)
+        and all(isinstance(entry.get(k), dict) and entry[k] for k in ("matrix", "logits"))
+        and all(isinstance(v, float) for k in ("matrix", "logits") for v in entry[k].values())
+    )
+    if valid:
+        timings = {k: dict(entry[k]) for k in ("matrix", "logits")}
+    else:
+        measured = avx2.time_prefetch()
+        timings = {k: {str(d): v for d, v in measured[k].items()} for k in ("matrix", "logits")}
+        store[key] = timings
+        _write_cache(path, store)
+    return PrefetchChoice(
+        matrix=_fastest(timings["matrix"]),
+        logits=_fastest(timings["logits"]),
+        timings=timings,
+        threads=numba.get_num_threads(),
+        cached=valid,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def applied_prefetch() -> PrefetchChoice | None:
+    """The prefetch choice the AVX2 kernels run with now (None before any AVX2 kernel was prepared)."""
+    return _applied[0] if _applied else None

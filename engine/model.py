@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -220,7 +220,7 @@ class Model:
         e = weights.embedding_i8
         if e is None:
             return weights.embedding.nbytes
-        sums = e.row_sums.nbytes if self.logits_variant != "portable" else 0
+        sums = e.row_sums.nbytes if self.logits_variant == "avx512vnni" else 0
         return e.values.nbytes + e.scales.nbytes + sums
 
     def _buffers(self, n: int) -> _Buffers:
@@ -362,15 +362,19 @@ class Model:
 def load_model(
     path: str | os.PathLike[str],
     *,
-    kernel: str = "auto",
+    kernel: str | Mapping[tuple[int, int], str] = "auto",
     threads: int | None = None,
     strict: bool | None = None,
     logits: str = "int8",
     act_quant: str = "token",
 ) -> Model:
-    """Load, validate and prepare a GGUF model: matrices in the chosen kernel layouts, buffers allocated."""
+    """Load, validate and prepare a GGUF model: matrices in the chosen kernel layouts, buffers allocated.
+
+    `kernel`: a mode of KERNEL_MODES, or the family of each (rows, cols) matrix shape.
+    """
     start = time.perf_counter()
-    check_choice("kernel", kernel, KERNEL_MODES)
+    if not isinstance(kernel, Mapping):
+        check_choice("kernel", kernel, KERNEL_MODES)
     check_choice("logits mode", logits, LOGITS_MODES)
     check_choice("activation quantization", act_quant, ACT_QUANT_MODES)
     set_threads(threads)

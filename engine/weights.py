@@ -8,6 +8,7 @@ logits, gets a per-row int8 copy. Every tensor is checked against the config bef
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,14 +73,17 @@ class Weights:
     embedding_i8: Int8Embedding | None  # logits "int8" only
 
 
-def select_kernels(mf: ModelFile, kernel: str) -> kernel_choice.Selection:
-    """The kernel family per matrix shape: `kernel` for all, or timed on a real matrix per shape ("auto")."""
+def select_kernels(mf: ModelFile, kernel: str | Mapping[tuple[int, int], str]) -> kernel_choice.Selection:
+    """The kernel family per matrix shape: `kernel` for all, timed on a real matrix per shape ("auto"), or
+    given per (rows, cols)."""
     samples = {}
     for name in LAYER_MATRICES:
         for i in range(mf.config.n_layers):
             tname = f"blk.{i}.{name}.weight"
             t = mf.tensor(tname)
             samples.setdefault((mf.flavor(tname), *t.shape), t.data)
+    if isinstance(kernel, Mapping):
+        return kernel_choice.per_shape(samples, kernel)
     if kernel == "auto":
         return kernel_choice.choose(samples)
     return kernel_choice.fixed(samples, kernel)

@@ -19,6 +19,7 @@ from harness.comparison.compare import (
 )
 from harness.comparison.stats import Verdict
 from harness.receipts.files import load_receipt
+from harness.receipts.summary import percentiles
 from tests.archive_factory import bench_receipt, day, fresh_app, invoke, noisy, speeds, write
 
 APP = fresh_app()
@@ -110,9 +111,40 @@ def test_schema_version_and_verification_reasons() -> None:
     reasons = comparability(base, tampered)
     assert [r.key for r in reasons] == ["verification"]
     assert "NEW fails verification" in reasons[0].message and "throughput" in reasons[0].message
-    assert comparability(base, tampered, ignore=["verification"]) == []
-    with pytest.raises(Exception, match="unknown comparability check"):
-        comparability(base, base, ignore=["colour"])
+    for key in ("verification", "colour"):  # verification is no check --ignore may skip
+        with pytest.raises(Exception, match="unknown comparability check"):
+            comparability(base, tampered, ignore=[key])
+    forced = compare(base, tampered, force=True)
+    assert forced.refused and forced.exit_code == 2 and not forced.rows
+
+
+def test_compare_refuses_an_unverified_receipt_with_one_line(tmp_path: Path) -> None:
+    b, n = _pair(tmp_path, 100, 100)
+    data = json.loads(n.read_text())
+    data["tokens_per_second"] *= 2
+    n.write_text(json.dumps(data))
+    for extra in ([], ["--force"], ["--comparability-only"]):
+        res = invoke(APP, ["compare", b, n, *extra])
+        assert res.code == 2, res
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "fails verification (gate throughput:" in lines[0]
+
+
+def test_a_receipt_with_unreliable_speed_makes_the_verdict_inconclusive() -> None:
+    def busy_timing(r):
+        step = {"embed": 1e-5, "forward": 1.0, "logits": 1e-3, "sample": 1e-5, "layers": [0.4, 0.4]}
+        steps = [step, dict(step, forward=1.1)]
+        r["phases"]["timing"] = {"steps": steps, "percentiles": {}}
+        stages = ("embed", "forward", "logits", "sample")
+        pct = {k: percentiles([s[k] for s in steps]) for k in stages}
+        pct["total"] = percentiles([sum(s[k] for k in stages) for s in steps])
+        r["phases"]["timing"]["percentiles"] = pct
+
+    base = bench_receipt(speeds(noisy(100, 10, 0.01, 1)))
+    slower = bench_receipt(speeds(noisy(50, 10, 0.01, 2)), edit=busy_timing)
+    assert compare(base, bench_receipt(speeds(noisy(50, 10, 0.01, 2)))).exit_code == EXIT_REGRESSION
+    comp = compare(base, slower)
+    assert comp.exit_code == 3 and "NEW: speed unreliable (timing_consistency)" in comp.unreliable[0]
 
 
 def test_unknown_schema_version_file_is_an_error(tmp_path: Path) -> None:
@@ -155,7 +187,7 @@ def test_selectors_reach_compare(tmp_path: Path) -> None:
 def test_comparability_only_mode(tmp_path: Path) -> None:
     def elsewhere(r: dict) -> None:
         r["host"]["cpu_model"] = "CI CPU"
-        r["threads"] = 4
+        r["host"]["cores"] = r["threads"] = 4
 
     b, n = _pair(tmp_path, 100, 10, edit=elsewhere)
     strict = invoke(APP, ["compare", b, n, "--comparability-only"])

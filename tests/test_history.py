@@ -116,3 +116,15 @@ def test_chart_without_matplotlib_says_how_to_get_it(
         history.write_chart(table, BY_KEY["decode_tok_s"], tmp_path / "c.png")
     res = invoke(APP, ["history", "--archive", folder, "--chart", tmp_path / "c.png"])
     assert res.code == 2 and not (tmp_path / "c.png").exists()
+
+
+def test_history_skips_receipts_that_fail_verification_with_a_warning(folder: Path) -> None:
+    forged = bench_receipt(speeds([900] * 3), when=day(9), edit=lambda r: r.update(peak_rss_bytes=0))
+    write(folder, forged)
+    res = invoke(APP, ["history", "--archive", folder, "--format", "json"])
+    assert res.code == 0
+    assert (
+        len(json.loads(res.stdout)) == len(SPEEDS) + 1
+    )  # the forged receipt's 900 tok/s is not in the table
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("warning: skipped")]
+    assert "fails verification (gate host_resources:" in line

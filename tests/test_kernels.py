@@ -1,12 +1,14 @@
 """Ternary kernels against plain integer numpy dots: every flavor, every kernel, GEMV and GEMM, exact."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.kernels import KernelInputError, matmul, matvec, prepare_matrix, quantize_activations
-from engine.kernels.cpu import has_permw, has_vnni
+from engine.kernels.cpu import has_avx2, has_permw, has_vnni
 from engine.kernels.lut import CANON3
 from engine.trace import Trace, kid
 
@@ -28,6 +30,23 @@ GEMV_ID = {
     "bitnet32": "i2s_b32_gemv",
     "qk256": "i2s_qk256_gemv",
 }
+
+
+# "avx2" asks for the AVX2 path of the i2s family even where AVX-512 VNNI exists (skipped without AVX2)
+VARIANTS = [
+    "portable",
+    "auto",
+    pytest.param("avx2", marks=pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")),
+]
+
+
+def _path(variant, flavor, kernel):
+    """The instruction-set path prepare_matrix should take for this request on this host."""
+    if kernel == "i2s" and flavor != "bitnet32" and variant != "portable":
+        if variant == "avx2":
+            return "avx2"
+        return "avx512vnni" if has_vnni() else "avx2" if has_avx2() else "portable"
+    return "avx512bw" if variant == "auto" and kernel != "i2s" and has_permw() else "portable"
 
 
 def _random_weights(rng, flavor, rows, cols):
@@ -82,16 +101,14 @@ def _cases():
         yield flavor, "tl2", rows, cols
 
 
-@pytest.mark.parametrize("variant", ["portable", "auto"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(("flavor", "kernel", "rows", "cols"), list(_cases()))
 def test_gemv_and_gemm_exact(flavor, kernel, rows, cols, variant):
     rng = np.random.default_rng(rows * 1000 + cols)
     values, scales = _random_weights(rng, flavor, rows, cols)
     raw = FORMATS[flavor].pack(values, scales)
     m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel, variant=variant)
-    vnni = variant == "auto" and has_vnni() and kernel == "i2s" and flavor != "bitnet32"
-    permw = variant == "auto" and has_permw() and kernel != "i2s"
-    assert m.variant == ("avx512vnni" if vnni else "avx512bw" if permw else "portable")
+    assert m.variant == _path(variant, flavor, kernel)
     assert (m.rows, m.cols, m.kernel, m.flavor) == (rows, cols, kernel, flavor)
     assert m.gemv_id == (GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv")
     assert m.gemm_id == m.gemv_id.replace("_gemv", "_gemm")
@@ -123,7 +140,7 @@ def test_i2s_is_zero_copy_over_the_raw_bytes():
     m = prepare_matrix("i2s", raw, 8, 256)
     assert np.shares_memory(m.arrays["w"], raw)
     assert m.nbytes_read == 8 * 256 // 4 + 4
-    assert m.variant in ("portable", "avx512vnni")
+    assert m.variant in ("portable", "avx512vnni", "avx2")
 
 
 def test_i2s_zero_copy_reads_a_memmap(tmp_path):
@@ -225,13 +242,13 @@ def test_errors_are_engine_errors_with_one_line_messages():
     assert issubclass(KernelInputError, EngineError)
 
 
-@pytest.mark.parametrize("variant", ["portable", "auto"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_i2s_variants_agree_exactly(variant):
     rng = np.random.default_rng(5)
     rows, cols = 37, 1152
     values, scale = _random_weights(rng, "i2s", rows, cols)
     m = prepare_matrix("i2s", FORMATS["i2s"].pack(values, scale), rows, cols, variant=variant)
-    assert m.variant == ("avx512vnni" if variant == "auto" and has_vnni() else "portable")
+    assert m.variant == _path(variant, "i2s", "i2s")
     q, s = _activations(rng, 4, cols)
     q[1] = 127  # the largest sums either way
     q[2] = -128
@@ -262,7 +279,7 @@ def test_real_2b4t_shapes_are_exact(rows, cols):
     want = dots / s[:, None] * np.float32(scale)
     counts = Trace().counts
     for kernel in ("i2s", "tl1", "tl2"):
-        for variant in ("portable", "auto"):
+        for variant in ("portable", "auto", "avx2") if has_avx2() else ("portable", "auto"):
             m = prepare_matrix("i2s", raw, rows, cols, kernel=kernel, variant=variant)
             out = np.zeros((5, rows), np.float32)
             matmul(m, q, s, out, counts)
@@ -275,26 +292,38 @@ def test_real_2b4t_shapes_are_exact(rows, cols):
 @pytest.mark.parametrize("flavor", list(SHAPES))
 @pytest.mark.parametrize("fill", [-128, 127])
 def test_extreme_sums_do_not_overflow(flavor, fill):
-    """Every weight at its largest code and every activation at an extreme: the int16 block sums' limits."""
-    rows, cols = 3, 512
+    """Every weight at its largest code and every activation at an extreme: the int16 block sums' limits
+    (row tiles and lone rows, token groups of the GEMMs and lone tokens)."""
+    rows, cols, tokens = 7, 512, 9
     top = 2 if flavor == "qk256" else 1
     values = np.full((rows, cols), top, dtype=np.int8)
-    values[1] = -top
+    values[1::2] = -top
     _, scales = _random_weights(np.random.default_rng(6), flavor, rows, cols)
     raw = FORMATS[flavor].pack(values, scales)
-    q = np.full((1, cols), fill, dtype=np.int8)
-    s = np.array([0.75], dtype=np.float32)
+    q = np.full((tokens, cols), fill, dtype=np.int8)
+    s = np.full(tokens, 0.75, dtype=np.float32)
     want = _expected(flavor, values, scales, q, s)
     kernels = ("i2s",) if flavor == "qk256" else ("i2s", "tl1", "tl2")
     for kernel in kernels:
-        for variant in ("portable", "auto"):
+        for variant in ("portable", "auto", "avx2") if has_avx2() else ("portable", "auto"):
             m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel, variant=variant)
             y = np.zeros(rows, np.float32)
             matvec(m, q[0], float(s[0]), y, Trace().counts)
             np.testing.assert_array_equal(y, want[0])
-            out = np.zeros((1, rows), np.float32)
+            out = np.zeros((tokens, rows), np.float32)
             matmul(m, q, s, out, Trace().counts)
             np.testing.assert_array_equal(out, want)
+
+
+def test_avx2_variant_is_refused_without_avx2(monkeypatch):
+    """Asking for a path the CPU lacks is an error, never an illegal instruction."""
+    from engine.kernels import cpu
+
+    monkeypatch.setattr(cpu, "host_features", lambda: frozenset({"sse2"}))
+    raw = FORMATS["i2s"].pack(np.zeros((4, 128), np.int8), np.float32(1.0))
+    with pytest.raises(EngineError, match="AVX2"):
+        prepare_matrix("i2s", raw, 4, 128, variant="avx2")
+    assert prepare_matrix("i2s", raw, 4, 128).variant == "portable"
 
 
 @pytest.mark.parametrize("where", [0, 7, 8, 4095, 65536 * 8 + 3, 65536 * 8 + 12])
@@ -310,3 +339,20 @@ def test_code3_is_found_wherever_it_sits(where):
         bad[where] = (bad[where] & ~np.uint8(3 << (2 * field))) | np.uint8(3 << (2 * field))
         assert has_code3(bad)
     assert not has_code3(raw[1:])  # an unaligned start reads the same
+
+
+def test_an_edited_ir_emitter_module_fails_the_kernel_import(tmp_path) -> None:
+    """numba's cache cannot see emitter edits, so a kernel module refuses emitters it was not built with."""
+    import types
+
+    from engine.kernels import avx2, avx2_ir, vnni, vnni_ir
+    from engine.kernels.ir_digest import require_ir_digest
+
+    require_ir_digest(avx2_ir, avx2.IR_SHA256, "avx2.py")
+    require_ir_digest(vnni_ir, vnni.IR_SHA256, "vnni.py")
+    edited = tmp_path / "emitters.py"
+    edited.write_text(Path(vnni_ir.__file__).read_text() + "\n# edited\n")
+    stand_in = types.ModuleType("engine.kernels.vnni_ir")
+    stand_in.__file__ = str(edited)
+    with pytest.raises(ImportError, match="set IR_SHA256 in vnni.py"):
+        require_ir_digest(stand_in, vnni.IR_SHA256, "vnni.py")

@@ -12,7 +12,7 @@ import pytest
 from engine import kernel_choice
 from engine.constants import LAYER_MATRICES
 from engine.errors import EngineError
-from engine.kernels.cpu import has_vnni
+from engine.kernels.cpu import has_avx2, has_vnni
 from engine.model import load_model
 from engine.synth import ensure_preset_model
 
@@ -120,8 +120,8 @@ def test_profile_reports_stages_and_layers(model) -> None:
 
 
 def test_kernel_variants_name_the_path_of_every_kernel_that_runs(model) -> None:
-    vnni = "avx512vnni" if has_vnni() else "portable"
-    assert model.kernel_variants() == {"i2s_gemv": vnni, "i2s_gemm": vnni, "logits_i8": model.logits_variant}
+    path = "avx512vnni" if has_vnni() else "avx2" if has_avx2() else "portable"
+    assert model.kernel_variants() == {"i2s_gemv": path, "i2s_gemm": path, "logits_i8": model.logits_variant}
 
 
 def test_profile_by_kernel_charges_every_layer_step(model) -> None:
@@ -152,9 +152,9 @@ def test_reported_numbers(model) -> None:
     params = cfg.n_layers * (2 * cfg.hidden * cfg.hidden + 2 * kv * cfg.hidden + 3 * cfg.ffn * cfg.hidden)
     per_tensor = cfg.n_layers * len(LAYER_MATRICES) * 4  # one float32 scale per I2_S tensor
     logits = cfg.vocab_size * cfg.hidden + 4 * cfg.vocab_size  # int8 embedding + a float32 scale per row
-    vnni = has_vnni() and cfg.hidden % 64 == 0
-    assert model.logits_variant == ("avx512vnni" if vnni else "portable")
-    logits += 4 * cfg.vocab_size if vnni else 0  # the VNNI kernel also reads an int32 row sum per row
+    path = "avx512vnni" if has_vnni() else "avx2" if has_avx2() else "portable"
+    assert model.logits_variant == (path if cfg.hidden % 64 == 0 else "portable")
+    logits += 4 * cfg.vocab_size if model.logits_variant == "avx512vnni" else 0  # int32 row sums, VNNI only
     assert model.weight_bytes_per_token == params // 4 + per_tensor + logits
     assert model.load_seconds > 0
 
@@ -272,3 +272,42 @@ def test_auto_timing_takes_turns_between_families(monkeypatch: pytest.MonkeyPatc
     timed = order[3:]  # after one untimed warm-up call each
     assert len(timed) >= 3 * 5 and len(timed) % 3 == 0
     assert timed == ["i2s", "tl1", "tl2"] * (len(timed) // 3)
+
+
+@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
+def test_prefetch_distance_is_measured_cached_and_applied(tmp_path: Path, monkeypatch) -> None:
+    """The AVX2 prefetch distances come from timings on this host: the fastest (a shorter one within 3 % of
+    it wins), written to the cache once, then read back; the kernels' schedule array carries them."""
+    from engine.kernels import avx2
+
+    measured = {"matrix": {0: 5.0, 1024: 9.0, 4096: 9.2, 8192: 10.0}, "logits": {0: 8.0, 2048: 7.0}}
+    calls = []
+
+    def fake_time_prefetch():
+        calls.append(1)
+        return measured
+
+    monkeypatch.setattr(avx2, "time_prefetch", fake_time_prefetch)
+    monkeypatch.setattr(kernel_choice, "_prefetch", {})
+    monkeypatch.setattr(avx2, "SCHEDULE", np.zeros_like(avx2.SCHEDULE))
+    first = kernel_choice.prefetch_choice(cache_dir=tmp_path)
+    assert (first.matrix, first.logits, first.cached) == (8192, 0, False)
+    assert avx2.SCHEDULE.tolist() == [8192, 0]
+    assert kernel_choice.applied_prefetch() is first
+    assert first.as_dict()["timings_gb_per_s"]["matrix"] == {"0": 5.0, "1024": 9.0, "4096": 9.2, "8192": 10.0}
+    measured["matrix"][4096] = 9.8  # within 3 % of the fastest: the shorter distance is chosen
+    monkeypatch.setattr(kernel_choice, "_prefetch", {})
+    again = kernel_choice.prefetch_choice(cache_dir=tmp_path)
+    assert again.cached and again.matrix == 8192 and len(calls) == 1  # read back, not measured again
+    (tmp_path / kernel_choice.PREFETCH_FILE).unlink()
+    monkeypatch.setattr(kernel_choice, "_prefetch", {})
+    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).matrix == 4096 and len(calls) == 2
+
+
+@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
+def test_prefetch_timing_streams_every_distance() -> None:
+    from engine.kernels import avx2
+
+    got = avx2.time_prefetch(distances=(0, 4096), rounds=2, nbytes=8 << 20)
+    assert set(got) == {"matrix", "logits"}
+    assert all(set(v) == {0, 4096} and all(x > 0 for x in v.values()) for v in got.values())

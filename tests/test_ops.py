@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.kernels import ops, vnni
-from engine.kernels.cpu import has_vnni, select_logits
+from engine.kernels import avx2, ops, vnni
+from engine.kernels.cpu import has_avx2, has_vnni, select_logits
 from engine.trace import Trace
 
 RNG = np.random.default_rng(1234)
@@ -199,6 +199,30 @@ def test_vnni_logits_equal_portable_exactly(vocab: int) -> None:
         trace = Trace()
         ops.logits_i8(emb_q, emb_s, emb_sum, q, np.float32(2.5), u, want, trace.counts)
         vnni.logits_i8_vnni(emb_q, emb_s, emb_sum, q, np.float32(2.5), u, got, trace.counts)
+        np.testing.assert_array_equal(got, want)
+        row = {"calls": 2, "rows": 2 * vocab, "elements": 2 * vocab * hidden}
+        assert trace.snapshot() == {"logits_i8": row}
+
+
+@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
+@pytest.mark.parametrize("vocab", [1, 4, 43])
+def test_avx2_logits_equal_portable_exactly(vocab: int) -> None:
+    """vpsignb + vpmaddubsw logits (|q| times e * sign(q)) give the portable kernel's exact floats."""
+    hidden = 192
+    emb_q = RNG.integers(-127, 128, (vocab, hidden)).astype(np.int8)
+    emb_q[0] = -127  # the extreme rows the int8 copy holds, against q = -128: the largest pair sums
+    emb_q[-1, ::2] = 127
+    emb_s = RNG.random(vocab).astype(np.float32) + np.float32(0.01)
+    emb_sum = emb_q.astype(np.int32).sum(axis=1, dtype=np.int32)
+    fn, variant = select_logits(hidden, "avx2")
+    assert variant == "avx2" and fn is avx2.logits_i8_avx2
+    u = np.zeros(hidden, np.uint8)
+    for q in (RNG.integers(-128, 128, hidden).astype(np.int8), np.full(hidden, -128, np.int8)):
+        want = np.zeros(vocab, np.float32)
+        got = np.full(vocab, np.nan, np.float32)
+        trace = Trace()
+        ops.logits_i8(emb_q, emb_s, emb_sum, q, np.float32(2.5), u, want, trace.counts)
+        fn(emb_q, emb_s, emb_sum, q, np.float32(2.5), u, got, trace.counts)
         np.testing.assert_array_equal(got, want)
         row = {"calls": 2, "rows": 2 * vocab, "elements": 2 * vocab * hidden}
         assert trace.snapshot() == {"logits_i8": row}

@@ -67,7 +67,7 @@ def test_the_section_carries_the_token_run_and_validates() -> None:
     assert section["tokenizer"]["detokenized_identical"] == 17
     assert section["median_top1_margin"] == pytest.approx(1.25)
     result = verify(receipt)
-    assert "parity" in result.passed, [f.line() for f in result.failures]
+    assert "parity" in result.passed, result.lines()
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_verify_recomputes_the_summary_and_catches_edits(edit: Any) -> None:
     receipt = receipt_with_parity()
     edit(receipt["parity"])
     result = verify(finalize(receipt))
-    assert any(f.gate == "parity" for f in result.failures), result.passed
+    assert result.gate("parity").status == "fail", result.lines()
 
 
 def test_sections_without_positions_are_not_claimed_as_checked() -> None:
@@ -98,7 +98,8 @@ def test_sections_without_positions_are_not_claimed_as_checked() -> None:
         "top1_agreement": 1.0,
     }
     result = verify(finalize(receipt))
-    assert "parity" in result.skipped and not result.failures
+    gate = result.gate("parity")
+    assert gate.status == "not_checked" and "per-position" in gate.reason and result.ok
 
 
 def test_report_shows_the_summary_not_every_position() -> None:

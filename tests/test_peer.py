@@ -35,8 +35,28 @@ PEER_ROWS = [
 ]
 
 
+def _bitnet_tq2_0(receipt: dict[str, Any]) -> dict[str, Any]:
+    """The factory receipt as a `bitnet` (SiLU) TQ2_0 model's: the only files llama.cpp runs."""
+    receipt["model"].update(architecture="bitnet", format="tq2_0")
+    per_format = receipt["model"]["tensors_per_format"]
+    per_format["tq2_0"] = per_format.pop("i2s")
+    renames = {"i2s_gemv": "i2s_blk_gemv", "i2s_gemm": "i2s_blk_gemm", "relu2_gate": "silu_gate"}
+    for table in (receipt["kernel_counts"], receipt["kernel_choice"]["variants"]):
+        for old, new in renames.items():
+            if old in table:
+                table[new] = table.pop(old)
+    receipt["kernels"] = sorted(receipt["kernel_counts"])
+    probe = receipt["phases"]["probe"]
+    for row in (*probe["tensors"], *probe["candidates"]):
+        if row.get("flavor") == "i2s":
+            row.update(flavor="tq2_0", format="TQ2_0")
+        if row["kernel"] == "i2s_gemv":
+            row["kernel"] = "i2s_blk_gemv"
+    return receipt
+
+
 def _with_peer(**changes: Any) -> dict[str, Any]:
-    receipt = raw_receipt()
+    receipt = _bitnet_tq2_0(raw_receipt())
     section = {
         "engine": "llama.cpp",
         "version": "llama-cpp-python 0.3.16",
@@ -67,8 +87,11 @@ def test_ratios_come_from_the_raw_rows() -> None:
 
 def test_a_consistent_peer_section_verifies() -> None:
     result = verify(_with_peer())
-    assert result.ok, result.failures
+    assert result.ok, result.lines()
     assert "peer" in result.passed
+    on_i2s = raw_receipt()
+    on_i2s["peer"] = _with_peer()["peer"]
+    assert "llama.cpp runs" in verify(finalize(on_i2s)).gate("peer").expected
 
 
 @pytest.mark.parametrize(
@@ -82,22 +105,22 @@ def test_a_consistent_peer_section_verifies() -> None:
 )
 def test_a_peer_section_that_does_not_add_up_fails(changes: dict[str, Any], expected: str) -> None:
     result = verify(_with_peer(**changes))
-    failed = [f for f in result.failures if f.gate == "peer"]
-    assert failed and any(expected in f.expected for f in failed)
+    failed = [p for g in result.failures if g.name == "peer" for p in g.problems]
+    assert failed and any(expected in p.expected for p in failed)
 
 
 def test_edited_peer_throughput_fails() -> None:
     receipt = _with_peer()
     receipt["peer"]["benchmark"]["summary"]["tokens_per_second"] *= 2
     result = verify(finalize(receipt))
-    assert any(f.gate == "peer" for f in result.failures)
+    assert any(g.name == "peer" for g in result.failures)
 
 
 def test_peer_section_is_schema_checked() -> None:
     receipt = _with_peer()
     receipt["peer"]["surprise"] = 1
     result = verify(finalize(receipt))
-    assert any(f.gate == "schema" for f in result.failures)
+    assert any(g.name == "schema" for g in result.failures)
 
 
 def test_vs_llama_cpp_needs_greedy_decoding() -> None:
@@ -132,7 +155,8 @@ def test_vs_llama_cpp_on_tiny_writes_a_verified_peer_section(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     out = json.loads(result.output[result.output.index("{") :])
     receipt, peer = out["receipt"], out["receipt"]["peer"]
-    assert out["verification"]["valid"] and "peer" in out["verification"]["passed"]
+    gates = {g["name"]: g["status"] for g in out["verification"]["gates"]}
+    assert out["verification"]["valid"] and gates["peer"] == "pass"
     assert peer["engine"] == "llama.cpp" and peer["model_sha256"] == receipt["model"]["sha256"]
     assert receipt["model"]["architecture"] == "bitnet" and receipt["model"]["format"] == "tq2_0"
     assert len(peer["benchmark"]["repetitions"]) == 2

@@ -54,8 +54,9 @@ def test_verify_receipt_cli_accepts_it_and_replays(receipt_path: Path) -> None:
     result = runner.invoke(app, ["verify-receipt", "--path", str(receipt_path), "--replay", "--json"])
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.output)
-    assert verdict["valid"] is True
-    assert "replay" in verdict["passed"]
+    assert verdict["valid"] is True and verdict["level"] == "evidence"
+    status = {g["name"]: g["status"] for g in verdict["gates"]}
+    assert status["replay"] == status["model_binding"] == "pass"
 
 
 def test_tampered_receipt_fails_verification(receipt_path: Path, tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_tampered_receipt_fails_verification(receipt_path: Path, tmp_path: Path)
     edited.write_text(json.dumps(receipt))
     result = runner.invoke(app, ["verify-receipt", "--path", str(edited)])
     assert result.exit_code == 1
-    assert "throughput" in result.output and "content_digest" in result.output
+    assert "FAIL throughput" in result.output and "FAIL checksum" in result.output
 
 
 def test_receipts_are_never_overwritten(receipt_path: Path) -> None:

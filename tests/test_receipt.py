@@ -185,6 +185,18 @@ def test_git_facts_outside_a_checkout(tmp_path):
     assert host.git_facts(tmp_path) == (None, None)
 
 
+def test_git_facts_name_the_harness_checkout():
+    """The default root is the checkout that holds harness/ (a signature binds the receipt to this commit)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(host.__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert host.git_facts()[0] == head.stdout.strip()
+
+
 def test_peak_rss_is_positive():
     assert host.peak_rss_bytes() > 1 << 20
 

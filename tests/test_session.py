@@ -14,12 +14,14 @@ from engine.errors import EngineError
 from harness.errors import HarnessError
 from harness.progress import TaskBoard
 from harness.receipts import digest, schema
+from harness.receipts.checks import Evidence
 from harness.receipts.files import load_receipt
+from harness.receipts.signing import check_signature, generate_keypair
 from harness.receipts.verify import verify
 from harness.session.benchmark import run_benchmark_session
 from harness.session.request import BenchmarkRequest
 
-KEY_ENV = "BITNET_HARNESS_TEST_SESSION_KEY"
+KEY = Path("a key written by the test")
 
 
 class Recorder:
@@ -55,7 +57,6 @@ class Recorder:
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("BITNET_HARNESS_CACHE", str(cache))
-    monkeypatch.setenv(KEY_ENV, "k" * 32)
     return cache
 
 
@@ -75,9 +76,8 @@ def _tiny(tmp_path: Path, **changes: Any) -> BenchmarkRequest:
 
 
 REFUSED = [
-    ({"sign": True}, "--sign needs --key-env"),
-    ({"sign": True, "key_env": "BITNET_HARNESS_TEST_UNSET_KEY"}, "not set or empty"),
-    ({"sign": True, "key_env": KEY_ENV, "ab_kernel": "i2s,tl2"}, "--sign signs a single run's receipt"),
+    ({"sign_key": Path("/nonexistent/signing.key")}, "cannot read"),
+    ({"sign_key": KEY, "ab_kernel": "i2s,tl2"}, "--sign-key signs a single run's receipt"),
     ({"compare_to": "latest", "ab_threads": "1,2"}, "separate modes"),
     ({"vs_llama_cpp": True, "temperature": 0.7}, "greedy"),
     ({"vs_llama_cpp": True, "ab_kernel": "i2s,tl1"}, "separate modes"),
@@ -101,6 +101,8 @@ def test_every_refusal_comes_before_any_work(
 ) -> None:
     (tmp_path / "receipts").mkdir()
     recorder = Recorder()
+    if changes.get("sign_key") is KEY:
+        changes = {**changes, "sign_key": generate_keypair(tmp_path / "key")[0]}
     with pytest.raises((HarnessError, EngineError), match=message):
         run_benchmark_session(_tiny(tmp_path, **changes), recorder)
     assert recorder.events == []  # no model prepared, no bandwidth measured, nothing loaded
@@ -142,11 +144,12 @@ def test_a_signed_run_checks_the_schema_once_and_hashes_the_model_once(
     monkeypatch.setattr(schema, "validator", counting_validator)
     monkeypatch.setattr(digest, "hashlib", SimpleNamespace(sha256=counting_sha256))
     recorder = Recorder()
-    outcome = run_benchmark_session(_tiny(tmp_path, sign=True, key_env=KEY_ENV), recorder)
+    private, public = generate_keypair(tmp_path / "key")
+    outcome = run_benchmark_session(_tiny(tmp_path, sign_key=private), recorder)
 
     assert outcome.exit_code == 0 and not outcome.ab and outcome.comparison is None
     (written,) = outcome.receipts
-    assert written.verification.ok and "model_hash" in written.verification.passed
+    assert written.verification.ok and "model_binding" in written.verification.passed
     assert written.signature is not None and written.signature.is_file()
     assert load_receipt(written.path) == written.receipt
     assert len(validations) == 1  # verify() checked the schema; write_receipt did not check it again
@@ -154,7 +157,10 @@ def test_a_signed_run_checks_the_schema_once_and_hashes_the_model_once(
     assert sum(h.nbytes == size for h in hashers) == 1  # the model file went through sha256 once
     assert any(e.startswith("status: loading") for e in recorder.events)
     assert "task: phase 3: benchmark" in recorder.events
-    assert verify(load_receipt(written.path), model_path=written.receipt["model"]["path"]).ok
+    body = written.path.read_bytes()
+    attestation = check_signature(written.path, body, written.receipt, public)
+    assert attestation.ok, attestation.problem
+    assert verify(load_receipt(written.path), Evidence(attestation=attestation)).level == "attested"
 
 
 def test_an_ab_session_writes_two_verified_receipts_and_compares_them(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def time_logits(
     out = np.empty(vocab, np.float32)
     counts = Trace().counts
     fn, chosen = select_logits(hidden, variant)
-    nbytes = emb_q.nbytes + emb_s.nbytes + (emb_sum.nbytes if chosen != "portable" else 0)
+    nbytes = emb_q.nbytes + emb_s.nbytes + (emb_sum.nbytes if chosen == "avx512vnni" else 0)
 
     def call() -> None:
         fn(emb_q, emb_s, emb_sum, q, np.float32(1.0), u, out, counts)

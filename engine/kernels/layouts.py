@@ -29,10 +29,10 @@ import numpy as np
 from engine.constants import FORMAT_I2S, FORMAT_QK256, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
 from engine.errors import EngineError, check_choice
 from engine.kernels import lut, ternary
-from engine.kernels.cpu import select_blk, select_i2s, select_qk256, select_tl
+from engine.kernels.cpu import schedule_args, select_blk, select_i2s, select_qk256, select_tl
 
 KERNELS = ("i2s", "tl1", "tl2")
-VARIANTS = ("auto", "portable")
+VARIANTS = ("auto", "portable", "avx2")
 
 
 class KernelInputError(EngineError):
@@ -141,9 +141,10 @@ def prepare_matrix(
 ) -> TernaryMatrix:
     """The execution layout of one stored ternary tensor for `kernel` ("i2s" | "tl1" | "tl2").
 
-    `variant`: "auto" takes the CPU-specific path when the host has it (AVX-512 VNNI vpdpbusd for microsoft
-    I2_S, TQ2_0 / TQ1_0 and QK256; AVX-512 BW vpermw lookups for tl1 / tl2) or "portable" forces plain numba.
-    BitNet-32 is portable only. The chosen path is `TernaryMatrix.variant`; both give identical results.
+    `variant`: "auto" takes the CPU-specific path when the host has it (AVX-512 VNNI vpdpbusd, else AVX2
+    vpmaddubsw, for microsoft I2_S, TQ2_0 / TQ1_0 and QK256; AVX-512 BW vpermw lookups for tl1 / tl2),
+    "portable" forces plain numba, "avx2" the AVX2 path of the i2s family (tl1 / tl2 then run portable).
+    BitNet-32 is portable only. The chosen path is `TernaryMatrix.variant`; all give identical results.
     """
     check_choice("variant", variant, VARIANTS, KernelInputError)
     check_choice("kernel", kernel, KERNELS, KernelInputError)
@@ -189,13 +190,14 @@ def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) 
         raise KernelInputError("i2s: the per-tensor scale is not finite")
     nb = cols // 128
     gemv, gemm, variant = select_i2s(variant)
+    extra = schedule_args(variant)
 
     def run_gemv(q, s, out, counts):
-        gemv(w, scale, q.reshape(nb, 4, 32), np.float32(s), out, cols, counts)
+        gemv(w, scale, q.reshape(nb, 4, 32), np.float32(s), out, cols, counts, *extra)
 
     def run_gemm(q, s, out, counts):
         qsum = _scratch("qsum", (q.shape[0],), np.int32)
-        gemm(w, scale, q.reshape(q.shape[0], nb, 4, 32), s, out, qsum, cols, counts)
+        gemm(w, scale, q.reshape(q.shape[0], nb, 4, 32), s, out, qsum, cols, counts, *extra)
 
     return TernaryMatrix(
         rows, cols, FORMAT_I2S, "i2s", "i2s_gemv", "i2s_gemm", n4 + 4, variant, {"w": w}, run_gemv, run_gemm
@@ -219,15 +221,16 @@ def _prepare_blocked(
     else:
         gemv, gemm, variant = ternary.i2s_b32_gemv, ternary.i2s_b32_gemm, "portable"
         ids = ("i2s_b32_gemv", "i2s_b32_gemm")
+    extra = schedule_args(variant)
 
     def run_gemv(q, s, out, counts):
         qp = _padded(q, width).reshape(nb, 4, 32)
-        gemv(w, d, qp, np.float32(s), out, _scratch("qsum", (nsum,), np.int32), cols, counts)
+        gemv(w, d, qp, np.float32(s), out, _scratch("qsum", (nsum,), np.int32), cols, counts, *extra)
 
     def run_gemm(q, s, out, counts):
         t = q.shape[0]
         qp = _padded(q, width).reshape(t, nb, 4, 32)
-        gemm(w, d, qp, s, out, _scratch("qsum", (t, nsum), np.int32), cols, counts)
+        gemm(w, d, qp, s, out, _scratch("qsum", (t, nsum), np.int32), cols, counts, *extra)
 
     return TernaryMatrix(
         rows,
@@ -251,14 +254,15 @@ def _prepare_qk256(values: np.ndarray, rows: int, cols: int, variant: str) -> Te
     w = pack_i2s_order(_pad_cols(codes, width, 0))
     nb = width // 128
     gemv, gemm, variant = select_qk256(variant)
+    extra = schedule_args(variant)
 
     def run_gemv(q, s, out, counts):
-        gemv(w, _padded(q, width).reshape(nb, 4, 32), np.float32(s), out, cols, counts)
+        gemv(w, _padded(q, width).reshape(nb, 4, 32), np.float32(s), out, cols, counts, *extra)
 
     def run_gemm(q, s, out, counts):
         t = q.shape[0]
         qp = _padded(q, width).reshape(t, nb, 4, 32)
-        gemm(w, qp, s, out, _scratch("qsum", (t,), np.int32), cols, counts)
+        gemm(w, qp, s, out, _scratch("qsum", (t,), np.int32), cols, counts, *extra)
 
     return TernaryMatrix(
         rows,

@@ -30,7 +30,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from engine.kernels import ops, ternary
+from engine.kernels import ops, ternary, vnni_ir
+from engine.kernels.ir_digest import require_ir_digest
 from engine.kernels.vnni_ir import (
     emit_pair_block,
     emit_pair_dots,
@@ -43,6 +44,10 @@ from engine.kernels.vnni_ir import (
     pick_lanes,
 )
 from engine.trace import kid
+
+# numba's cache cannot see edits to vnni_ir.py: this file names the emitters it was built with.
+IR_SHA256 = "095de12c928df038b3580ef6c723aa15a162e9eff010300caa38367ccec4a54b"
+require_ir_digest(vnni_ir, IR_SHA256, "engine/kernels/vnni.py")
 
 _I2S_GEMV = kid("i2s_gemv")
 _I2S_GEMM = kid("i2s_gemm")

@@ -123,11 +123,13 @@ def benchmark(
     ab_threads: AbThreadsOpt = None,
     threshold: ThresholdOpt = THRESHOLD * 100,
     vs_llama_cpp: VsLlamaCppOpt = False,
-    sign: Annotated[
-        bool, typer.Option("--sign", help="Sign the receipt: an HMAC-SHA256 DSSE envelope beside it.")
-    ] = False,
-    key_env: Annotated[
-        str | None, typer.Option("--key-env", help="Environment variable holding the signing key.")
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-key",
+            help="Sign the receipt with this Ed25519 private key (bitnet-harness keygen): a DSSE-enveloped "
+            "in-toto statement beside it, <receipt>.intoto.jsonl.",
+        ),
     ] = None,
     max_memory: MaxMemoryOpt = None,
     timeout: TimeoutOpt = None,

@@ -1,6 +1,8 @@
 """`compare`: the regression gate between two receipts.
 
-Exit codes: 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
+Both receipts must pass verification first (self-consistent level): one that fails is refused with one line
+naming its failing gate, exit 2. Exit codes: 0 no regression, 1 regression, 2 error, not comparable or not
+verified, 3 inconclusive (also when a receipt's own verification calls its speed unreliable).
 """
 
 from typing import Annotated
@@ -10,7 +12,14 @@ import typer
 from harness.commands.options import ArchiveOpt, OutputFormatOpt, ThresholdOpt
 from harness.commands.render import render_comparison
 from harness.comparison import archive
-from harness.comparison.compare import EXIT_ERROR, EXIT_OK, REASON_KEYS, comparability, compare
+from harness.comparison.compare import (
+    EXIT_ERROR,
+    EXIT_OK,
+    REASON_KEYS,
+    comparability,
+    compare,
+    require_verified,
+)
 from harness.comparison.stats import ALPHA, THRESHOLD
 from harness.comparison.tables import OutputFormat
 from harness.receipts.files import load_checked
@@ -57,8 +66,9 @@ def compare_cmd(
     """
     base_path, new_path = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
     base_r, new_r = load_checked(base_path), load_checked(new_path)
+    verified = (require_verified(base_r, f"BASE {base_path}"), require_verified(new_r, f"NEW {new_path}"))
     if comparability_only:
-        reasons = comparability(base_r, new_r, ignore or (), same_output=True)
+        reasons = comparability(base_r, new_r, ignore or (), same_output=True, verified=verified)
         for reason in reasons:
             typer.echo(f"not comparable ({reason.key}): {reason.message}", err=True)
         if not reasons:
@@ -74,6 +84,7 @@ def compare_cmd(
         alpha=alpha,
         force=force,
         ignore=ignore or (),
+        verified=verified,
     )
     render_comparison(comp, fmt)
     raise typer.Exit(comp.exit_code)

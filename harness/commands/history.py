@@ -1,4 +1,8 @@
-"""`history`: one metric over the archive by date and commit, with each receipt's noise band."""
+"""`history`: one metric over the archive by date and commit, with each receipt's noise band.
+
+Receipts that fail verification are left out, each with a warning line naming its failing gate: one bad file
+does not hide the rest of the archive, and none of its numbers reach the table.
+"""
 
 from pathlib import Path
 from typing import Annotated
@@ -39,7 +43,10 @@ def history_cmd(
     """A metric over the archive by date and commit with each receipt's noise band, as a table and a chart
     (a terminal chart; PNG/SVG with --chart when matplotlib is installed)."""
     m = metric(metric_key)
-    table = history.frame(archive.usable(archive_dir), m, model=model, threads=threads)
+    entries, refused = archive.verified(archive.usable(archive_dir))
+    for line in refused:
+        typer.echo(f"warning: skipped {line}", err=True)
+    table = history.frame(entries, m, model=model, threads=threads)
     if table.empty:
         raise HarnessError(f"no receipt in {archive_dir} has {m.label} samples (after the filters)")
     if chart is not None:

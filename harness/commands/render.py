@@ -36,12 +36,18 @@ def render_comparison(comp: Comparison, fmt: OutputFormat, console: Console | No
     for reason in comp.reasons:
         err.print(Text(f"not comparable ({reason.key}): {reason.message}"))
     if comp.refused:
-        err.print(Text("refusing to compare; --force compares anyway, --ignore KEY skips one check"))
+        unverified = any(r.key == "verification" for r in comp.reasons)
+        hint = (
+            "a receipt that fails verification is never compared"
+            if unverified
+            else ("--force compares anyway, --ignore KEY skips one check")
+        )
+        err.print(Text(f"refusing to compare; {hint}"))
         return
     if fmt is OutputFormat.csv:
         typer.echo(comp.frame().to_csv(index=False), nl=False)
         return
-    notes = [*comp.notes]
+    notes = [*comp.unreliable, *comp.notes]
     if fmt is OutputFormat.md:
         head = f"**Verdict: {comp.overall}**<br>{header(comp, '<br>')}"
         lines = [head, "", markdown(comparison_frame(comp))]

@@ -1,16 +1,16 @@
-"""`verify-receipt`: check a receipt file's signature (with --key-env), its schema and every honesty gate.
+"""`verify-receipt`: every gate at the levels the given evidence allows; a verdict naming the level reached.
 
-Exit codes: 0 valid, 1 invalid, 2 unusable input (unreadable file, not a JSON object, unknown schema_version,
-unreadable model file, replay unavailable). With `--key-env NAME` the receipt must carry a valid signature
-(harness/receipts/signing.py): a missing, changed or wrongly keyed signature is invalid (1); a missing key
-is 2.
+No flags: self-consistent (schema, arithmetic, physics). `--model FILE` binds the model file; `--replay`
+re-runs the recorded workload on it (the recorded path, or `--rebuild-preset`), `--remeasure` also holds the
+speed against this host's; `--public-key FILE` checks the signature (`--require-signature`: an unsigned
+receipt fails). Exit codes: 0 valid, 1 invalid, 2 unusable input (unreadable file, unknown schema_version,
+a missing or unreadable model or key file, replay impossible).
 """
 
-import importlib
 import json
-from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,11 +18,42 @@ from engine.errors import EngineError
 from harness.commands.options import StrictOpt, strict_flag
 from harness.commands.render import fail_unusable
 from harness.errors import HarnessError
-from harness.receipts.files import load_checked
-from harness.receipts.signing import SignatureError, key_from_env, key_id, not_an_envelope, verify_signed
-from harness.receipts.verify import ReplayFn, VerificationResult, verify
+from harness.receipts.checks import Evidence
+from harness.receipts.files import MAX_RECEIPT_BYTES, load_checked, read_regular_file
+from harness.receipts.signing import check_signature, not_an_envelope
+from harness.receipts.verify import VerificationResult, verify
+from harness.session.evidence import gather
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
+
+ModelFileOpt = Annotated[
+    Path | None, typer.Option("--model", help="Bind the model file: every model fact must match its header.")
+]
+ReplayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--replay", help="Run the recorded workload again: tokens, counters and variants must match."
+    ),
+]
+RebuildOpt = Annotated[
+    bool,
+    typer.Option(
+        "--rebuild-preset",
+        help="Write the receipt's preset model again when its file is not here (its sha256 must match).",
+    ),
+]
+RemeasureOpt = Annotated[
+    bool, typer.Option("--remeasure", help="With --replay: fail a speed faster than this host's re-run.")
+]
+ToleranceOpt = Annotated[float, typer.Option("--tolerance", min=0.0, help="--remeasure tolerance, percent.")]
+PublicKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--public-key", help="Check the signature envelope with this Ed25519 public key."),
+]
+RequireOpt = Annotated[
+    bool,
+    typer.Option("--require-signature", help="Fail a receipt without a valid signature by --public-key."),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -31,80 +62,52 @@ def register(app: typer.Typer) -> None:
 
 
 def verify_receipt(
-    path: Annotated[Path, typer.Option("--path", help="Receipt JSON file (or its .dsse.json envelope).")],
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Check the model file's size and sha256.")
-    ] = None,
-    replay: Annotated[bool, typer.Option("--replay", help="Re-generate the tokens and compare.")] = False,
+    path: Annotated[Path, typer.Option("--path", help="Receipt JSON file.")],
+    model: ModelFileOpt = None,
+    replay: ReplayOpt = False,
+    rebuild_preset: RebuildOpt = False,
+    remeasure: RemeasureOpt = False,
+    tolerance: ToleranceOpt = 15.0,
+    public_key: PublicKeyOpt = None,
+    require_signature: RequireOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     strict_loader: StrictOpt = False,
-    key_env: Annotated[
-        str | None,
-        typer.Option("--key-env", help="Require a valid signature by the key in this environment variable."),
-    ] = None,
 ) -> None:
-    """Check a receipt: the signature (with --key-env), the schema, then every honesty gate."""
-    signature: dict[str, Any] | None = None
+    """Check a receipt: the schema and every honesty gate; with evidence, the model file, a replay, a
+    signature. The verdict names the level reached and what was not checked."""
     try:
-        body = None
-        if key_env is not None:
-            body, signature = _signed_body(path, key_env, as_json)
-        receipt = load_checked(path, body) if body is not None else load_checked(not_an_envelope(path))
-        model_path, replay_fn = model, None
-        if replay:
-            model_path, replay_fn = _replay(receipt, model, strict_flag(strict_loader))
-        result = verify(receipt, model_path=model_path, replay=replay_fn)
+        if require_signature and public_key is None:
+            raise HarnessError("--require-signature needs --public-key FILE")
+        if remeasure and not replay:
+            raise HarnessError("--remeasure re-measures during the replay; add --replay")
+        body = read_regular_file(not_an_envelope(path), MAX_RECEIPT_BYTES)
+        receipt = load_checked(path, body)
+        evidence = gather(
+            receipt,
+            model=model,
+            replay=replay,
+            rebuild_preset=rebuild_preset,
+            remeasure=tolerance / 100.0 if remeasure else None,
+            strict=strict_flag(strict_loader),
+        )
+        attestation = None if public_key is None else check_signature(path, body, receipt, public_key)
+        evidence = replace(evidence, attestation=attestation, require_signature=require_signature)
+        result = verify(receipt, evidence)
     except (HarnessError, EngineError) as exc:
         fail_unusable(str(exc), as_json, path, EXIT_UNUSABLE)
         return
     if as_json:
-        extra = {} if signature is None else {"signature": signature}
-        typer.echo(json.dumps({"path": str(path), **result.to_dict(), **extra}, indent=2))
+        typer.echo(json.dumps({"path": str(path), **result.to_dict()}, indent=2))
     else:
-        _print(path, result, signature)
+        _print(path, result, evidence)
     raise typer.Exit(EXIT_VALID if result.ok else EXIT_INVALID)
 
 
-def _print(path: Path, result: VerificationResult, signature: dict[str, Any] | None) -> None:
-    if signature is not None:
-        typer.echo(f"signature: OK (HMAC-SHA256, key id {signature['keyid']}, {signature['envelope']})")
-    for failure in result.failures:
-        typer.echo(failure.line())
-    verdict = "VALID" if result.ok else f"INVALID ({len(result.failures)} failures)"
-    skipped = f"; skipped: {', '.join(result.skipped)}" if result.skipped else ""
-    typer.echo(f"{path}: {verdict}; {len(result.passed)} gates passed{skipped}")
-
-
-def _replay(receipt: Mapping[str, Any], model: Path | None, strict: bool | None) -> tuple[Path, ReplayFn]:
-    """The file to replay on (--model, else the recorded path, else the recorded preset rebuilt) and the
-    engine-side replay, imported only when asked for: missing means replay is unavailable."""
-    try:
-        module = importlib.import_module("harness.session.replay")
-        replay_digest, replay_model_path = module.replay_digest, module.replay_model_path
-    except (ImportError, AttributeError) as exc:
-        raise HarnessError(f"replay is unavailable in this installation ({exc})") from None
-    recorded = receipt.get("model", {}).get("path") if isinstance(receipt.get("model"), Mapping) else None
-    if model is None and isinstance(recorded, str) and recorded:
-        model = Path(recorded)
-    model_path = replay_model_path(receipt, model)
-
-    def replay(r: Mapping[str, Any]) -> str:
-        return replay_digest(r, model_path, strict)
-
-    return model_path, replay
-
-
-def _signed_body(path: Path, key_env: str, as_json: bool) -> tuple[bytes, dict[str, Any]]:
-    """The signed receipt bytes and the signature facts; a bad signature prints its failure and exits 1."""
-    key = key_from_env(key_env)
-    try:
-        body, envelope = verify_signed(path, key)
-    except SignatureError as exc:
-        if as_json:
-            failed = {"ok": False, "error": str(exc)}
-            typer.echo(json.dumps({"path": str(path), "valid": False, "signature": failed}))
-        else:
-            typer.echo(f"FAIL signature: {exc}")
-            typer.echo(f"{path}: INVALID (signature)")
-        raise typer.Exit(EXIT_INVALID) from None
-    return body, {"ok": True, "keyid": key_id(key), "envelope": str(envelope)}
+def _print(path: Path, result: VerificationResult, evidence: Evidence) -> None:
+    att = evidence.attestation
+    if att is not None and att.ok:
+        run = att.predicate.get("run_id", "?")
+        typer.echo(f"signature: OK (Ed25519 key {att.key_id[:16]}, run {run}, {att.envelope})")
+    for line in result.lines():
+        typer.echo(line)
+    typer.echo(f"{path}: {result.verdict()}; {len(result.passed)} gates passed")

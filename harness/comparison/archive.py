@@ -102,9 +102,20 @@ def resolve(selector: str, folder: Path = DEFAULT_ARCHIVE) -> Path:
 def verdict_text(receipt: Mapping[str, Any]) -> str:
     result = verify(receipt)
     if result.ok:
-        return "verified"
-    gates = sorted({f.gate for f in result.failures})
-    return "FAILED: " + ", ".join(gates)
+        return "verified (speed unreliable)" if result.speed_unreliable else "verified"
+    return "FAILED: " + ", ".join(g.name for g in result.failures)
+
+
+def verified(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
+    """The entries that pass verification, and one line per refused one naming its failing gate."""
+    kept, refused = [], []
+    for e in entries:
+        line = None if e.receipt is None else verify(e.receipt).refusal(e.path.name)
+        if line is None:
+            kept.append(e)
+        else:
+            refused.append(line)
+    return kept, refused
 
 
 def table(entries: list[Entry]) -> pd.DataFrame:
@@ -157,10 +168,9 @@ def add(source: Path, folder: Path) -> tuple[Path, bool]:
     under the same name is refused (archived receipts are never overwritten).
     """
     receipt = load_checked(source)
-    result = verify(receipt)
-    if not result.ok:
-        lines = "; ".join(f.line() for f in result.failures[:3])
-        raise HarnessError(f"{source} fails verification, not archived ({lines})")
+    line = verify(receipt).refusal(str(source))
+    if line is not None:
+        raise HarnessError(f"{line}; not archived")
     data = source.read_bytes()
     target = folder / receipt_filename(receipt)
     if target.exists():

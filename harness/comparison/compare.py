@@ -26,8 +26,8 @@ from harness.errors import HarnessError
 from harness.receipts.verify import VerificationResult, verify
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+# Checks --ignore may skip; verification is not one of them (a receipt that fails it is never compared).
 REASON_KEYS = (
-    "verification",
     "schema_version",
     "model_sha256",
     "preset",
@@ -65,6 +65,15 @@ def _workload(receipt: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def require_verified(receipt: Mapping[str, Any], label: str) -> VerificationResult:
+    """The receipt's verification; HarnessError (exit 2) with refusal()'s line when it fails."""
+    result = verify(receipt)
+    line = result.refusal(label)
+    if line is not None:
+        raise HarnessError(f"{line}; not used")
+    return result
+
+
 def _show(value: Any) -> str:
     return "missing" if value is _MISSING else repr(value)
 
@@ -90,12 +99,10 @@ def comparability(
             f"unknown comparability check(s) {sorted(unknown)}; known: {', '.join(REASON_KEYS)}"
         )
     out: list[Reason] = []
-    if "verification" not in skip:
-        for side, receipt, known in (("BASE", base, verified[0]), ("NEW", new, verified[1])):
-            result = known if known is not None else verify(receipt)
-            if not result.ok:
-                gates = ", ".join(sorted({f.gate for f in result.failures}))
-                out.append(Reason("verification", f"{side} fails verification (gates: {gates})"))
+    for side, receipt, known in (("BASE", base, verified[0]), ("NEW", new, verified[1])):
+        line = (known if known is not None else verify(receipt)).refusal(side)
+        if line is not None:
+            out.append(Reason("verification", line))
     fields = {
         "schema_version": ("schema_version",),
         "model_sha256": ("model", "sha256"),
@@ -146,14 +153,20 @@ class Comparison:
     geomean: float | None = None
     notes: list[str] = field(default_factory=list)
 
+    unreliable: list[str] = field(default_factory=list)
+
     @property
     def refused(self) -> bool:
-        return bool(self.reasons) and not self.forced
+        """Not comparable and not forced; a receipt failing verification is refused even when forced."""
+        unverified = any(r.key == "verification" for r in self.reasons)
+        return unverified or (bool(self.reasons) and not self.forced)
 
     @property
     def exit_code(self) -> int:
         if self.refused:
             return EXIT_ERROR
+        if self.unreliable:
+            return EXIT_INCONCLUSIVE  # a side whose speed its own receipt calls unreliable decides nothing
         verdicts = [r.judgement.verdict for r in self.rows]
         if Verdict.REGRESSION in verdicts:
             return EXIT_REGRESSION
@@ -216,6 +229,7 @@ class Comparison:
             "comparable": not self.reasons,
             "forced": self.forced,
             "reasons": [r.__dict__ for r in self.reasons],
+            "unreliable": self.unreliable,
             "notes": self.notes,
             "rows": records(self.frame()) if self.rows else [],
             "verdict": self.overall,
@@ -250,11 +264,16 @@ def compare(
         raise HarnessError(f"--threshold must be a fraction in (0, 1) (got {threshold})")
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha must be in (0, 1) (got {alpha})")
+    verified = (verified[0] or verify(base), verified[1] or verify(new))
     result = Comparison(
         base_label, new_label, threshold, alpha, comparability(base, new, ignore, verified=verified), force
     )
     if result.refused:
         return result
+    for side, check in (("BASE", verified[0]), ("NEW", verified[1])):
+        if check.speed_unreliable:
+            gates = ", ".join(g.name for g in check.warnings)
+            result.unreliable.append(f"{side}: speed unreliable ({gates}); the verdict is inconclusive")
     note = output_note(base, new)
     if note:
         result.notes.append(note)

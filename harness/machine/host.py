@@ -11,6 +11,8 @@ from typing import Any
 
 ENV_PREFIXES = ("BITNET_", "NUMBA_", "OMP_", "MKL_", "OPENBLAS_")
 _CPUINFO = Path("/proc/cpuinfo")
+_CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _GIT_TIMEOUT_S = 5.0
 
 
@@ -47,6 +49,27 @@ def _memory_bytes() -> int | None:
         return None
 
 
+def last_level_cache_bytes(caches: Path = _CPU_CACHES) -> int | None:
+    """Size of the highest-level data or unified cache CPU 0 sees (sysfs), or None where sysfs does not say.
+
+    Weights that fit in it are not read from memory on every decode step, so the bandwidth floor does not
+    bind them.
+    """
+    best: tuple[int, int] | None = None
+    try:
+        for index in caches.glob("index*"):
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip().upper()
+            size = int(text.rstrip("KMG")) * _SIZE_UNITS[text[len(text.rstrip("KMG")) :]]
+            if best is None or level > best[0]:
+                best = (level, size)
+    except (OSError, ValueError, KeyError):
+        return None
+    return best[1] if best else None
+
+
 def threading_layer() -> str | None:
     """The numba threading layer in use, or None when no parallel kernel has run yet in this process."""
     if "numba" not in sys.modules:
@@ -73,6 +96,7 @@ def host_facts() -> dict[str, Any]:
         "llvmlite": _package_version("llvmlite"),
         "numpy": _package_version("numpy"),
         "threading_layer": threading_layer(),
+        "llc_bytes": last_level_cache_bytes(),
     }
 
 
@@ -98,7 +122,7 @@ def _git(root: Path, *args: str) -> str | None:
 
 def git_facts(root: Path | None = None) -> tuple[str | None, bool | None]:
     """(HEAD commit, dirty) of the harness checkout; (None, None) when it is not the top of a git checkout."""
-    root = (root or Path(__file__).resolve().parent.parent).resolve()
+    root = (root or Path(__file__).resolve().parents[2]).resolve()
     top = _git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != root:
         return None, None

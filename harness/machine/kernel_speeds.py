@@ -9,7 +9,7 @@ bytes each kernel reads per call; the floor is the read bandwidth measured by th
 
 from engine.constants import layer_matrix_shapes
 from engine.kernels import bench
-from engine.kernels.cpu import has_permw, has_vnni
+from engine.kernels.cpu import has_avx2, has_permw, has_vnni
 from engine.model import set_threads
 from harness.machine.bandwidth import measure_read_bandwidth
 from harness.progress import SILENT, Progress
@@ -54,7 +54,7 @@ def measure_kernels(
     return {
         "bandwidth_gb_per_s": bandwidth,
         "threads": threads,
-        "cpu": {"avx512vnni": has_vnni(), "avx512bw": has_permw()},
+        "cpu": {"avx512vnni": has_vnni(), "avx512bw": has_permw(), "avx2": has_avx2()},
         "results": rows,
         "decode_estimate": decode_estimate(rows, bandwidth),
     }

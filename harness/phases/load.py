@@ -5,7 +5,7 @@ so no measured time and no generated token pays for it. A Ctrl-C that numba's ca
 raised again right after (harness.runtime.interrupts).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ class LoadedModel:
 def load_and_warm(
     path: Path,
     *,
-    kernel: str = "auto",
+    kernel: str | Mapping[tuple[int, int], str] = "auto",
     threads: int | None = None,
     strict: bool | None = None,
     logits: str = "int8",

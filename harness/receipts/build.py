@@ -45,6 +45,7 @@ def model_section(mf: ModelFile, path_label: str, digest: FileDigest) -> dict[st
         "n_kv_heads": cfg.n_kv_heads,
         "head_dim": cfg.head_dim,
         "vocab_size": cfg.vocab_size,
+        "context_length": cfg.context_length,
         "tensors_per_format": dict(sorted(per_format.items())),
     }
 

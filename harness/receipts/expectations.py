@@ -26,8 +26,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MATMULS_PER_LAYER = 7
+from engine.constants import (
+    FORMAT_BITNET32,
+    FORMAT_I2S,
+    FORMAT_QK256,
+    FORMAT_TQ1_0,
+    FORMAT_TQ2_0,
+    LAYER_MATRICES,
+    layer_matrix_shapes,
+)
+
+MATMULS_PER_LAYER = len(LAYER_MATRICES)
 TERNARY_PREFIXES = ("i2s_", "tl1_", "tl2_")
+# Ids only the parity command's llama.cpp-style activation path runs (act_quant="block256"), never a
+# benchmark.
+PARITY_ONLY = ("act_quant_q8k", "i2s_q8k_gemv")
+# (kernel family, weight format) -> (GEMV id, GEMM id): the kernels engine.kernels.prepare_matrix pairs with a
+# matrix of that format (tests/test_verify.py holds this table against the engine). tl1 / tl2 take any ternary
+# format; QK256 holds {-2, -1, 1, 2}, not ternary values, and runs on its own i2s kernels only.
+FAMILY_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
+    ("i2s", FORMAT_I2S): ("i2s_gemv", "i2s_gemm"),
+    ("i2s", FORMAT_TQ2_0): ("i2s_blk_gemv", "i2s_blk_gemm"),
+    ("i2s", FORMAT_TQ1_0): ("i2s_blk_gemv", "i2s_blk_gemm"),
+    ("i2s", FORMAT_BITNET32): ("i2s_b32_gemv", "i2s_b32_gemm"),
+    ("i2s", FORMAT_QK256): ("i2s_qk256_gemv", "i2s_qk256_gemm"),
+    **{
+        (family, fmt): (f"{family}_gemv", f"{family}_gemm")
+        for family in ("tl1", "tl2")
+        for fmt in (FORMAT_I2S, FORMAT_TQ2_0, FORMAT_TQ1_0, FORMAT_BITNET32)
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,28 @@ class Expectation:
 
 def is_ternary(kernel_id: str) -> bool:
     return kernel_id.startswith(TERNARY_PREFIXES)
+
+
+def family_of(kernel_id: str) -> str:
+    """The kernel family ("i2s", "tl1", "tl2") a ternary kernel id belongs to."""
+    return kernel_id.split("_", 1)[0]
+
+
+def format_kernels(fmt: str) -> set[str]:
+    """Every ternary kernel id that can run a matrix of weight format `fmt`."""
+    return {kid for (_, f), pair in FAMILY_KERNELS.items() if f == fmt for kid in pair}
+
+
+def matrix_shapes(model: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(rows, cols) of a layer's ternary matrices in forward order, from the receipt's model facts."""
+    head_dim = int(model["head_dim"])
+    shapes = layer_matrix_shapes(
+        int(model["hidden"]),
+        int(model["ffn"]),
+        int(model["n_heads"]) * head_dim,
+        int(model["n_kv_heads"]) * head_dim,
+    )
+    return [shapes[name] for name in LAYER_MATRICES]
 
 
 def workload_from_receipt(receipt: Mapping[str, Any]) -> Workload:
@@ -112,4 +162,33 @@ def expected_counts(
         Expectation("logits", ("logits_i8", "fp32_logits"), calls=_exact(forwards)),
         Expectation("act_quant_i8", ("act_quant_i8",), calls=_exact(4 * n_layers * forwards + int8_logits)),
         Expectation("rope_neox", ("rope_neox",), calls=_exact(2 * n_layers * forwards)),
+    ]
+
+
+def per_kernel_expectations(
+    model: Mapping[str, Any], work: Workload, families: Mapping[tuple[int, int], str]
+) -> list[Expectation]:
+    """Exact counters of each ternary kernel id when the family of every matrix shape is known.
+
+    The kernel choice is per shape (`kernel_choice.per_shape`), so each layer's seven matrices split between
+    the families' ids exactly: a shape's matrices add their rows and MACs to that family's GEMV (decode) and
+    GEMM (prefill) for this model's weight format.
+    """
+    n_layers = int(model["n_layers"])
+    fmt = str(model["format"])
+    totals: dict[str, list[int]] = {}
+    for rows, cols in matrix_shapes(model):
+        gemv, gemm = FAMILY_KERNELS[(families[(rows, cols)], fmt)]
+        for kid, forwards, tokens in (
+            (gemv, work.decode_steps, work.decode_steps),
+            (gemm, work.prefill_forwards, work.prefill_tokens),
+        ):
+            total = totals.setdefault(kid, [0, 0, 0])
+            total[0] += n_layers * forwards
+            total[1] += n_layers * rows * tokens
+            total[2] += n_layers * rows * cols * tokens
+    return [
+        Expectation(kid, (kid,), calls=_exact(c), rows=_exact(r), elements=_exact(e))
+        for kid, (c, r, e) in sorted(totals.items())
+        if c > 0
     ]

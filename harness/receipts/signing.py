@@ -1,14 +1,14 @@
-"""Signed receipts: HMAC-SHA256 over the exact bytes of a receipt file, in a DSSE-style envelope.
+"""Attested receipts: an in-toto Statement about a receipt file, in a DSSE envelope signed with Ed25519.
 
-The envelope (`<receipt stem>.dsse.json` beside the receipt) is
-`{"payloadType": PAYLOAD_TYPE, "payload": base64(receipt bytes), "signatures": [{"keyid", "sig"}]}`; the MAC
-covers DSSE's pre-authentication encoding `DSSEv1 <len(type)> <type> <len(body)> <body>`, so the payload type
-is bound too. The key is the UTF-8 value of an environment variable the user names (a CI secret); its key id
-is the first 16 hex digits of sha256(key), so a verifier tells a wrong key from a changed receipt.
-
-Any changed byte fails: the envelope must be exactly the canonical bytes the signer writes (so not even
-whitespace can change), base64 must be canonical, and the payload must equal the receipt file byte for byte.
-A missing or too-short key is a KeyUnavailableError (exit 2); everything else is a SignatureError (exit 1).
+`keygen` writes a private key (PEM PKCS#8, mode 0600) and its public key beside it (`<name>.pub`, PEM).
+The signer (`benchmark --sign-key FILE`) writes `<receipt stem>.intoto.jsonl` beside the receipt: one line,
+a DSSE envelope `{"payloadType": "application/vnd.in-toto+json", "payload": base64(statement), "signatures":
+[{"keyid", "sig"}]}` whose signature covers DSSE's pre-authentication encoding of the type and payload. The
+statement (in-toto Statement v1) names the receipt file and its sha256 as its subject; its predicate holds
+the harness version, git commit and dirty flag of the signer, a random run id, a host fingerprint and the
+receipt's own start and finish times. A verifier given the public key therefore knows that the holder of the
+private key wrote exactly these bytes under this name, at this commit, in this run; anyone may verify, only
+the key's holder can sign. Ed25519 comes from the `cryptography` package.
 """
 
 from __future__ import annotations
@@ -16,77 +16,98 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
-import json
 import os
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from engine.atomic import atomic_write
 from harness.errors import HarnessError
-from harness.receipts.files import MAX_RECEIPT_BYTES, parse_receipt_bytes, read_regular_file
+from harness.machine.host import harness_facts
+from harness.receipts.checks import Attestation
+from harness.receipts.digest import canonical_json
+from harness.receipts.files import MAX_RECEIPT_BYTES, parse_receipt_bytes, read_regular_file, utc_timestamp
+from harness.version import harness_version
 
-PAYLOAD_TYPE = "application/vnd.bitnet-harness.receipt+json"
-ENVELOPE_SUFFIX = ".dsse.json"
-MIN_KEY_BYTES = 16
-MAX_ENVELOPE_BYTES = 2 * MAX_RECEIPT_BYTES  # base64 of the largest receipt, plus the frame
-
-
-class SignatureError(HarnessError):
-    """The signature does not vouch for these bytes: unsigned, changed, malformed or another key."""
-
-
-class KeyUnavailableError(HarnessError):
-    """The named environment variable does not hold a usable key: nothing can be checked."""
-
-
-def key_from_env(name: str) -> bytes:
-    """The key in environment variable `name` (its UTF-8 bytes), at least MIN_KEY_BYTES long."""
-    value = os.environ.get(name)
-    if not value:
-        raise KeyUnavailableError(
-            f"environment variable {name} is not set or empty; it must hold the receipt signing key"
-        )
-    key = value.encode("utf-8", "surrogateescape")
-    if len(key) < MIN_KEY_BYTES:
-        raise KeyUnavailableError(
-            f"the key in {name} is {len(key)} bytes; use at least {MIN_KEY_BYTES} "
-            "(e.g. python -c 'import secrets; print(secrets.token_hex(32))')"
-        )
-    return key
-
-
-def key_id(key: bytes) -> str:
-    """First 16 hex digits of sha256(key): names the key without revealing it."""
-    return hashlib.sha256(key).hexdigest()[:16]
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://bitnet-harness.invalid/attestations/benchmark-receipt/v1"
+ENVELOPE_SUFFIX = ".intoto.jsonl"
+PUBLIC_SUFFIX = ".pub"
+MAX_KEY_BYTES = 64 * 1024
+MAX_ENVELOPE_BYTES = 64 * 1024
+_MACHINE_ID = Path("/etc/machine-id")
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding of the payload type and body: what the MAC covers."""
+    """DSSE pre-authentication encoding of the payload type and body: what the signature covers."""
     kind = payload_type.encode("utf-8")
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def _mac(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, pae(PAYLOAD_TYPE, payload), hashlib.sha256).digest()
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """sha256 hex of the raw 32-byte public key: names the key in the envelope and in messages."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
 
 
-def envelope_bytes(envelope: dict[str, object]) -> bytes:
-    """The one byte form of an envelope: sorted keys, no spaces, a final newline."""
-    return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n"
+def generate_keypair(out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """A new Ed25519 key: the private key at `out` (mode 0600), the public key at `out`.pub; never replaces
+    an existing file."""
+    private = Path(out)
+    public = private.with_name(private.name + PUBLIC_SUFFIX)
+    for path in (private, public):
+        if path.exists():
+            raise HarnessError(f"{path} already exists; refusing to replace a key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with atomic_write(private, exclusive=True) as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(pem)
+    with atomic_write(public, exclusive=True) as fh:
+        fh.write(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return private, public
 
 
-def sign_bytes(body: bytes, key: bytes) -> bytes:
-    """The envelope file's bytes for a receipt body signed with `key`."""
-    envelope = {
-        "payloadType": PAYLOAD_TYPE,
-        "payload": base64.b64encode(body).decode("ascii"),
-        "signatures": [{"keyid": key_id(key), "sig": base64.b64encode(_mac(key, body)).decode("ascii")}],
-    }
-    return envelope_bytes(envelope)
+def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file (HarnessError naming the problem otherwise)."""
+    data = read_regular_file(path, MAX_KEY_BYTES, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise HarnessError(f"{path} is not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise HarnessError(
+            f"{path} holds a {type(key).__name__}, not an Ed25519 key; use bitnet-harness keygen"
+        )
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file (HarnessError naming the problem otherwise)."""
+    data = read_regular_file(path, MAX_KEY_BYTES, "public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise HarnessError(f"{path} is not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise HarnessError(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
+    return key
 
 
 def envelope_path(receipt: str | os.PathLike[str]) -> Path:
-    """`<stem>.dsse.json` beside a `<stem>.json` receipt."""
+    """`<stem>.intoto.jsonl` beside a `<stem>.json` receipt."""
     path = Path(receipt)
     stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
     return path.with_name(stem + ENVELOPE_SUFFIX)
@@ -97,92 +118,146 @@ def is_envelope_path(path: str | os.PathLike[str]) -> bool:
 
 
 def not_an_envelope(path: Path) -> Path:
-    """`path`, unless it names a signature envelope, which only a check with the key can open."""
+    """`path`, unless it names a signature envelope, which is checked beside its receipt."""
     if is_envelope_path(path):
-        raise HarnessError(f"{path} is a signature envelope; pass --key-env NAME to check it")
+        raise HarnessError(f"{path} is a signature envelope; pass the receipt beside it (with --public-key)")
     return path
 
 
-def sign_receipt_file(path: str | os.PathLike[str], key_env: str) -> Path:
-    """Sign a written receipt's exact bytes with the key in `key_env`; the envelope goes atomically beside it.
+def host_fingerprint(host: Mapping[str, Any]) -> str:
+    """sha256 of the machine id (when the OS has one) with the receipt's host facts: tells machines apart
+    without naming them."""
+    try:
+        machine = _MACHINE_ID.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        machine = None
+    return hashlib.sha256(canonical_json({"machine_id": machine, "host": dict(host)})).hexdigest()
 
-    Never replaces an existing envelope. Returns the envelope's path.
-    """
-    key = key_from_env(key_env)
+
+def statement(name: str, body: bytes, receipt: Mapping[str, Any]) -> dict[str, Any]:
+    """The in-toto Statement v1 a signer makes about the receipt file `name` holding `body`."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": hashlib.sha256(body).hexdigest()}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "harness": {"version": harness_version(), **_commit()},
+            "run_id": secrets.token_hex(16),
+            "host_fingerprint": host_fingerprint(receipt["host"]),
+            "started_at": receipt["started_at"],
+            "timestamp": receipt["timestamp"],
+            "signed_at": utc_timestamp(),
+        },
+    }
+
+
+def _commit() -> dict[str, Any]:
+    facts = harness_facts(harness_version())
+    return {"git_commit": facts["git_commit"], "git_dirty": facts["git_dirty"]}
+
+
+def sign_receipt_file(path: str | os.PathLike[str], key: Ed25519PrivateKey) -> Path:
+    """Sign a written receipt; its envelope goes atomically beside it, never replacing one. Returns its
+    path."""
+    path = Path(path)
     body = read_regular_file(path, MAX_RECEIPT_BYTES)
-    parse_receipt_bytes(body, str(path))  # sign only what a verifier can read back
+    receipt = parse_receipt_bytes(body, str(path))  # sign only what a verifier can read back
+    payload = canonical_json(statement(path.name, body, receipt))
+    envelope = {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": PAYLOAD_TYPE,
+        "signatures": [
+            {
+                "keyid": key_id(key.public_key()),
+                "sig": base64.b64encode(key.sign(pae(PAYLOAD_TYPE, payload))).decode("ascii"),
+            }
+        ],
+    }
     target = envelope_path(path)
     with atomic_write(target, exclusive=True) as fh:
-        fh.write(sign_bytes(body, key))
+        fh.write(canonical_json(envelope) + b"\n")
     return target
 
 
-def _strict_b64(text: object, what: str, where: str) -> bytes:
-    """Decode canonical base64 only: any other spelling of the same bytes counts as a change."""
+def _b64(text: object, what: str) -> bytes:
     if not isinstance(text, str):
-        raise SignatureError(f"{where}: {what} is not a base64 string")
+        raise ValueError(f"{what} is not a base64 string")
     try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise SignatureError(f"{where}: {what} is not valid base64; the envelope was changed") from None
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise SignatureError(f"{where}: {what} is not canonical base64; the envelope was changed")
-    return raw
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError(f"{what} is not valid base64") from None
 
 
-def open_envelope(data: bytes, key: bytes, where: str) -> bytes:
-    """The payload an envelope vouches for under `key` (SignatureError naming the first problem)."""
+def _open(data: bytes, public_key: Ed25519PublicKey) -> dict[str, Any]:
+    """The statement an envelope carries, once its signature by `public_key` checks (ValueError otherwise)."""
     try:
-        envelope = parse_receipt_bytes(data, where)
+        envelope = parse_receipt_bytes(data, "the envelope")
     except HarnessError as exc:
-        raise SignatureError(f"unreadable signature envelope: {exc}") from None
-    if set(envelope) != {"payloadType", "payload", "signatures"}:
-        raise SignatureError(f"{where}: not a DSSE envelope (fields {sorted(envelope)})")
-    if envelope_bytes(envelope) != data:
-        raise SignatureError(f"{where}: the envelope's bytes are not what the signer writes; it was changed")
-    if envelope["payloadType"] != PAYLOAD_TYPE:
-        found = str(envelope["payloadType"])[:80]
-        raise SignatureError(f"{where}: payloadType {found!r} is not {PAYLOAD_TYPE}")
-    payload = _strict_b64(envelope["payload"], "payload", where)
-    signatures = envelope["signatures"]
-    if not isinstance(signatures, list) or not signatures:
-        raise SignatureError(f"{where}: the envelope holds no signatures")
-    wanted = key_id(key)
-    ids = []
-    for entry in signatures:
-        if not isinstance(entry, dict) or set(entry) != {"keyid", "sig"}:
-            raise SignatureError(f"{where}: a signature entry is not {{keyid, sig}}")
-        ids.append(str(entry["keyid"])[:32])
-        if entry["keyid"] != wanted:
-            continue
-        sig = _strict_b64(entry["sig"], "signature", where)
-        if not hmac.compare_digest(sig, _mac(key, payload)):
-            raise SignatureError(
-                f"{where}: signature by key {wanted} does not match the payload; the receipt or its "
-                "envelope was changed after signing"
-            )
-        return payload
-    raise SignatureError(
-        f"{where}: signed by key id {', '.join(ids)}, but the given key has id {wanted}: wrong key"
-    )
+        raise ValueError(str(exc)) from None
+    if not isinstance(envelope.get("signatures"), list) or envelope.get("payloadType") != PAYLOAD_TYPE:
+        raise ValueError(f"not a DSSE envelope of {PAYLOAD_TYPE}")
+    payload = _b64(envelope.get("payload"), "the payload")
+    wanted = key_id(public_key)
+    ids = [str(s.get("keyid"))[:64] for s in envelope["signatures"] if isinstance(s, dict)]
+    for entry in envelope["signatures"]:
+        if isinstance(entry, dict) and entry.get("keyid") == wanted:
+            try:
+                public_key.verify(_b64(entry.get("sig"), "the signature"), pae(PAYLOAD_TYPE, payload))
+            except InvalidSignature:
+                raise ValueError(f"the signature by key {wanted[:16]} does not match the payload") from None
+            try:
+                return parse_receipt_bytes(payload, "the statement")
+            except HarnessError as exc:
+                raise ValueError(str(exc)) from None
+    raise ValueError(f"signed by key ids {', '.join(i[:16] for i in ids) or 'none'}, not by {wanted[:16]}")
 
 
-def verify_signed(path: str | os.PathLike[str], key: bytes) -> tuple[bytes, Path]:
-    """(receipt bytes, envelope path) after checking the signature; `path` is a receipt or its envelope.
+def _subject_problem(
+    stmt: Mapping[str, Any], path: Path, body: bytes, receipt: Mapping[str, Any]
+) -> str | None:
+    """Why the statement does not vouch for this receipt file (None when it does)."""
+    if stmt.get("_type") != STATEMENT_TYPE or stmt.get("predicateType") != PREDICATE_TYPE:
+        return f"the payload is not a {PREDICATE_TYPE} statement"
+    subjects = stmt.get("subject")
+    if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(subjects[0], dict):
+        return "the statement does not name exactly one subject"
+    subject, digest = subjects[0], hashlib.sha256(body).hexdigest()
+    if subject.get("name") != path.name:
+        return (
+            f"the signature is for {str(subject.get('name'))[:120]!r}, not {path.name!r}: a receipt re-used"
+        )
+    if subject.get("digest") != {"sha256": digest}:
+        return "the receipt's bytes are not the signed ones (sha256 differs): it changed after signing"
+    predicate = stmt.get("predicate") if isinstance(stmt.get("predicate"), dict) else {}
+    harness = receipt.get("harness") if isinstance(receipt.get("harness"), Mapping) else {}
+    claims = {
+        "started_at": receipt.get("started_at"),
+        "timestamp": receipt.get("timestamp"),
+        "harness": {k: harness.get(k) for k in ("version", "git_commit", "git_dirty")},
+    }
+    for key, value in claims.items():
+        if predicate.get(key) != value:
+            return f"the signed {key} {predicate.get(key)!r} is not the receipt's {value!r}"
+    return None
 
-    For a receipt, its envelope must sit beside it and sign exactly its bytes.
-    """
+
+def check_signature(
+    path: str | os.PathLike[str],
+    body: bytes,
+    receipt: Mapping[str, Any],
+    public_key_path: str | os.PathLike[str],
+) -> Attestation:
+    """The attestation of the receipt at `path` (bytes `body`) under the given public key: its envelope,
+    whether the signature and the statement vouch for exactly this file, and the signed predicate."""
+    public_key = load_public_key(public_key_path)
+    kid = key_id(public_key)
     path = Path(path)
-    if is_envelope_path(path):
-        envelope = path
-    else:
-        envelope = envelope_path(path)
-        if not envelope.exists():
-            raise SignatureError(f"{path} is not signed: no envelope {envelope.name} beside it")
-    data = read_regular_file(envelope, MAX_ENVELOPE_BYTES, "signature envelope")
-    payload = open_envelope(data, key, str(envelope))
-    if envelope != path:
-        body = read_regular_file(path, MAX_RECEIPT_BYTES)
-        if not hmac.compare_digest(body, payload):
-            raise SignatureError(f"{path}: the receipt's bytes are not the signed payload; it was changed")
-    return payload, envelope
+    target = envelope_path(path)
+    if not target.exists():
+        return Attestation(None, kid, f"no envelope {target.name} beside the receipt")
+    try:
+        stmt = _open(read_regular_file(target, MAX_ENVELOPE_BYTES, "signature envelope"), public_key)
+    except (ValueError, HarnessError) as exc:
+        return Attestation(str(target), kid, f"{target.name}: {exc}")
+    predicate = stmt.get("predicate") if isinstance(stmt.get("predicate"), dict) else {}
+    return Attestation(str(target), kid, _subject_problem(stmt, path, body, receipt), dict(predicate))

@@ -8,7 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.receipts.expectations import is_ternary
-from harness.receipts.verify import VerificationResult, is_fallback, is_gpu
+from harness.receipts.gates.kernels import is_fallback, is_gpu
+from harness.receipts.verify import VerificationResult
 
 _NOTABLE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "fma", "f16c", "neon", "asimd")
 
@@ -155,12 +156,11 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
     )
     console.rule(Text(title))
     if result is not None:
-        if result.ok:
-            console.print(f"[green]VALID[/green]: {len(result.passed)} gates passed")
-        else:
-            console.print(f"[red]INVALID[/red]: {len(result.failures)} failures")
-            for failure in result.failures:
-                console.print(f"  {failure.line()}", markup=False)
+        color = "green" if result.ok else "red"
+        console.print(Text(result.verdict(), style=color))
+        for line in result.lines():
+            if not line.startswith("NOT CHECKED") or result.ok:
+                console.print(Text(f"  {line}"))
     model = _get(receipt, "model")
     console.print(
         _kv_table(

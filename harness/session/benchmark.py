@@ -3,8 +3,8 @@
 Modes: a plain run (probe, timing, benchmark phases, one receipt); `vs_llama_cpp` (llama.cpp's rounds
 interleaved with the engine's, its figures in the receipt's `peer`); an A/B run (two configurations
 interleaved, a receipt each, B compared against A); `compare_to` (the new receipt compared against an archived
-one); `sign` (an HMAC envelope beside the receipt). Nothing here prints: progress goes to the caller's
-`Progress`, and the outcome says what to show and which exit code the run earns.
+one); `sign_key` (a signed in-toto attestation beside the receipt). Nothing here prints: progress goes to
+the caller's `Progress`, and the outcome says what to show and which exit code the run earns.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from harness.phases.timing import run_timing
 from harness.phases.workload import DEFAULT_PROMPT, ModelSource, prompt_ids
 from harness.progress import SILENT, Progress
 from harness.receipts.build import build_receipt, model_section
+from harness.receipts.checks import Evidence, ModelFacts
 from harness.receipts.digest import FileDigest, file_digest
 from harness.receipts.files import utc_timestamp, write_receipt
 from harness.receipts.signing import sign_receipt_file
@@ -121,9 +122,11 @@ class _Run:
             read_gbps=read_gbps,
             peer=peer,
         )
-        result = verify(receipt, model_digest=self.digest)
+        facts = ModelFacts(str(self.source.path), dict(self.facts), loaded.model.weight_bytes_per_token)
+        result = verify(receipt, Evidence(model=facts))
         path = write_receipt(receipt, r.receipts_dir, schema_checked=result.schema_ok)
-        envelope = sign_receipt_file(path, r.key_env or "") if r.sign else None
+        key = self.plan.signing_key
+        envelope = sign_receipt_file(path, key) if key is not None else None
         return WrittenReceipt(receipt, path, result, envelope, side)
 
 

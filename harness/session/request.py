@@ -1,8 +1,9 @@
 """Everything a benchmark run is asked to do, checked completely before any work starts.
 
 `BenchmarkRequest` holds every option of `benchmark`; `validate()` finds every conflict between them and every
-bad value (a missing signing key, llama.cpp not installed, a selector naming no archived receipt) and returns
-the `BenchmarkPlan` the session runs, so nothing is written or measured for a run that would be refused.
+bad value (an unreadable signing key, llama.cpp not installed, a selector naming no archived receipt) and
+returns the `BenchmarkPlan` the session runs, so nothing is written or measured for a run that would be
+refused.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.constants import ARCH_BITNET, ARCH_BITNET_B158
 from engine.generate import SamplingParams
@@ -19,7 +22,7 @@ from harness.comparison.stats import THRESHOLD
 from harness.errors import HarnessError
 from harness.peers.llama_cpp import llama_cpp_missing
 from harness.receipts.files import load_checked
-from harness.receipts.signing import key_from_env
+from harness.receipts.signing import load_private_key
 from harness.session.ab import Side, parse_sides
 
 
@@ -54,15 +57,13 @@ class BenchmarkRequest:
     ab_threads: str | None = None
     threshold: float = THRESHOLD
     vs_llama_cpp: bool = False
-    sign: bool = False
-    key_env: str | None = None
+    sign_key: Path | None = None
 
     def validate(self) -> BenchmarkPlan:
         """The plan this request asks for; HarnessError (or EngineError) naming the first problem found."""
-        if self.sign and self.key_env is None:
-            raise HarnessError("--sign needs --key-env NAME, the environment variable that holds the key")
-        if self.sign:
-            key_from_env(self.key_env or "")  # a missing key fails now, not after the run
+        signing_key = (
+            None if self.sign_key is None else load_private_key(self.sign_key)
+        )  # fails now, not after
         _check_counts(self)
         if self.kernel not in KERNEL_MODES:
             raise HarnessError(
@@ -80,12 +81,14 @@ class BenchmarkRequest:
         if self.compare_to is not None:
             base_path = resolve(self.compare_to, self.receipts_dir)
             base = BaseReceipt(base_path, load_checked(base_path))
-        if pair is not None and self.sign:
-            raise HarnessError("--sign signs a single run's receipt; drop it for --ab-kernel/--ab-threads")
+        if pair is not None and signing_key is not None:
+            raise HarnessError(
+                "--sign-key signs a single run's receipt; drop it for --ab-kernel/--ab-threads"
+            )
         if self.model is not None and not self.model.is_file():
             raise HarnessError(f"model file {self.model} does not exist or is not a file")
         arch = self.arch or (ARCH_BITNET if self.vs_llama_cpp else ARCH_BITNET_B158)
-        return BenchmarkPlan(self, params, arch, pair, base)
+        return BenchmarkPlan(self, params, arch, pair, base, signing_key)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class BenchmarkPlan:
     arch: str
     pair: tuple[Side, Side] | None
     base: BaseReceipt | None
+    signing_key: Ed25519PrivateKey | None = None
 
 
 def _check_counts(r: BenchmarkRequest) -> None:

@@ -1,0 +1,438 @@
+"""AVX2 variants of the i2s kernel family and the int8 logits (numba @intrinsic over avx2_ir's LLVM IR).
+
+Chosen when LLVM reports avx2 for the host and the AVX-512 VNNI path is absent (engine.kernels.cpu). Each
+kernel has its portable twin's contract plus `plan`, the int64 schedule array of this module (SCHEDULE):
+the software prefetch distances in bytes, 0 = none. Integer sums are exact and the
+float math runs in the portable order, so every result is bit-identical to the portable kernel's, and every
+kernel adds to its portable twin's trace row.
+
+- GEMV: ROW_TILE consecutive rows per step share each activation load; one cache line of each row per step.
+- GEMM (prefill): one row against GEMM_TOKENS tokens; a block's four bit planes are unpacked once for all.
+- TQ2_0 / TQ1_0 (i2s_blk): each 256-value scale block's exact sums go through one vphaddw tree for the
+  rows (GEMV) or tokens (GEMM), then the per-lane float multiply-add in the portable order.
+- logits: |q| once per token; vpsignb + vpmaddubsw per row (needs emb_q within [-127, 127], which the
+  model's int8 embedding copy guarantees; q may hold -128).
+"""
+
+import time
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from engine.kernels import avx2_ir, ops, ternary
+from engine.kernels.ir_digest import require_ir_digest
+from engine.trace import Trace
+
+# numba's cache cannot see edits to avx2_ir.py: this file names the emitters it was built with.
+IR_SHA256 = "8d3cd77af5a6fccc00f510ebd11292db9a110cc8ec7fe442aed8ce5753e97d26"
+require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
+
+ROW_TILE = 4
+GEMM_TOKENS = 8
+# SCHEDULE slots: prefetch distance in bytes for the ternary GEMVs and for the logits (0 = no prefetch)
+PF_MATRIX = 0
+PF_LOGITS = 1
+SCHEDULE = np.zeros(2, dtype=np.int64)
+
+
+def _c_array(a, dtype, ndim) -> bool:
+    return isinstance(a, types.Array) and a.dtype == dtype and a.ndim == ndim and a.layout == "C"
+
+
+def _arg(context, builder, sig, args, i):
+    """The i-th intrinsic argument: an array's data struct, or an integer cast to int64."""
+    if isinstance(sig.args[i], types.Array):
+        return context.make_array(sig.args[i])(context, builder, args[i])
+    return context.cast(builder, args[i], sig.args[i], types.int64)
+
+
+def _lane_tuple(context, builder, ret, vector, n):
+    """The first n lanes of an IR vector as the intrinsic's UniTuple return value."""
+    return context.make_tuple(
+        builder, ret, [builder.extract_element(vector, avx2_ir.I32(i)) for i in range(n)]
+    )
+
+
+def _distance(builder, plan_ary, slot):
+    return builder.load(builder.gep(plan_ary.data, [avx2_ir.I64(slot)]))
+
+
+def _row_ptrs(builder, ary, row0, nrows):
+    """Byte pointers to rows row0 .. row0 + nrows - 1 of a C array whose row is shape[1:] bytes."""
+    row_bytes = avx2_ir.I64(1)
+    for dim in range(1, ary.shape.type.count):
+        row_bytes = builder.mul(row_bytes, builder.extract_value(ary.shape, dim))
+    data = builder.bitcast(ary.data, avx2_ir.I8.as_pointer())
+    base = builder.gep(data, [builder.mul(row0, row_bytes)])
+    return [builder.gep(base, [builder.mul(row_bytes, avx2_ir.I64(j))]) for j in range(nrows)]
+
+
+# ---------------------------------------------------------------- intrinsics
+def _rows_dot_intrinsic(nrows: int, qk256: bool):
+    """int32 sums of code * q over rows r0 .. r0 + nrows - 1 (w uint8[rows, nb, 32], q int8[nb, 4, 32])."""
+    ret = types.UniTuple(types.int32, nrows)
+
+    def typer(typingctx, w, r0, q, plan):
+        ok = _c_array(w, types.uint8, 3) and _c_array(q, types.int8, 3) and _c_array(plan, types.int64, 1)
+        if not (ok and isinstance(r0, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            wary, row, qary, sary = (_arg(context, builder, sig, args, i) for i in range(4))
+            wptrs = _row_ptrs(builder, wary, row, nrows)
+            nb = builder.extract_value(wary.shape, 1)
+            qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
+            vecs = avx2_ir.rows_dot(builder, wptrs, qptr, nb, _distance(builder, sary, PF_MATRIX), qk256)
+            return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
+
+        return ret(w, r0, q, plan), codegen
+
+    return intrinsic(typer)
+
+
+_rows_dot4 = _rows_dot_intrinsic(ROW_TILE, False)
+_rows_dot1 = _rows_dot_intrinsic(1, False)
+_rows_qk4 = _rows_dot_intrinsic(ROW_TILE, True)
+_rows_qk1 = _rows_dot_intrinsic(1, True)
+
+
+def _rows_blk_intrinsic(nrows: int):
+    """float32 sums over scale blocks j of d[r, j] * (int sum_j - qsum[j]) for rows r0 .. r0 + nrows - 1."""
+    ret = types.UniTuple(types.float32, nrows)
+
+    def typer(typingctx, w, d, r0, q, qsum, plan):
+        ok = (
+            _c_array(w, types.uint8, 3)
+            and _c_array(d, types.float32, 2)
+            and _c_array(q, types.int8, 3)
+            and _c_array(qsum, types.int32, 1)
+            and _c_array(plan, types.int64, 1)
+            and isinstance(r0, types.Integer)
+        )
+        if not ok:
+            return None
+
+        def codegen(context, builder, sig, args):
+            wary, dary, row, qary, sumary, sary = (_arg(context, builder, sig, args, i) for i in range(6))
+            nsum = builder.extract_value(dary.shape, 1)
+            wptrs = _row_ptrs(builder, wary, row, nrows)
+            drow0 = builder.gep(dary.data, [builder.mul(row, nsum)])
+            dptrs = [builder.gep(drow0, [builder.mul(nsum, avx2_ir.I64(j))]) for j in range(nrows)]
+            qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
+            dist = _distance(builder, sary, PF_MATRIX)
+            acc = avx2_ir.rows_blk(builder, wptrs, dptrs, qptr, sumary.data, nsum, dist)
+            return _lane_tuple(context, builder, ret, acc, nrows)
+
+        return ret(w, d, r0, q, qsum, plan), codegen
+
+    return intrinsic(typer)
+
+
+_rows_blk4 = _rows_blk_intrinsic(ROW_TILE)
+_rows_blk1 = _rows_blk_intrinsic(1)
+
+
+@intrinsic
+def _i8_rows_dot4(typingctx, e, r0, u, q, plan):
+    """int32 sums e[r] . q for rows r0 .. r0 + 3 of e int8[rows, n] (n % 64 == 0); u = |q| as uint8[n]."""
+    ok = (
+        _c_array(e, types.int8, 2)
+        and _c_array(u, types.uint8, 1)
+        and _c_array(q, types.int8, 1)
+        and _c_array(plan, types.int64, 1)
+        and isinstance(r0, types.Integer)
+    )
+    if not ok:
+        return None
+    ret = types.UniTuple(types.int32, ROW_TILE)
+
+    def codegen(context, builder, sig, args):
+        eary, row, uary, qary, sary = (_arg(context, builder, sig, args, i) for i in range(5))
+        n = builder.extract_value(eary.shape, 1)
+        rptrs = _row_ptrs(builder, eary, row, ROW_TILE)
+        qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
+        vecs = avx2_ir.i8_rows_dot(builder, rptrs, uary.data, qptr, n, _distance(builder, sary, PF_LOGITS))
+        return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
+
+    return ret(e, r0, u, q, plan), codegen
+
+
+def _row_tokens_intrinsic(ntok: int):
+    """int32 sums of code * q of row r against tokens t0 .. t0 + ntok - 1 (q int8[T, nb, 4, 32])."""
+    ret = types.UniTuple(types.int32, ntok)
+
+    def typer(typingctx, w, r, q, t0):
+        ok = _c_array(w, types.uint8, 3) and _c_array(q, types.int8, 4)
+        if not (ok and isinstance(r, types.Integer) and isinstance(t0, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            wary, row, qary, tok = (_arg(context, builder, sig, args, i) for i in range(4))
+            wptr = _row_ptrs(builder, wary, row, 1)[0]
+            nb = builder.extract_value(wary.shape, 1)
+            vecs = avx2_ir.row_tokens_dot(
+                builder, wptr, _row_ptrs(builder, qary, tok, ntok), avx2_ir.I64(0), nb
+            )
+            return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
+
+        return ret(w, r, q, t0), codegen
+
+    return intrinsic(typer)
+
+
+_row_tokens8 = _row_tokens_intrinsic(GEMM_TOKENS)
+_row_tokens1 = _row_tokens_intrinsic(1)
+
+
+def _row_blk_tokens_intrinsic(ntok: int):
+    """float32 per token t0 .. t0 + ntok - 1: row r's sum over scale blocks j of d[r, j] (sum_j - qsum).
+
+    qsum is int32 [T, nsum] scratch holding the sums transposed: block j's token sums side by side.
+    """
+    ret = types.UniTuple(types.float32, ntok)
+
+    def typer(typingctx, w, d, r, q, t0, qsum):
+        ok = (
+            _c_array(w, types.uint8, 3)
+            and _c_array(d, types.float32, 2)
+            and _c_array(q, types.int8, 4)
+            and _c_array(qsum, types.int32, 2)
+            and isinstance(r, types.Integer)
+            and isinstance(t0, types.Integer)
+        )
+        if not ok:
+            return None
+
+        def codegen(context, builder, sig, args):
+            wary, dary, row, qary, tok, sumary = (_arg(context, builder, sig, args, i) for i in range(6))
+            nsum = builder.extract_value(dary.shape, 1)
+            wptr = _row_ptrs(builder, wary, row, 1)[0]
+            drow = builder.gep(dary.data, [builder.mul(row, nsum)])
+            stride = builder.extract_value(qary.shape, 0)
+            sptr = builder.gep(sumary.data, [tok])
+            qptrs = _row_ptrs(builder, qary, tok, ntok)
+            acc = avx2_ir.row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum)
+            return _lane_tuple(context, builder, ret, acc, ntok)
+
+        return ret(w, d, r, q, t0, qsum), codegen
+
+    return intrinsic(typer)
+
+
+_row_blk_tokens8 = _row_blk_tokens_intrinsic(GEMM_TOKENS)
+_row_blk_tokens1 = _row_blk_tokens_intrinsic(1)
+
+
+# ---------------------------------------------------------------- i2s (one scale per tensor)
+@njit(cache=True, parallel=True)
+def i2s_gemv_avx2(w, scale, q, s, out, cols, counts, plan):
+    """Same contract and result as ternary.i2s_gemv; ROW_TILE rows per step."""
+    rows = w.shape[0]
+    ternary._count(counts, ternary._I2S_GEMV, rows, cols, 1)
+    sq = ternary._qsum_total(q)
+    tiles = rows // ROW_TILE
+    for c in prange(tiles):
+        r = c * ROW_TILE
+        a0, a1, a2, a3 = _rows_dot4(w, r, q, plan)
+        out[r] = np.float32(a0 - sq) / s * scale
+        out[r + 1] = np.float32(a1 - sq) / s * scale
+        out[r + 2] = np.float32(a2 - sq) / s * scale
+        out[r + 3] = np.float32(a3 - sq) / s * scale
+    for r in range(tiles * ROW_TILE, rows):
+        out[r] = np.float32(_rows_dot1(w, r, q, plan)[0] - sq) / s * scale
+
+
+@njit(cache=True)
+def _store_tokens(out, r, t, sums, ntok, qsum, s, scale):
+    for j in range(ntok):
+        out[t + j, r] = np.float32(sums[j] - qsum[t + j]) / s[t + j] * scale
+
+
+@njit(cache=True, parallel=True)
+def i2s_gemm_avx2(w, scale, q, s, out, qsum, cols, counts, plan):
+    """Same contract and result as ternary.i2s_gemm: a row against GEMM_TOKENS tokens per step."""
+    rows = w.shape[0]
+    ntok = q.shape[0]
+    ternary._count(counts, ternary._I2S_GEMM, rows, cols, ntok)
+    for t in range(ntok):
+        qsum[t] = ternary._qsum_total(q[t])
+    full = ntok - ntok % GEMM_TOKENS
+    for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
+        r1 = min(rows, (c + 1) * ternary.ROW_CHUNK)
+        for t in range(0, full, GEMM_TOKENS):
+            for r in range(c * ternary.ROW_CHUNK, r1):
+                _store_tokens(out, r, t, _row_tokens8(w, r, q, t), GEMM_TOKENS, qsum, s, scale)
+        for t in range(full, ntok):
+            for r in range(c * ternary.ROW_CHUNK, r1):
+                _store_tokens(out, r, t, _row_tokens1(w, r, q, t), 1, qsum, s, scale)
+
+
+# ---------------------------------------------------------------- i2s_blk (TQ2_0 / TQ1_0: one scale per 256)
+@njit(cache=True, parallel=True)
+def i2s_blk_gemv_avx2(w, d, q, s, out, qsum, cols, counts, plan):
+    """Same contract and result as ternary.i2s_blk_gemv; ROW_TILE rows per step."""
+    rows = w.shape[0]
+    ternary._count(counts, ternary._BLK_GEMV, rows, cols, 1)
+    ternary._qsum_groups(q, qsum, 8)
+    tiles = rows // ROW_TILE
+    for c in prange(tiles):
+        r = c * ROW_TILE
+        f0, f1, f2, f3 = _rows_blk4(w, d, r, q, qsum, plan)
+        out[r] = f0 / s
+        out[r + 1] = f1 / s
+        out[r + 2] = f2 / s
+        out[r + 3] = f3 / s
+    for r in range(tiles * ROW_TILE, rows):
+        out[r] = _rows_blk1(w, d, r, q, qsum, plan)[0] / s
+
+
+@njit(cache=True)
+def _qsum_transposed(q, qsum):
+    """qsum's memory as int32 [nsum, T]: the sum of token t's activations over 256-value block j at j*T+t."""
+    ntok = q.shape[0]
+    nsum = qsum.shape[1]
+    flat = qsum.reshape(ntok * nsum)
+    for t in range(ntok):
+        values = q[t].reshape(nsum * 256)
+        for j in range(nsum):
+            part = np.int32(0)
+            for i in range(j * 256, (j + 1) * 256):
+                part += np.int32(values[i])
+            flat[j * ntok + t] = part
+
+
+@njit(cache=True)
+def _store_blk_tokens(out, r, t, sums, ntok, s):
+    for j in range(ntok):
+        out[t + j, r] = sums[j] / s[t + j]
+
+
+@njit(cache=True, parallel=True)
+def i2s_blk_gemm_avx2(w, d, q, s, out, qsum, cols, counts, plan):
+    """Same contract and result as ternary.i2s_blk_gemm (qsum scratch [T, cols / 256], filled transposed)."""
+    rows = w.shape[0]
+    ntok = q.shape[0]
+    ternary._count(counts, ternary._BLK_GEMM, rows, cols, ntok)
+    _qsum_transposed(q, qsum)
+    full = ntok - ntok % GEMM_TOKENS
+    for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
+        r1 = min(rows, (c + 1) * ternary.ROW_CHUNK)
+        for t in range(0, full, GEMM_TOKENS):
+            for r in range(c * ternary.ROW_CHUNK, r1):
+                _store_blk_tokens(out, r, t, _row_blk_tokens8(w, d, r, q, t, qsum), GEMM_TOKENS, s)
+        for t in range(full, ntok):
+            for r in range(c * ternary.ROW_CHUNK, r1):
+                _store_blk_tokens(out, r, t, _row_blk_tokens1(w, d, r, q, t, qsum), 1, s)
+
+
+# ---------------------------------------------------------------- i2s_qk256 (codes through [-2, -1, 1, 2])
+@njit(cache=True, parallel=True)
+def i2s_qk256_gemv_avx2(w, q, s, out, cols, counts, plan):
+    """Same contract and result as ternary.i2s_qk256_gemv; ROW_TILE rows per step."""
+    rows = w.shape[0]
+    ternary._count(counts, ternary._QK_GEMV, rows, cols, 1)
+    sq2 = np.int32(2 * ternary._qsum_total(q))
+    tiles = rows // ROW_TILE
+    for c in prange(tiles):
+        r = c * ROW_TILE
+        a0, a1, a2, a3 = _rows_qk4(w, r, q, plan)
+        out[r] = np.float32(a0 - sq2) / s
+        out[r + 1] = np.float32(a1 - sq2) / s
+        out[r + 2] = np.float32(a2 - sq2) / s
+        out[r + 3] = np.float32(a3 - sq2) / s
+    for r in range(tiles * ROW_TILE, rows):
+        out[r] = np.float32(_rows_qk1(w, r, q, plan)[0] - sq2) / s
+
+
+@njit(cache=True, parallel=True)
+def i2s_qk256_gemm_avx2(w, q, s, out, qsum, cols, counts, plan):
+    """Same contract and result as ternary.i2s_qk256_gemm (a GEMV per token: QK256 is a parity format)."""
+    rows = w.shape[0]
+    ntok = q.shape[0]
+    ternary._count(counts, ternary._QK_GEMM, rows, cols, ntok)
+    for t in range(ntok):
+        qsum[t] = np.int32(2 * ternary._qsum_total(q[t]))
+    tiles = rows // ROW_TILE
+    for t in range(ntok):
+        qt = q[t]
+        for c in prange(tiles):
+            r = c * ROW_TILE
+            a0, a1, a2, a3 = _rows_qk4(w, r, qt, plan)
+            out[t, r] = np.float32(a0 - qsum[t]) / s[t]
+            out[t, r + 1] = np.float32(a1 - qsum[t]) / s[t]
+            out[t, r + 2] = np.float32(a2 - qsum[t]) / s[t]
+            out[t, r + 3] = np.float32(a3 - qsum[t]) / s[t]
+        for r in range(tiles * ROW_TILE, rows):
+            out[t, r] = np.float32(_rows_qk1(w, r, qt, plan)[0] - qsum[t]) / s[t]
+
+
+# ---------------------------------------------------------------- int8 logits
+@njit(cache=True, parallel=True)
+def _logits_i8(emb_q, emb_s, q, s, u, out, counts, plan):
+    vocab, hidden = emb_q.shape
+    inv = np.float32(1.0) / np.float32(s)
+    for c in range(hidden):
+        u[c] = np.uint8(abs(np.int32(q[c])))
+    tiles = vocab // ROW_TILE
+    for t in prange(tiles):
+        r = t * ROW_TILE
+        a0, a1, a2, a3 = _i8_rows_dot4(emb_q, r, u, q, plan)
+        out[r] = np.float32(a0) * emb_s[r] * inv
+        out[r + 1] = np.float32(a1) * emb_s[r + 1] * inv
+        out[r + 2] = np.float32(a2) * emb_s[r + 2] * inv
+        out[r + 3] = np.float32(a3) * emb_s[r + 3] * inv
+    for r in range(tiles * ROW_TILE, vocab):
+        acc = np.int32(0)
+        for c in range(hidden):
+            acc += np.int32(emb_q[r, c]) * np.int32(q[c])
+        out[r] = np.float32(acc) * emb_s[r] * inv
+    ops._count(counts, ops._LOGITS_I8, vocab, vocab * hidden)
+
+
+def logits_i8_avx2(emb_q, emb_s, emb_sum, q, s, u, out, counts) -> None:
+    """Same result as ops.logits_i8 (hidden % 64 == 0, emb_q within [-127, 127]); the VNNI kernel's
+    arguments (emb_sum is not read: no unsigned shift here), u = uint8[hidden] scratch for |q|."""
+    _logits_i8(emb_q, emb_s, q, s, u, out, counts, SCHEDULE)
+
+
+# ---------------------------------------------------------------- prefetch distance, measured
+PREFETCH_DISTANCES = (0, 1024, 2048, 4096, 8192, 16384)
+_PROBE_BYTES = 64 << 20  # twice a 32 MB last-level cache: every pass streams from DRAM
+_PROBE_COLS = 2560
+_FILL = 0x99  # codes 2, 1, 2, 1: a valid ternary byte; as int8 -103, a valid int8 embedding value
+
+
+def time_prefetch(
+    distances: tuple[int, ...] = PREFETCH_DISTANCES, rounds: int = 5, nbytes: int = _PROBE_BYTES
+) -> dict[str, dict[int, float]]:
+    """Best GB/s of the i2s GEMV ("matrix") and the int8 logits ("logits") at each prefetch distance.
+
+    Both stream one buffer of `nbytes` (larger than the last-level cache) as 2560-column rows, the decode
+    step's traffic; the distances are timed in turns (one call each per round) so that a burst of load from
+    other processes falls on all of them alike, and the best call of each is kept.
+    """
+    data = np.full(nbytes // (_PROBE_COLS * 4) * (_PROBE_COLS * 4), _FILL, np.uint8)
+    w = data.reshape(-1, _PROBE_COLS // 128, 32)
+    e = data.view(np.int8).reshape(-1, _PROBE_COLS)
+    q = np.zeros((_PROBE_COLS // 128, 4, 32), np.int8)
+    u = np.zeros(_PROBE_COLS, np.uint8)
+    out = np.zeros(w.shape[0], np.float32)
+    scales = np.ones(e.shape[0], np.float32)
+    counts = Trace().counts
+    plan = np.zeros_like(SCHEDULE)
+    runs = {
+        "matrix": lambda: i2s_gemv_avx2(w, np.float32(1), q, np.float32(1), out, _PROBE_COLS, counts, plan),
+        "logits": lambda: _logits_i8(e, scales, q.reshape(-1), np.float32(1), u, out, counts, plan),
+    }
+    best = {name: dict.fromkeys(distances, 0.0) for name in runs}
+    for run in runs.values():
+        run()  # compile or load, and fault the buffer in
+    for _ in range(rounds):
+        for d in distances:
+            plan[:] = d
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                best[name][d] = max(best[name][d], data.nbytes / (time.perf_counter() - start) / 1e9)
+    return best

@@ -1,0 +1,336 @@
+"""LLVM IR emitters of the AVX2 kernels (avx2.py): exact integer dot products on 256-bit registers.
+
+Two instructions carry the arithmetic. `vpmaddubsw` multiplies unsigned by signed bytes and adds adjacent
+products into int16 lanes (saturating), `vpmaddwd` against ones adds adjacent int16 lanes into int32 (exact).
+- Ternary rows: a 32-byte block holds 128 2-bit codes (I2_S order: value 32 g + b in byte b at shift
+  6 - 2 g), each bit plane unsigned against the 32 signed activations of plane g. One shift serves the four
+  planes (`ternary_planes`): planes 1 and 3 are codes, planes 0 and 2 stay 4x scaled in a second int16 sum
+  that is divided exactly at the end. Two blocks add up in int16 without saturation (per lane at most 2048
+  and 8192) before one vpmaddwd widens them. QK256 codes (0, 1, 3, 4 after mapping) take the plain
+  shift-and-mask planes (`qk256_codes`).
+- int8 x int8 (logits): `vpsignb` moves the activation's sign onto the embedding byte, so vpmaddubsw takes
+  |q| (unsigned, <= 128) times e * sign(q) (|e| <= 127): a pair is at most 2 * 128 * 127 < 2^15.
+The integer sums are exact, so any order gives the portable kernels' values; the float math that follows
+runs in the portable order in the callers.
+
+Weight traffic: a step reads one 64-byte cache line of each row of a tile; `emit_prefetch` requests the
+line `distance` bytes further along the tile's contiguous bytes (a runtime value measured per host).
+"""
+
+from llvmlite import ir
+from numba.core import cgutils
+
+I8 = ir.IntType(8)
+I16 = ir.IntType(16)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+V8 = ir.VectorType(I8, 32)  # one ymm of bytes
+V16 = ir.VectorType(I16, 16)
+V32 = ir.VectorType(I32, 8)
+LINE = 64  # bytes of a cache line: what one step reads of each row
+
+
+def _fn(builder: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
+def maddubs(builder: ir.IRBuilder, unsigned: ir.Value, signed: ir.Value) -> ir.Value:
+    """<16 x i16>: u[2i] * s[2i] + u[2i+1] * s[2i+1] (vpmaddubsw; callers keep each pair below 2^15)."""
+    return builder.call(_fn(builder, "llvm.x86.avx2.pmadd.ub.sw", V16, [V8, V8]), [unsigned, signed])
+
+
+def widen(builder: ir.IRBuilder, v16: ir.Value) -> ir.Value:
+    """<8 x i32>: sums of adjacent int16 lanes (vpmaddwd with ones, exact)."""
+    fn = _fn(builder, "llvm.x86.avx2.pmadd.wd", V32, [V16, V16])
+    return builder.call(fn, [v16, ir.Constant(V16, [1] * 16)])
+
+
+def sign_bytes(builder: ir.IRBuilder, value: ir.Value, sign: ir.Value) -> ir.Value:
+    """value * sign(sign) per byte (vpsignb: negated where sign < 0, zero where sign == 0)."""
+    return builder.call(_fn(builder, "llvm.x86.avx2.psign.b", V8, [V8, V8]), [value, sign])
+
+
+def load32(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
+    """32 bytes at byte pointer `base` + `offset` (unaligned)."""
+    ptr = builder.bitcast(builder.gep(base, [offset]), V8.as_pointer())
+    return builder.load(ptr, align=1)
+
+
+def emit_prefetch(builder, base, distance, step, nrows: int, lines: int = 1):
+    """Prefetch `lines * nrows` lines `distance` bytes past line `step * lines * nrows` of the tile at `base`.
+
+    A tile's rows are contiguous and each step reads `lines` lines of each, so every line of the tile's
+    bytes is requested once, `distance` bytes ahead of where the loop is; distance 0 prefetches nothing.
+    """
+    pf = _fn(builder, "llvm.prefetch.p0i8", ir.VoidType(), [I8.as_pointer(), I32, I32, I32])
+    count = lines * nrows
+    with builder.if_then(builder.icmp_unsigned("!=", distance, I64(0)), likely=True):
+        ptr = builder.gep(base, [builder.add(distance, builder.mul(step, I64(LINE * count)))])
+        for j in range(count):
+            builder.call(pf, [builder.gep(ptr, [I64(LINE * j)]), I32(0), I32(3), I32(1)])
+
+
+def qk256_codes(builder: ir.IRBuilder, wbytes: ir.Value, g: int) -> ir.Value:
+    """Bit plane g of a 32-byte QK256 block as c + (c >> 1) (the value + 2: 0, 1, 3, 4), unsigned."""
+    codes = builder.and_(builder.lshr(wbytes, ir.Constant(V8, [6 - 2 * g] * 32)), ir.Constant(V8, [3] * 32))
+    return builder.add(codes, builder.lshr(codes, ir.Constant(V8, [1] * 32)))
+
+
+def ternary_planes(builder: ir.IRBuilder, wbytes: ir.Value) -> list[ir.Value]:
+    """The four bit planes of a ternary block with one shift: planes 0 and 2 stay 4x scaled.
+
+    (w >> 4) & 0x0C = 4 c0, (w >> 4) & 3 = c1, w & 0x0C = 4 c2, w & 3 = c3.
+    """
+    high = builder.lshr(wbytes, ir.Constant(V8, [4] * 32))
+    four, three = ir.Constant(V8, [0x0C] * 32), ir.Constant(V8, [3] * 32)
+    return [
+        builder.and_(high, four),
+        builder.and_(high, three),
+        builder.and_(wbytes, four),
+        builder.and_(wbytes, three),
+    ]
+
+
+def add_planes(
+    builder: ir.IRBuilder, sums: list, planes: list[ir.Value], qptr: ir.Value, k: ir.Value
+) -> list:
+    """[A, B] plus block k's products: A over planes 1 and 3 (code * q), B over planes 0 and 2 (4 code * q).
+
+    Per block a lane of A is at most 2 * 2 * 2 * 128 = 1024 in size, of B 4096: two blocks fit int16.
+    """
+    qoff = builder.mul(k, I64(128))
+    out = list(sums)
+    for g in range(4):
+        part = maddubs(builder, planes[g], load32(builder, qptr, builder.add(qoff, I64(32 * g))))
+        i = 1 - g % 2
+        out[i] = part if out[i] is None else builder.add(out[i], part)
+    return out
+
+
+def unscale(builder: ir.IRBuilder, sums: list) -> ir.Value:
+    """<16 x i16> A + B / 4: B's lanes are exact multiples of 4, so the arithmetic shift is exact."""
+    return builder.add(sums[0], builder.ashr(sums[1], ir.Constant(V16, [2] * 16)))
+
+
+def block_sum16(builder: ir.IRBuilder, wptr: ir.Value, qptr: ir.Value, ks: list, qk256: bool = False):
+    """<16 x i16> partial sums of code * q over the (one or two) 128-value blocks `ks` of the row at wptr."""
+    if qk256:
+        total = None
+        for k in ks:
+            wbytes = load32(builder, wptr, builder.mul(k, I64(32)))
+            qoff = builder.mul(k, I64(128))
+            for g in range(4):
+                q = load32(builder, qptr, builder.add(qoff, I64(32 * g)))
+                part = maddubs(builder, qk256_codes(builder, wbytes, g), q)
+                total = part if total is None else builder.add(total, part)
+        return total
+    sums = [None, None]
+    for k in ks:
+        sums = add_planes(
+            builder, sums, ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32)))), qptr, k
+        )
+    return unscale(builder, sums)
+
+
+def _lanes(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, idx: list[int]) -> ir.Value:
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, len(idx)), idx))
+
+
+def hsum(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """i32 sum of the 8 lanes of one <8 x i32>."""
+    v = builder.add(_lanes(builder, v, v, [0, 1, 2, 3]), _lanes(builder, v, v, [4, 5, 6, 7]))
+    v = builder.add(_lanes(builder, v, v, [0, 1]), _lanes(builder, v, v, [2, 3]))
+    return builder.add(builder.extract_element(v, I32(0)), builder.extract_element(v, I32(1)))
+
+
+def hsum16_many(builder: ir.IRBuilder, vecs: list[ir.Value]) -> ir.Value:
+    """<n x i32> of the lane sums of n (4 or 8) vectors of <16 x i16>, each lane of which sums 16 ternary
+    products of two blocks (|lane| <= 4096, so any 8 lanes still fit int16 exactly: -32768 .. 32512).
+
+    vphaddw (adjacent pairs, within each 128-bit half) merges the vectors pairwise, then folds the last one
+    onto itself until each half holds one sum of 8 lanes per vector; the two halves are widened and added
+    in int32.
+    """
+    phadd = _fn(builder, "llvm.x86.avx2.phadd.w", V16, [V16, V16])
+    n = len(vecs)
+    while len(vecs) > 1:
+        vecs = [builder.call(phadd, [a, b]) for a, b in zip(vecs[0::2], vecs[1::2], strict=True)]
+    v = vecs[0]
+    for _ in range({4: 1, 8: 0}[n]):
+        v = builder.call(phadd, [v, v])
+    lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
+    hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(8, 8 + n))))
+    wide = ir.VectorType(I32, n)
+    return builder.add(builder.sext(lo, wide), builder.sext(hi, wide))
+
+
+# ---------------------------------------------------------------- ternary rows x one token (GEMV)
+def rows_dot(builder, wptrs, qptr, nb, distance, qk256=False):
+    """<8 x i32> partial sums of code * q over whole rows (one per pointer in `wptrs`, nb blocks each).
+
+    Two blocks (one line of each row) per step, summed in int16, widened once; an odd last block apart.
+    The rows of `wptrs` are consecutive rows of one matrix (the prefetch walks their contiguous bytes).
+    """
+    zero = ir.Constant(V32, None)
+    accs = [cgutils.alloca_once_value(builder, zero) for _ in wptrs]
+
+    def add_blocks(ks):
+        for wptr, acc in zip(wptrs, accs, strict=True):
+            s16 = block_sum16(builder, wptr, qptr, ks, qk256)
+            builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
+
+    with cgutils.for_range(builder, builder.udiv(nb, I64(2))) as loop:
+        emit_prefetch(builder, wptrs[0], distance, loop.index, len(wptrs))
+        k = builder.mul(loop.index, I64(2))
+        add_blocks([k, builder.add(k, I64(1))])
+    with builder.if_then(builder.icmp_unsigned("!=", builder.urem(nb, I64(2)), I64(0))):
+        add_blocks([builder.sub(nb, I64(1))])
+    return [builder.load(acc) for acc in accs]
+
+
+def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
+    """<n x float>: per row, sum over the 256-value scale blocks j of d[j] * (int sum_j - qsum[j]).
+
+    A scale block is two 128-value blocks (one line of each row). Two scale blocks per step: the rows'
+    exact sums of both come out of one vphaddw tree, then the float multiply-adds run per lane, block
+    j before block j + 1 (the portable order, no contraction); an odd last scale block runs alone.
+    The loop is software-pipelined: a step reduces and scales the sums the previous step left, so the
+    long tail of the reduction overlaps the next multiplies instead of stalling retirement.
+    `dptrs` point at each row's float32 scales, `sptr` at the int32 activation sums per scale block.
+    """
+    n = len(wptrs)
+    fv = ir.VectorType(ir.FloatType(), n)
+    facc = cgutils.alloca_once_value(builder, ir.Constant(fv, None))
+
+    def int_sums(js):
+        """<16 x i16> partial sums per (scale block, row), scale blocks `js` in order."""
+        sums = []
+        for j in js:
+            k0 = builder.mul(j, I64(2))
+            k1 = builder.add(k0, I64(1))
+            for wptr in wptrs:
+                sums.append(block_sum16(builder, wptr, qptr, [k0, k1]))
+        return sums
+
+    def add_terms(sums, js):
+        """Reduce `sums` (from int_sums(js)) and add their float terms to facc, block by block."""
+        width = len(sums)
+        iv = ir.VectorType(I32, width)
+        wv = ir.VectorType(ir.FloatType(), width)
+        if width == 1:
+            total = builder.insert_element(
+                ir.Constant(iv, None), hsum(builder, widen(builder, sums[0])), I32(0)
+            )
+        else:
+            total = hsum16_many(builder, sums)
+        qs = ir.Constant(iv, None)
+        dv = ir.Constant(wv, None)
+        for b, j in enumerate(js):
+            value = builder.load(builder.gep(sptr, [j]))
+            for i, dptr in enumerate(dptrs):
+                qs = builder.insert_element(qs, value, I32(b * n + i))
+                dv = builder.insert_element(dv, builder.load(builder.gep(dptr, [j])), I32(b * n + i))
+        term = builder.fmul(dv, builder.sitofp(builder.sub(total, qs), wv))
+        acc = builder.load(facc)
+        for b in range(len(js)):
+            acc = builder.fadd(acc, _lanes(builder, term, term, list(range(b * n, b * n + n))))
+        builder.store(acc, facc)
+
+    def pair(step):
+        j = builder.mul(step, I64(2))
+        return [j, builder.add(j, I64(1))]
+
+    pair_steps = I64(0)
+    if n == 4:  # a lone row (the tail of a matrix) takes one scale block per step
+        pair_steps = builder.udiv(nsum, I64(2))
+        pending = [cgutils.alloca_once(builder, V16) for _ in range(2 * n)]
+        with cgutils.for_range(builder, pair_steps) as loop:
+            emit_prefetch(builder, wptrs[0], distance, loop.index, n, lines=2)
+            sums = int_sums(pair(loop.index))
+            with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
+                add_terms([builder.load(x) for x in pending], pair(builder.sub(loop.index, I64(1))))
+            for slot, v in zip(pending, sums, strict=True):
+                builder.store(v, slot)
+        with builder.if_then(builder.icmp_unsigned("!=", pair_steps, I64(0))):
+            add_terms([builder.load(x) for x in pending], pair(builder.sub(pair_steps, I64(1))))
+    with cgutils.for_range(builder, builder.sub(nsum, builder.mul(pair_steps, I64(2)))) as loop:
+        j = builder.add(builder.mul(pair_steps, I64(2)), loop.index)
+        emit_prefetch(builder, wptrs[0], distance, j, n)
+        js = [j]
+        add_terms(int_sums(js), js)
+    return builder.load(facc)
+
+
+# ---------------------------------------------------------------- int8 rows x one token (logits)
+def i8_rows_dot(builder, rptrs, uptr, qptr, n, distance):
+    """<8 x i32> partial sums of e . q for int8 rows `rptrs` (n bytes each, n % 64 == 0).
+
+    `uptr` holds |q| as unsigned bytes; vpsignb puts q's sign on e, so each product is |q| * e * sign(q).
+    """
+    zero = ir.Constant(V32, None)
+    accs = [cgutils.alloca_once_value(builder, zero) for _ in rptrs]
+    with cgutils.for_range(builder, builder.udiv(n, I64(LINE))) as loop:
+        emit_prefetch(builder, rptrs[0], distance, loop.index, len(rptrs))
+        for half in range(2):
+            off = builder.add(builder.mul(loop.index, I64(LINE)), I64(32 * half))
+            u = load32(builder, uptr, off)
+            q = load32(builder, qptr, off)
+            for rptr, acc in zip(rptrs, accs, strict=True):
+                e = sign_bytes(builder, load32(builder, rptr, off), q)
+                builder.store(builder.add(builder.load(acc), widen(builder, maddubs(builder, u, e))), acc)
+    return [builder.load(acc) for acc in accs]
+
+
+# ---------------------------------------------------------------- one ternary row x several tokens (GEMM)
+def row_tokens_dot(builder, wptr, qptrs, first, count):
+    """<8 x i32> partial sums of code * q of one row against each token's activations in `qptrs`.
+
+    Blocks first .. first + count - 1; each block's four planes are unpacked once and serve every token.
+    """
+    zero = ir.Constant(V32, None)
+    accs = [cgutils.alloca_once_value(builder, zero) for _ in qptrs]
+    with cgutils.for_range(builder, count) as loop:
+        k = builder.add(first, loop.index)
+        planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
+        for qptr, acc in zip(qptrs, accs, strict=True):
+            s16 = unscale(builder, add_planes(builder, [None, None], planes, qptr, k))
+            builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
+    return [builder.load(acc) for acc in accs]
+
+
+def row_tokens_sum16(builder, wptr, qptrs, k0):
+    """<16 x i16> partial sums of code * q over blocks k0 and k0 + 1 of one row, per token in `qptrs`."""
+    sums = [[None, None] for _ in qptrs]
+    for k in (k0, builder.add(k0, I64(1))):
+        planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
+        sums = [add_planes(builder, acc, planes, qptr, k) for acc, qptr in zip(sums, qptrs, strict=True)]
+    return [unscale(builder, acc) for acc in sums]
+
+
+def row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum):
+    """<T x float>: one row's sum over scale blocks j of d[j] * (int sum_j - qsum[j, t]) for T tokens.
+
+    `sptr` points at qsum[0, t0] of an int32 [nsum, stride] table (a block's token sums side by side), so
+    eight tokens' sums are one load; the float math runs per lane in the portable order.
+    """
+    n = len(qptrs)
+    fv = ir.VectorType(ir.FloatType(), n)
+    iv = ir.VectorType(I32, n)
+    facc = cgutils.alloca_once_value(builder, ir.Constant(fv, None))
+    with cgutils.for_range(builder, nsum) as loop:
+        j = loop.index
+        vecs = row_tokens_sum16(builder, wptr, qptrs, builder.mul(j, I64(2)))
+        if n == 1:
+            total = builder.insert_element(
+                ir.Constant(iv, None), hsum(builder, widen(builder, vecs[0])), I32(0)
+            )
+        else:
+            total = hsum16_many(builder, vecs)
+        qs = builder.load(
+            builder.bitcast(builder.gep(sptr, [builder.mul(j, stride)]), iv.as_pointer()), align=4
+        )
+        dj = builder.insert_element(ir.Constant(fv, None), builder.load(builder.gep(drow, [j])), I32(0))
+        dv = builder.shuffle_vector(dj, dj, ir.Constant(ir.VectorType(I32, n), [0] * n))
+        term = builder.fmul(dv, builder.sitofp(builder.sub(total, qs), fv))
+        builder.store(builder.fadd(builder.load(facc), term), facc)
+    return builder.load(facc)
