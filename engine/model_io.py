@@ -202,7 +202,13 @@ def write_model(
     progress: ProgressFn | None = None,
 ) -> Path:
     """Write the model atomically to `out` in weight format `fmt` and return its path."""
-    specs = model_specs(weights, n_layers, fmt)
+    return write_specs(out, metadata, model_specs(weights, n_layers, fmt), progress)
+
+
+def write_specs(
+    out: Path, metadata: dict[str, object], specs: list[TensorSpec], progress: ProgressFn | None = None
+) -> Path:
+    """Write a model file atomically to `out` (not a folder), reporting each tensor to `progress`."""
     if progress is not None:
         specs = with_progress(specs, progress)
     out = Path(out)

@@ -25,13 +25,13 @@ from engine.constants import (
 )
 from engine.errors import EngineError
 from engine.formats import FORMATS
-from engine.gguf_writer import TensorSpec, write_gguf
+from engine.gguf_writer import TensorSpec
 from engine.model_io import (
     LAYER_ORDER,
     ProgressFn,
     architecture_metadata,
     check_ternary_format,
-    with_progress,
+    write_specs,
 )
 from engine.presets import Preset, get_preset
 from engine.tokenizer_data import TOKEN_NORMAL, tokenizer_metadata
@@ -220,13 +220,7 @@ def synthesize(
         return export_trained(fmt, arch, out, progress)
     meta = model_metadata(preset, fmt, arch, seed)
     specs = tensor_specs(preset, fmt, arch, seed, meta["tokenizer.ggml.token_type"])
-    if progress is not None:
-        specs = with_progress(specs, progress)
-    out = Path(out)
-    if out.is_dir():
-        raise EngineError(f"{out} is a folder; give a file path for the model")
-    write_gguf(out, meta, specs)
-    return out
+    return write_specs(out, meta, specs, progress)
 
 
 def default_cache_dir() -> Path:
