@@ -59,7 +59,7 @@ from harness.receipts.schema import schema_errors
 REFERENCE_LLAMA_CPP = "llama-cpp"
 REFERENCES = (REFERENCE_LLAMA_CPP, REFERENCE_TRANSFORMERS)
 GGML_TYPE_F32 = 0  # llama.cpp KV cache type: float32, so the cache adds no rounding of its own
-ONE_TOKEN_AT_A_TIME = "every sequence and prompt fed one token at a time, against one batch"
+ONE_TOKEN_AT_A_TIME = "one token at a time, not one batch"
 
 LOGIT_TOKENS = 64
 GREEDY_STEPS = 32

@@ -307,10 +307,10 @@ class TransformersImpl:
     def noise_views(self) -> list[tuple[str, Implementation]]:
         return [
             (
-                "every sequence and prompt fed one token at a time (KV cache), against one batch",
+                "one token at a time through the KV cache, not one batch",
                 self.one_token_at_a_time(),
             ),
-            ("float64 against float32, one batch", self.in_float64()),
+            ("float64, not float32", self.in_float64()),
         ]
 
     def _forward(self, ids: Sequence[int], cache: Any) -> tuple[np.ndarray, Any]:
