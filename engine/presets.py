@@ -1,4 +1,4 @@
-"""Model shapes the synthetic writer can build: a test-sized model, a ~100M model and the 2B-4T shape.
+"""Model shapes: a test-sized model, a ~100M model and the 2B-4T shape (synthetic), and the trained fixture.
 
 Every matrix's column count (hidden or ffn) is a multiple of 256, so every weight format holds every preset.
 """
@@ -64,6 +64,19 @@ PRESETS: dict[str, Preset] = {
             n_kv_heads=4,
             vocab_size=32000,
             context_length=1024,
+        ),
+        # Real weights, not synthetic: trained on Python's own documentation by scripts/train_fixture.py and
+        # committed in engine/data (see engine/trained.py); the shape the training script builds.
+        Preset(
+            "trained",
+            n_layers=4,
+            hidden=256,
+            ffn=768,
+            n_heads=4,
+            n_kv_heads=2,
+            vocab_size=2048,
+            context_length=256,
+            rope_theta=10000.0,
         ),
         Preset(
             "2b-4t",

@@ -46,6 +46,7 @@ def _register_commands() -> None:
         compare,
         history,
         keygen,
+        model_convert,
         model_inspect,
         model_synth,
         parity,
@@ -56,7 +57,7 @@ def _register_commands() -> None:
         verify_receipt,
     )
 
-    for module in (model_inspect, model_synth):
+    for module in (model_inspect, model_synth, model_convert):
         module.register(model_app)
     for module in (
         probe,

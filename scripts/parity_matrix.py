@@ -52,7 +52,7 @@ def main() -> None:
                         f"{lg['max_abs_logit_error']:.3g} | {greedy} | {'yes' if run['passed'] else 'no'} |",
                         flush=True,
                     )
-                own = report["reference_self_check"]
+                own = report["reference_checks"][0]
                 diverge = [d for d in own["first_divergence"] if d is not None]
                 greedy = f"{own['greedy_matching']}/{own['greedy_runs']}" + (
                     f" (first diff at {diverge})" if diverge else ""

@@ -23,8 +23,8 @@ from harness.peers.parity import (
     EngineImpl,
     LlamaCppImpl,
     _logit_sequence,
-    compare_logits,
 )
+from harness.peers.measures import compare_logits
 
 NUDGE = 1e-6
 NAME = "blk.0.attn_norm.weight"

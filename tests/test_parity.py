@@ -26,7 +26,8 @@ from engine.trace import Trace, kid
 from harness.commands import parity as parity_command
 from harness.errors import HarnessError
 from harness.peers.llama_cpp import PRE_KEY, PRE_LLAMA3, llama_cpp_missing, reference_file
-from harness.peers.parity import LlamaCppImpl, compare_logits, receipt_section, run_parity
+from harness.peers.measures import compare_logits
+from harness.peers.parity import LlamaCppImpl, run_parity
 
 MISSING = llama_cpp_missing()
 needs_llama = pytest.mark.skipif(MISSING is not None, reason=f"llama.cpp parity skipped: {MISSING}")
@@ -170,27 +171,6 @@ def test_compare_logits_math() -> None:
     assert r["max_abs_logit_error"] == pytest.approx(5.0)
 
 
-def test_receipt_section_uses_the_token_run() -> None:
-    report = {
-        "reference": "llama-cpp-python 0.3.16",
-        "runs": [
-            {
-                "engine": {"act_quant": "block256", "logits": "f32"},
-                "logits": {"tokens": 64, "max_abs_logit_error": 0.01, "top1_agreement": 1.0},
-            },
-            {
-                "engine": {"act_quant": "token", "logits": "f32"},
-                "logits": {"tokens": 64, "max_abs_logit_error": 0.3, "top1_agreement": 0.96875},
-            },
-        ],
-    }
-    section = receipt_section(report)
-    assert section["max_abs_logit_error"] == 0.3 and section["top1_agreement"] == 0.96875
-    assert "act_quant token" in section["reference"]
-    with pytest.raises(HarnessError):
-        receipt_section({"reference": "x", "runs": []})
-
-
 def _app() -> typer.Typer:
     app = typer.Typer()
     app.callback()(lambda: None)
@@ -219,7 +199,7 @@ def test_llama_cpp_parity_on_tiny(models: Path, fmt: str) -> None:
     assert block["logits"]["min_cosine"] >= 0.999
     assert block["greedy"]["all_match"], block["explanations"]
     assert report["passed"]
-    own = report["reference_self_check"]
+    own = report["reference_checks"][0]
     assert own["greedy_runs"] == 4 and len(own["first_divergence"]) == 4
     assert 0.999 <= own["logits"]["min_cosine"] <= 1.0 + 1e-12 and own["logits"]["tokens"] == 64
 

@@ -6,16 +6,14 @@ bytes, so a receipt naming preset, format, architecture and seed can be reproduc
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.constants import ARCH_BITNET_B158, FORMAT_I2S
 from engine.synth import MAX_SEED, synthesize
+from harness.commands.console import write_with_progress
 from harness.commands.options import ArchChoice, FormatChoice, PresetChoice
 
 DEFAULT_PRESET = PresetChoice("tiny")
@@ -26,15 +24,6 @@ DEFAULT_ARCH = ArchChoice(ARCH_BITNET_B158)
 def register(model_app: typer.Typer) -> None:
     """Add `synth` to the `model` command group."""
     model_app.command("synth")(synth_command)
-
-
-def _human_bytes(n: int) -> str:
-    units = ("B", "KB", "MB", "GB")
-    size, i = float(n), 0
-    while size >= 1024 and i < len(units) - 1:
-        size /= 1024
-        i += 1
-    return f"{size:.2f} {units[i]}" if i else f"{n} B"
 
 
 def synth_command(
@@ -48,24 +37,8 @@ def synth_command(
 ) -> None:
     """Write a synthetic model; the same arguments always produce a byte-identical file."""
     preset_name, fmt_name, arch_name = preset.value, fmt.value, arch.value
-    start = time.perf_counter()
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[tensor]}"),
+    line = write_with_progress(
+        f"synth {preset_name} {fmt_name}",
+        lambda progress: synthesize(preset_name, fmt_name, arch_name, seed, out, progress=progress),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(f"synth {preset_name} {fmt_name}", total=None, tensor="")
-        written = 0
-
-        def advance(done: int, total: int, name: str) -> None:
-            nonlocal written
-            written = done
-            bar.update(task, total=total, completed=done, tensor=name)
-
-        path = synthesize(preset_name, fmt_name, arch_name, seed, out, progress=advance)
-    seconds = time.perf_counter() - start
-    size = path.stat().st_size
-    typer.echo(f"wrote {path} ({_human_bytes(size)}, {written} tensors, {seconds:.1f} s)")
+    typer.echo(line)

@@ -23,9 +23,10 @@ DEFAULT_ARCH = ArchChoice("bitnet-b1.58")
 DEFAULT_KERNEL = KernelChoice("auto")
 
 ModelOpt = Annotated[
-    Path | None, typer.Option("--model", help="GGUF model file (default: the synthetic --preset model).")
+    Path | None,
+    typer.Option("--model", help="GGUF file or Hugging Face BitNet folder (default: the --preset model)."),
 ]
-PresetOpt = Annotated[PresetChoice, typer.Option("--preset", help="Synthetic preset used without --model.")]
+PresetOpt = Annotated[PresetChoice, typer.Option("--preset", help="Preset model used without --model.")]
 FormatOpt = Annotated[FormatChoice, typer.Option("--format", help="Weight format of the preset model.")]
 ArchOpt = Annotated[ArchChoice, typer.Option("--arch", help="Architecture of the preset model.")]
 ModelSeedOpt = Annotated[

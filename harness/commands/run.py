@@ -1,6 +1,7 @@
 """`bitnet-harness run`: generate text from a model, streaming it as it is decoded, then one speed line.
 
-Without --model it runs a synthetic preset model (written once into the cache), so the command works offline.
+Without --model it runs a preset model (written once into the cache), so the command works offline; --model
+takes a GGUF file or a Hugging Face BitNet folder (converted once into the cache).
 Kernels are compiled (or loaded from numba's cache) before the clock starts; the speed line names the kernel
 family that ran.
 """
@@ -12,9 +13,9 @@ from typing import Annotated
 
 import typer
 
+from engine.constants import ARCH_BITNET_B158, FORMAT_I2S
 from engine.generate import SamplingParams, generate
 from engine.model import Model
-from engine.synth import ensure_preset_model
 from harness.commands.options import (
     DEFAULT_KERNEL,
     DEFAULT_PRESET,
@@ -33,6 +34,7 @@ from harness.commands.options import (
     strict_flag,
 )
 from harness.phases.load import load_and_warm
+from harness.phases.workload import resolve_model
 from harness.runtime.limits import resource_limits
 
 DEFAULT_PROMPT = "The capital of France is"
@@ -64,7 +66,7 @@ def speed_summary(
 def run_command(
     model_path: ModelOpt = None,
     preset: Annotated[
-        PresetChoice, typer.Option("--preset", help="Synthetic preset used when --model is not given.")
+        PresetChoice, typer.Option("--preset", help="Preset model used when --model is not given.")
     ] = DEFAULT_PRESET,
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = DEFAULT_PROMPT,
     n_tokens: Annotated[int, typer.Option("-n", "--n-tokens", min=0, help="Most tokens to generate.")] = 64,
@@ -85,8 +87,8 @@ def run_command(
     with resource_limits(max_memory, timeout):
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         if model_path is None:
-            _status(f"model: synthetic preset {preset.value} (written to the cache on first use)")
-            model_path = ensure_preset_model(preset.value)
+            _status(f"model: preset {preset.value} (written to the cache on first use)")
+        model_path = resolve_model(model_path, preset.value, FORMAT_I2S, ARCH_BITNET_B158, 0).path
         loaded = load_and_warm(
             model_path,
             kernel=kernel.value,

@@ -1,10 +1,11 @@
-"""Parity with upstream llama.cpp (through llama-cpp-python): tokenizer, teacher-forced logits, greedy tokens.
+"""Parity with an implementation no one here wrote: tokenizer, teacher-forced logits, greedy tokens.
 
-The numpy reference checks the kernels against our own reading of the model; llama.cpp is a reading no one
-here wrote. Both run the file `harness.peers.llama_cpp.reference_file` gives (the model, or its copy that
-llama.cpp reads as the engine does).
+Two references (`Peer`s): upstream llama.cpp through llama-cpp-python (the SiLU `bitnet` architecture; both
+run the file `harness.peers.llama_cpp.reference_file` gives), and Hugging Face transformers'
+BitNetForCausalLM (both architectures; `harness.peers.transformers_ref`). The numpy reference checks the
+kernels against our own reading of the model; these are readings from outside.
 
-Known, expected sources of difference (reported with the numbers):
+Known, expected sources of difference from llama.cpp (reported with the numbers):
 - activations: bitnet.cpp (the engine's default) quantizes each token's activations to int8 with one scale;
   llama.cpp's TQ kernels quantize them in 256-value blocks (Q8_K), one scale per block. The engine's
   `block256` mode (engine.model.load_model(act_quant="block256")) does the same as llama.cpp;
@@ -20,7 +21,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -36,19 +37,32 @@ from harness.peers.llama_cpp import (
     reference_file,
     reference_version,
 )
+from harness.peers.measures import (
+    COSINE_MIN,
+    Implementation,
+    Peer,
+    compare_greedy,
+    compare_logits,
+    compare_tokenizers,
+    margin,
+    reference_greedy,
+    reference_margins,
+    self_check,
+)
+from harness.peers.transformers_ref import REFERENCE_TRANSFORMERS, transformers_peer
 from harness.phases.load import load_and_warm
+from harness.phases.workload import model_file
 from harness.receipts.digest import file_digest, finalize
 from harness.receipts.files import load_receipt
 from harness.receipts.schema import schema_errors
 
 REFERENCE_LLAMA_CPP = "llama-cpp"
+REFERENCES = (REFERENCE_LLAMA_CPP, REFERENCE_TRANSFORMERS)
 GGML_TYPE_F32 = 0  # llama.cpp KV cache type: float32, so the cache adds no rounding of its own
+ONE_TOKEN_AT_A_TIME = "one token at a time, not one batch"
 
-COSINE_MIN = 0.999
 LOGIT_TOKENS = 64
 GREEDY_STEPS = 32
-TOP_K = 5
-MATCHING_MODE = "block256"  # the engine mode that quantizes activations as llama.cpp does
 RECEIPT_MODE = "token"  # benchmarks run the engine's default per-token activation quantization
 
 TOKENIZER_CORPUS: tuple[str, ...] = (
@@ -83,28 +97,7 @@ LOGIT_TEXT = (
 )
 
 
-# -------------------------------------------------------------------- the two implementations
-class Implementation(Protocol):
-    """What both sides offer: tokenize, detokenize, logits of every position of a sequence, greedy tokens."""
-
-    def tokenize(self, text: str) -> list[int]: ...
-
-    def detokenize(self, ids: Sequence[int]) -> str: ...
-
-    def sequence_logits(self, ids: Sequence[int]) -> np.ndarray:
-        """[len(ids), vocab] float32: the logits after each position (teacher forcing)."""
-        ...
-
-    def greedy(self, prompt: Sequence[int], steps: int) -> tuple[list[int], list[float]]:
-        """`steps` argmax tokens after `prompt`, and the top-1 minus top-2 logit margin of each step."""
-        ...
-
-
-def _margin(logits: np.ndarray) -> float:
-    top2 = np.partition(np.asarray(logits, np.float64), -2)[-2:]
-    return float(top2[1] - top2[0])
-
-
+# -------------------------------------------------------------------- the engine and llama.cpp
 class EngineImpl:
     """The engine: decode one token at a time (the GEMV path every generated token takes)."""
 
@@ -136,7 +129,7 @@ class EngineImpl:
         for _ in range(steps):
             token = int(np.argmax(logits))
             out.append(token)
-            margins.append(_margin(logits))
+            margins.append(margin(logits))
             logits = self.model.decode(token)
         return out, margins
 
@@ -173,6 +166,9 @@ class LlamaCppImpl:
         view.incremental = True
         return view
 
+    def noise_views(self) -> list[tuple[str, Implementation]]:
+        return [(ONE_TOKEN_AT_A_TIME, self.one_token_at_a_time())]
+
     def _feed(self, ids: Sequence[int]) -> None:
         self.llm.reset()
         if self.incremental:
@@ -192,87 +188,12 @@ class LlamaCppImpl:
             logits = self.llm.scores[self.llm.n_tokens - 1]
             token = int(np.argmax(logits))
             out.append(token)
-            margins.append(_margin(logits))
+            margins.append(margin(logits))
             self.llm.eval([token])
         return out, margins
 
 
-# -------------------------------------------------------------------- comparisons
-def compare_tokenizers(a: Implementation, b: Implementation, corpus: Sequence[str]) -> dict[str, Any]:
-    """Token ids and detokenized text of every string, engine (a) against reference (b)."""
-    mismatches = []
-    ids_equal = text_equal = 0
-    for text in corpus:
-        ia, ib = a.tokenize(text), b.tokenize(text)
-        da, db = a.detokenize(ib), b.detokenize(ib)
-        ids_equal += ia == ib
-        text_equal += da == db
-        if ia != ib or da != db:
-            mismatches.append(
-                {"text": text, "engine_ids": ia, "reference_ids": ib, "engine_text": da, "reference_text": db}
-            )
-    n = len(corpus)
-    return {
-        "strings": n,
-        "ids_identical": ids_equal,
-        "detokenized_identical": text_equal,
-        "agreement": (ids_equal + text_equal) / (2 * n) if n else 1.0,
-        "mismatches": mismatches,
-    }
-
-
-def _cosine(x: np.ndarray, y: np.ndarray) -> float:
-    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    denom = float(np.linalg.norm(x64) * np.linalg.norm(y64))
-    return float(x64 @ y64 / denom) if denom > 0 else float(np.array_equal(x64, y64))
-
-
-def compare_logits(la: np.ndarray, lb: np.ndarray, k: int = TOP_K) -> dict[str, Any]:
-    """Per position: cosine similarity, top-k overlap (shared ids / k), top-1 agreement, max |difference|."""
-    cos, overlap, top1, err = [], [], [], []
-    for x, y in zip(la, lb, strict=True):
-        cos.append(_cosine(x, y))
-        ta, tb = np.argsort(-x, kind="stable")[:k], np.argsort(-y, kind="stable")[:k]
-        overlap.append(len(set(ta.tolist()) & set(tb.tolist())) / k)
-        top1.append(bool(ta[0] == tb[0]))
-        err.append(float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
-    worst = int(np.argmin(cos)) if cos else 0
-    return {
-        "tokens": len(cos),
-        "cosine": cos,
-        "min_cosine": min(cos) if cos else 1.0,
-        "worst_position": worst,
-        "top5_overlap": overlap,
-        "mean_top5_overlap": float(np.mean(overlap)) if overlap else 1.0,
-        "top1_agreement": float(np.mean(top1)) if top1 else 1.0,
-        "max_abs_logit_error": max(err) if err else 0.0,
-        "logit_std": float(np.std(lb)) if len(lb) else 0.0,
-    }
-
-
-def compare_greedy(a: Implementation, reference_runs: Sequence[dict[str, Any]], steps: int) -> dict[str, Any]:
-    """Greedy tokens of the engine from each prompt against the reference's; where they first differ."""
-    runs = []
-    for ref in reference_runs:
-        ta, ma = a.greedy(ref["ids"], steps)
-        tb, mb = ref["tokens"], ref["margins"]
-        diverge = next((i for i, (x, y) in enumerate(zip(ta, tb, strict=True)) if x != y), None)
-        runs.append(
-            {
-                "prompt": ref["prompt"],
-                "prompt_tokens": len(ref["ids"]),
-                "engine": ta,
-                "reference": tb,
-                "match": diverge is None,
-                "first_divergence": diverge,
-                "engine_margin_at_divergence": None if diverge is None else ma[diverge],
-                "reference_margin_at_divergence": None if diverge is None else mb[diverge],
-                "min_reference_margin": min(mb) if mb else None,
-            }
-        )
-    return {"steps": steps, "runs": runs, "all_match": all(r["match"] for r in runs)}
-
-
+# -------------------------------------------------------------------- the comparison
 def _logit_sequence(tokenizer_encode: Callable[[str], list[int]], bos: int, n: int) -> list[int]:
     body = tokenizer_encode(LOGIT_TEXT)
     if not body:
@@ -284,27 +205,25 @@ def _logit_sequence(tokenizer_encode: Callable[[str], list[int]], bos: int, n: i
 
 
 def explain(
-    tokenizer: dict[str, Any], run: dict[str, Any], self_check: dict[str, Any] | None = None
+    tokenizer: dict[str, Any], run: dict[str, Any], peer: Peer, checks: Sequence[dict[str, Any]]
 ) -> list[str]:
-    """Plain sentences saying where the two differ and the known reason for each difference."""
+    """Plain sentences saying where the engine and the reference differ and the known reason for each."""
     notes = []
     if tokenizer["mismatches"]:
         first = tokenizer["mismatches"][0]
         notes.append(
             f"tokenizer: {len(tokenizer['mismatches'])} of {tokenizer['strings']} strings differ "
-            f"(first: {first['text']!r}); llama.cpp picks its pre-tokenizer regex from {PRE_KEY}"
+            f"(first: {first['text']!r}){peer.tokenizer_hint}"
         )
     lg = run["logits"]
     if lg["min_cosine"] < 1.0:
-        where = "the engine's per-token int8 activations against llama.cpp's per-256-block Q8_K activations"
-        if run["engine"]["act_quant"] == "block256":
-            where = "float summation order (SIMD lanes, threads) and llama.cpp's F16 rounding of the state"
+        cause = peer.causes[run["engine"]["act_quant"]]
         if run["engine"]["logits"] == "int8":
-            where += "; the engine's int8 logits (int8 embedding copy and int8 final state)"
+            cause += "; the engine's int8 logits (int8 embedding copy and int8 final state)"
         notes.append(
             f"logits: min cosine {lg['min_cosine']:.9f} (1 - {1 - lg['min_cosine']:.2g}) at position "
             f"{lg['worst_position']}, max |error| "
-            f"{lg['max_abs_logit_error']:.4g} (logit std {lg['logit_std']:.3g}); cause: {where}"
+            f"{lg['max_abs_logit_error']:.4g} (logit std {lg['logit_std']:.3g}); cause: {cause}"
         )
     for g in run["greedy"]["runs"]:
         if not g["match"]:
@@ -313,52 +232,60 @@ def explain(
                 f"reference's top-2 margin is {g['reference_margin_at_divergence']:.4g} (a near tie flipped "
                 "by the differences above)"
             )
-    if self_check is not None and (run["greedy"]["all_match"] is False or lg["min_cosine"] < 1.0):
-        own = self_check["logits"]
-        notes.append(
-            f"noise floor: llama.cpp against itself ({self_check['schedule']}) has min cosine "
-            f"{own['min_cosine']:.9f}, max |error| {own['max_abs_logit_error']:.4g} and "
-            f"{self_check['greedy_matching']} of {self_check['greedy_runs']} greedy runs equal"
-        )
+    if notes:
+        for check in checks:
+            own = check["logits"]
+            notes.append(
+                f"noise floor: {peer.kind} against itself ({check['schedule']}) has min cosine "
+                f"{own['min_cosine']:.9f}, max |error| {own['max_abs_logit_error']:.4g} and "
+                f"{check['greedy_matching']} of {check['greedy_runs']} greedy runs equal"
+            )
     return notes
 
 
-def reference_self_check(
-    reference: LlamaCppImpl,
-    seq: Sequence[int],
-    ref_logits: np.ndarray,
-    ref_greedy: Sequence[dict[str, Any]],
-    steps: int,
-) -> dict[str, Any]:
-    """llama.cpp against itself: the same loaded model fed one token at a time instead of one batch.
+def llama_cpp_peer(model: Path, threads: int | None) -> Peer:
+    """llama.cpp on the file it reads as the engine does (the model, or a converted copy beside it)."""
+    reason = llama_cpp_missing()
+    if reason is not None:
+        raise HarnessError(reason)
+    ref = reference_file(model_file(Path(model)))
 
-    Nothing changes but the evaluation schedule, so its differences are float noise alone: the noise floor
-    below which no engine-versus-llama.cpp difference can be read as a different reading of the model.
-    """
-    view = reference.one_token_at_a_time()
-    greedy = compare_greedy(view, ref_greedy, steps)
-    return {
-        "schedule": "every sequence and prompt fed one token at a time, against one batch",
-        "logits": compare_logits(view.sequence_logits(seq), ref_logits),
-        "greedy_matching": sum(r["match"] for r in greedy["runs"]),
-        "greedy_runs": len(greedy["runs"]),
-        "first_divergence": [r["first_divergence"] for r in greedy["runs"]],
-    }
+    def open_reference(context: int) -> LlamaCppImpl:
+        return LlamaCppImpl(ref.path, n_ctx=context, threads=threads)
+
+    return Peer(
+        kind=REFERENCE_LLAMA_CPP,
+        version=reference_version(),
+        matching_mode="block256",
+        engine_path=ref.path,
+        model={
+            "source": str(model),
+            "compared_file": str(ref.path),
+            "converted": ref.converted,
+            "changes": ref.changes,
+        },
+        open=open_reference,
+        causes={
+            "token": "the engine's per-token int8 activations, llama.cpp's per-256-block Q8_K activations",
+            "block256": "float summation order (SIMD lanes, threads), llama.cpp's F16 rounding of the state",
+        },
+        tokenizer_hint=f"; llama.cpp picks its pre-tokenizer regex from {PRE_KEY}",
+    )
 
 
-def _reference_greedy(
-    reference: Implementation, prompts: Sequence[str], prompt_ids: Sequence[list[int]], steps: int
-) -> list[dict[str, Any]]:
-    runs = []
-    for text, ids in zip(prompts, prompt_ids, strict=True):
-        tokens, margins = reference.greedy(ids, steps)
-        runs.append({"prompt": text, "ids": ids, "tokens": tokens, "margins": margins})
-    return runs
+def peer_for(reference: str, model: Path, threads: int | None) -> Peer:
+    """The named reference, prepared for `model` (refusals before any engine work)."""
+    if reference == REFERENCE_LLAMA_CPP:
+        return llama_cpp_peer(model, threads)
+    if reference == REFERENCE_TRANSFORMERS:
+        return transformers_peer(model, threads)
+    raise HarnessError(f"unknown reference {reference!r}; choose one of {', '.join(REFERENCES)}")
 
 
 def run_parity(
     model: Path,
     *,
+    reference: str = REFERENCE_LLAMA_CPP,
     act_quants: Sequence[str] = ACT_QUANT_MODES,
     logits: str = "f32",
     logit_tokens: int = LOGIT_TOKENS,
@@ -368,22 +295,19 @@ def run_parity(
     threads: int | None = None,
     kernel: str = "auto",
 ) -> dict[str, Any]:
-    """Compare the engine (once per activation-quantization mode) with llama.cpp on one model file.
+    """Compare the engine (once per activation-quantization mode) with a reference on one model.
 
-    The whole report as a JSON-ready dict; `passed` holds when the tokenizer agrees fully and the
-    llama.cpp-matching mode (`block256`, else every mode run) matches every greedy token with cosine >=
-    COSINE_MIN at every position.
+    The whole report as a JSON-ready dict; `passed` holds when the tokenizer agrees fully and the mode that
+    quantizes activations as the reference does (llama.cpp: `block256`, transformers: `token`; else every
+    mode run) matches every greedy token with cosine >= COSINE_MIN at every position.
     """
     if logit_tokens < 2 or greedy_steps < 1:
         raise HarnessError("need at least 2 logit tokens and 1 greedy step")
     unknown = [m for m in act_quants if m not in ACT_QUANT_MODES]
     if unknown or not act_quants:
         raise HarnessError(f"activation quantization must be among {', '.join(ACT_QUANT_MODES)}")
-    reason = llama_cpp_missing()
-    if reason is not None:
-        raise HarnessError(reason)
-    ref = reference_file(Path(model))
-    engines = {mode: EngineImpl(ref.path, mode, logits, threads, kernel) for mode in act_quants}
+    peer = peer_for(reference, Path(model), threads)
+    engines = {mode: EngineImpl(peer.engine_path, mode, logits, threads, kernel) for mode in act_quants}
     first = next(iter(engines.values()))
     cfg = first.model.config
     tok = first.model.tokenizer
@@ -393,12 +317,14 @@ def run_parity(
         raise HarnessError(
             f"the comparison needs {longest} positions; the model's context is {cfg.context_length}"
         )
-    reference = LlamaCppImpl(ref.path, n_ctx=min(cfg.context_length, max(longest, 64)), threads=threads)
-    seq = _logit_sequence(reference.tokenize, tok.bos_id, logit_tokens)
-    ref_logits = reference.sequence_logits(seq)
-    ref_greedy = _reference_greedy(reference, prompts, prompt_ids, greedy_steps)
-    tokenizer = compare_tokenizers(first, reference, corpus)
-    self_check = reference_self_check(reference, seq, ref_logits, ref_greedy, greedy_steps)
+    ref = peer.open(min(cfg.context_length, max(longest, 64)))
+    seq = _logit_sequence(ref.tokenize, tok.bos_id, logit_tokens)
+    ref_logits = ref.sequence_logits(seq)
+    ref_greedy = reference_greedy(ref, prompts, prompt_ids, greedy_steps)
+    tokenizer = compare_tokenizers(first, ref, corpus)
+    checks = [
+        self_check(name, view, seq, ref_logits, ref_greedy, greedy_steps) for name, view in ref.noise_views()
+    ]
     runs = []
     for mode, engine in engines.items():
         run: dict[str, Any] = {
@@ -411,50 +337,76 @@ def run_parity(
             "logits": compare_logits(engine.sequence_logits(seq), ref_logits),
             "greedy": compare_greedy(engine, ref_greedy, greedy_steps),
         }
-        run["explanations"] = explain(tokenizer, run, self_check)
+        run["explanations"] = explain(tokenizer, run, peer, checks)
         run["passed"] = bool(
             tokenizer["agreement"] == 1.0
             and run["greedy"]["all_match"]
             and run["logits"]["min_cosine"] >= COSINE_MIN
         )
         runs.append(run)
-    # The verdict is the llama.cpp-matching mode's when it ran, else every requested mode's.
-    judged = [r for r in runs if r["engine"]["act_quant"] == MATCHING_MODE] or runs
+    # The verdict is the matching mode's when it ran, else every requested mode's.
+    judged = [r for r in runs if r["engine"]["act_quant"] == peer.matching_mode] or runs
     return {
-        "reference": reference_version(),
-        "model": {
-            "source": str(ref.source),
-            "compared_file": str(ref.path),
-            "converted": ref.converted,
-            "changes": ref.changes,
-            "architecture": cfg.arch,
-            "format": cfg.weight_format,
-        },
+        "reference": peer.version,
+        "reference_kind": peer.kind,
+        "matching_mode": peer.matching_mode,
+        "model": {**peer.model, "architecture": cfg.arch, "format": cfg.weight_format},
         "tokenizer": tokenizer,
-        "reference_self_check": self_check,
+        "reference_margins": reference_margins(ref_logits, ref_greedy),
+        "reference_checks": checks,
         "runs": runs,
         "passed": all(r["passed"] for r in judged),
     }
 
 
 def receipt_section(report: dict[str, Any], act_quant: str = "token") -> dict[str, Any]:
-    """The receipt's `parity` object (schema v1.0.0 fields) from the run in `act_quant` mode.
+    """The receipt's `parity` object from the run in `act_quant` mode: the summary fields schema 1.0.0 always
+    had, the reference's name and version, tokenizer agreement, every position's logits figures (from which
+    `verify-receipt` recomputes the summary) and the greedy agreement.
 
     The default `token` is the mode benchmarks run in, so the numbers describe the receipt's own engine path.
     """
     run = next((r for r in report["runs"] if r["engine"]["act_quant"] == act_quant), None)
     if run is None:
         raise HarnessError(f"the parity report has no {act_quant!r} run for the receipt")
-    lg = run["logits"]
-    max_err = float(lg["max_abs_logit_error"])
-    if not math.isfinite(max_err):
-        raise HarnessError("parity produced a non-finite logit error; the receipt cannot hold it")
-    return {
+    lg, greedy, tok = run["logits"], run["greedy"], report["tokenizer"]
+    positions = [
+        {"cosine": c, "top5_overlap": o, "top1": t, "max_abs_error": e}
+        for c, o, t, e in zip(
+            lg["cosine"], lg["top5_overlap"], lg["top1"], lg["abs_logit_error"], strict=True
+        )
+    ]
+    figures = [
+        lg["max_abs_logit_error"],
+        lg["min_cosine"],
+        *(v for p in positions for v in (p["cosine"], p["max_abs_error"])),
+    ]
+    if not all(math.isfinite(float(v)) for v in figures):
+        raise HarnessError("parity produced a non-finite logit figure; the receipt cannot hold it")
+    margin_median = report["reference_margins"]["median_top1_margin_greedy"]
+    section = {
         "reference": f"{report['reference']} (act_quant {act_quant}, logits {run['engine']['logits']})",
         "tokens_compared": int(lg["tokens"]),
-        "max_abs_logit_error": max_err,
+        "max_abs_logit_error": float(lg["max_abs_logit_error"]),
         "top1_agreement": float(lg["top1_agreement"]),
+        "reference_kind": report["reference_kind"],
+        "reference_version": report["reference"],
+        "engine_act_quant": act_quant,
+        "engine_logits": run["engine"]["logits"],
+        "tokenizer": {k: int(tok[k]) for k in ("strings", "ids_identical", "detokenized_identical")},
+        "min_cosine": float(lg["min_cosine"]),
+        "mean_top5_overlap": float(lg["mean_top5_overlap"]),
+        "positions": positions,
+        "greedy": {
+            "steps": int(greedy["steps"]),
+            "prompts": len(greedy["runs"]),
+            "matching": sum(r["match"] for r in greedy["runs"]),
+            "first_divergence": [r["first_divergence"] for r in greedy["runs"]],
+        },
     }
+    if margin_median is not None:
+        section["median_top1_margin"] = float(margin_median)
+    return section
 
 
 def write_receipt_copy(receipt_path: Path, model: Path, report: dict[str, Any]) -> Path:

@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.synth import ensure_preset_model
+from engine.hf_checkpoint import ensure_converted, is_checkpoint_folder
+from engine.synth import default_cache_dir, ensure_preset_model
 from engine.tokenizer import Tokenizer
 from harness.errors import HarnessError
 
@@ -24,12 +25,19 @@ class ModelSource:
     seed: int | None = None
 
 
+def model_file(model: Path) -> Path:
+    """A GGUF file as given, or a Hugging Face BitNet folder's conversion (written once into the cache)."""
+    if is_checkpoint_folder(model):
+        return ensure_converted(model, default_cache_dir())
+    if not model.is_file():
+        raise HarnessError(f"model {model} is neither a file nor a Hugging Face folder (with config.json)")
+    return model
+
+
 def resolve_model(model: Path | None, preset: str, fmt: str, arch: str, seed: int) -> ModelSource:
-    """The user's file when given, else the preset written once into the cache folder and reused."""
+    """The user's file (or folder, converted) when given, else the preset written once into the cache."""
     if model is not None:
-        if not model.is_file():
-            raise HarnessError(f"model file {model} does not exist or is not a file")
-        return ModelSource(model)
+        return ModelSource(model_file(model))
     return ModelSource(ensure_preset_model(preset, fmt, arch, seed), preset, fmt, arch, seed)
 
 

@@ -74,6 +74,7 @@ GATES: tuple[Gate, ...] = (
     Gate("timing_consistency", SELF_CONSISTENT, ms.timing_consistency),
     Gate("probe", SELF_CONSISTENT, ms.probe),
     Gate("peer", SELF_CONSISTENT, ms.peer),
+    Gate("parity", SELF_CONSISTENT, ms.parity),
     Gate("checksum", SELF_CONSISTENT, ms.checksum),
     Gate("model_binding", EVIDENCE, ev.model_binding),
     Gate("replay", EVIDENCE, ev.replay),

@@ -247,10 +247,41 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
         console.print(table)
     parity = _get(receipt, "parity")
     if isinstance(parity, Mapping):
-        console.print(_kv_table("Parity", [(str(k), _text(v)) for k, v in parity.items()]))
+        console.print(_kv_table("Parity", _parity_rows(parity)))
     peer = _get(receipt, "peer")
     if isinstance(peer, Mapping):
         console.print(_peer_table(receipt, peer))
+
+
+def _parity_rows(parity: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The parity section's summary (fields it lacks left out); positions are counted, not listed."""
+    rows = [
+        (label, _num(_get(parity, key), fmt))
+        for label, key, fmt in (
+            ("positions compared", "tokens_compared", ",d"),
+            ("min cosine", "min_cosine", ".9f"),
+            ("mean top-5 overlap", "mean_top5_overlap", ".3f"),
+            ("top-1 agreement", "top1_agreement", ".3f"),
+            ("max |logit error|", "max_abs_logit_error", ".4g"),
+            ("reference median top-1 margin", "median_top1_margin", ".3g"),
+        )
+        if _get(parity, key) is not None
+    ]
+    tok, greedy = _get(parity, "tokenizer"), _get(parity, "greedy")
+    if isinstance(tok, Mapping):
+        n = _text(_get(tok, "strings"))
+        ids, text = _text(_get(tok, "ids_identical")), _text(_get(tok, "detokenized_identical"))
+        rows.append(("tokenizer", f"{ids}/{n} ids, {text}/{n} detokenized text identical"))
+    if isinstance(greedy, Mapping):
+        matching, prompts, steps = (_text(_get(greedy, k)) for k in ("matching", "prompts", "steps"))
+        divergence = _text(_get(greedy, "first_divergence"))
+        rows.append(
+            (
+                "greedy",
+                f"{matching}/{prompts} prompts equal over {steps} steps (first divergence {divergence})",
+            )
+        )
+    return [("reference", _text(_get(parity, "reference"))), *rows]
 
 
 def _peer_table(receipt: Mapping[str, Any], peer: Mapping[str, Any]) -> Table:

@@ -537,6 +537,47 @@ def peer(c: Check) -> None:
             )
 
 
+def parity(c: Check) -> None:
+    """The parity summary recomputed from its per-position figures and greedy runs (bitnet-harness parity)."""
+    section = c.receipt.get("parity")
+    if section is None:
+        c.skip("no parity section: nothing claimed", requested=False)
+    if "positions" not in section:
+        c.skip("the parity section has no per-position figures to recompute its summary from")
+    pos = section["positions"]
+    n = len(pos)
+    want: list[tuple[str, float, object]] = [
+        ("tokens_compared", n, section["tokens_compared"]),
+        (
+            "max_abs_logit_error",
+            max((p["max_abs_error"] for p in pos), default=0.0),
+            section["max_abs_logit_error"],
+        ),
+        ("top1_agreement", sum(p["top1"] for p in pos) / n if n else 1.0, section["top1_agreement"]),
+    ]
+    if "min_cosine" in section:
+        want.append(("min_cosine", min((p["cosine"] for p in pos), default=1.0), section["min_cosine"]))
+    if "mean_top5_overlap" in section:
+        mean = sum(p["top5_overlap"] for p in pos) / n if n else 1.0
+        want.append(("mean_top5_overlap", mean, section["mean_top5_overlap"]))
+    greedy = section.get("greedy")
+    if greedy is not None:
+        divergences = greedy["first_divergence"]
+        want.append(("greedy.prompts", len(divergences), greedy["prompts"]))
+        want.append(("greedy.matching", sum(d is None for d in divergences), greedy["matching"]))
+        late = [d for d in divergences if d is not None and d >= greedy["steps"]]
+        if late:
+            c.fail(f"first divergences below greedy.steps = {greedy['steps']}", late, "Rerun parity.")
+    for key, value, found in want:
+        if not isinstance(found, int | float) or not math.isclose(value, found, rel_tol=1e-12, abs_tol=1e-12):
+            c.fail(
+                f"parity.{key} = {value:.12g} (recomputed)", found, "Rerun parity; do not edit its figures."
+            )
+    tok = section.get("tokenizer")
+    if tok is not None and max(tok["ids_identical"], tok["detokenized_identical"]) > tok["strings"]:
+        c.fail(f"at most {tok['strings']} identical strings", tok, "Rerun parity; do not edit its figures.")
+
+
 def checksum(c: Check) -> None:
     """content_digest is an unkeyed sha256 anyone can recompute: it detects accidental edits, not
     tampering."""
