@@ -149,7 +149,7 @@ def test_selectors_reach_compare(tmp_path: Path) -> None:
     assert res.code == EXIT_REGRESSION
     assert invoke(APP, ["compare", "2025-01-01", "2025-01-02", "--archive", tmp_path]).code == EXIT_REGRESSION
     missing = invoke(APP, ["compare", "latest~5", "latest", "--archive", tmp_path])
-    assert missing.code == EXIT_ERROR and "holds only 2 receipts" in missing.stderr
+    assert missing.code == EXIT_ERROR and "holds only 2 benchmark receipts" in missing.stderr
 
 
 def test_comparability_only_mode(tmp_path: Path) -> None:

@@ -50,8 +50,9 @@ TopKOpt = Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likelie
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-PhaseRecordDirOpt = Annotated[
-    Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
+PhaseReceiptsDirOpt = Annotated[
+    Path | None,
+    typer.Option("--receipts-dir", help="Also write the phase's receipt here (verified like a benchmark's)."),
 ]
 ReceiptsDirOpt = Annotated[Path, typer.Option("--receipts-dir", help="Folder receipts are written into.")]
 MaxMemoryOpt = Annotated[

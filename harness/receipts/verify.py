@@ -11,6 +11,9 @@ Gates (names as reported):
 - kernel_expectations: counters match the model shape and the benchmark workload
   (harness/receipts/expectations.py).
 - throughput: tokens_per_second recomputed from the raw decode latencies (1 %).
+  A phase receipt (`probe` or `timing` alone, no benchmark phase and no benchmark fields) has no throughput,
+  tokens, determinism or replay to check: those gates are reported as skipped (not applicable), and
+  kernel_expectations holds its counters against the phase's own work.
 - summaries: benchmark and timing percentiles recomputed from their raw samples (1 %); per-layer times fit.
 - tokens: tokens_generated equals output_digest.count and the first repetition; none exceeds tokens_requested.
 - determinism: a deterministic receipt's repetitions all produced the recorded output.
@@ -32,8 +35,15 @@ from typing import Any
 from engine.trace import KERNEL_IDS
 from harness.errors import HarnessError
 from harness.receipts.digest import FileDigest, content_digest, file_digest
-from harness.receipts.expectations import expected_counts, is_ternary, workload_from_receipt
+from harness.receipts.expectations import (
+    Expectation,
+    expected_counts,
+    is_ternary,
+    probe_expectations,
+    workload_from_receipt,
+)
 from harness.receipts.files import parse_timestamp
+from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.schema import schema_errors
 from harness.receipts.summary import decode_tokens_per_second, peer_ratios, percentiles
 
@@ -105,6 +115,17 @@ def _short(value: object) -> str:
 
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+class _NotApplicable(Exception):
+    """Raised by a gate that has nothing to check on this kind of receipt; the gate is reported skipped."""
+
+
+def _needs(receipt: Mapping[str, Any], *fields: str) -> None:
+    """_NotApplicable when a field is absent: the schema requires the benchmark's fields whenever there is a
+    benchmark phase, so their absence marks a phase receipt, which has no such figures to check."""
+    if any(f not in receipt for f in fields):
+        raise _NotApplicable
 
 
 @dataclass
@@ -250,13 +271,27 @@ def _gate_kernel_counts(c: _Context) -> None:
 
 def _gate_kernel_expectations(c: _Context) -> None:
     r = c.receipt
-    if "benchmark" not in r["phases"]:
-        return
     counts = r["kernel_counts"]
     ids = sorted(set(r["kernels"]) | set(counts))
+    kind = receipt_kind(r)
+    if kind == "probe":
+        _check_expectations(c, probe_expectations(r["phases"]["probe"], ids), "the probe's candidate calls")
+        return
+    if kind not in (BENCHMARK, "timing"):
+        raise _NotApplicable
     work = workload_from_receipt(r)
     int8_logits = counts["logits_i8"]["calls"] if "logits_i8" in counts else 0
-    for exp in expected_counts(r["model"], work, ids, int8_logits):
+    _check_expectations(
+        c,
+        expected_counts(r["model"], work, ids, int8_logits),
+        f"{work.prefill_forwards} prefills of {r['prompt']['token_count']} tokens, {work.decode_steps} "
+        f"decode steps of a {r['model']['n_layers']}-layer model",
+    )
+
+
+def _check_expectations(c: _Context, expectations: list[Expectation], work: str) -> None:
+    counts = c.receipt["kernel_counts"]
+    for exp in expectations:
         for counter, bounds in (("calls", exp.calls), ("rows", exp.rows), ("elements", exp.elements)):
             if bounds is None:
                 continue
@@ -268,15 +303,16 @@ def _gate_kernel_expectations(c: _Context) -> None:
                     "kernel_expectations",
                     f"{exp.group} {counter} {want}",
                     f"{total}",
-                    f"Counters must cover exactly the measured repetitions ({work.prefill_forwards} prefills "
-                    f"of {r['prompt']['token_count']} tokens, {work.decode_steps} decode steps) of a "
-                    f"{r['model']['n_layers']}-layer model; see harness/receipts/expectations.py.",
+                    f"Counters must cover exactly the counted work ({work}); see "
+                    "harness/receipts/expectations.py.",
                 )
 
 
 def _gate_throughput(c: _Context) -> None:
     r = c.receipt
     bench = r["phases"].get("benchmark")
+    if bench is None and receipt_kind(r) != "none":
+        _needs(r, "tokens_per_second")  # a phase receipt claims no throughput
     if bench is None:
         c.fail(
             "throughput",
@@ -368,6 +404,7 @@ def _gate_summaries(c: _Context) -> None:
 
 def _gate_tokens(c: _Context) -> None:
     r = c.receipt
+    _needs(r, "output_digest", "tokens_requested", "tokens_generated")
     digest, requested = r["output_digest"], r["tokens_requested"]
     if r["tokens_generated"] != digest["count"]:
         c.fail(
@@ -407,6 +444,7 @@ def _gate_tokens(c: _Context) -> None:
 
 def _gate_determinism(c: _Context) -> None:
     r = c.receipt
+    _needs(r, "deterministic", "output_digest")
     bench = r["phases"].get("benchmark")
     if not r["deterministic"] or bench is None:
         return
@@ -563,6 +601,7 @@ def _gate_model_hash(c: _Context) -> None:
 def _gate_replay(c: _Context) -> None:
     if c.replay is None:
         return
+    _needs(c.receipt, "output_digest")
     got = c.replay(c.receipt)
     want = c.receipt["output_digest"]["sha256"]
     if got != want:
@@ -644,6 +683,9 @@ def verify(
         ctx = _Context(receipt_obj, model_digest, replay)
         try:
             gate(ctx)
+        except _NotApplicable:
+            result.skipped.append(name)
+            continue
         except _UNUSABLE_DATA:
             if not errors:
                 raise
