@@ -1,8 +1,9 @@
 """Command-line options shared by several commands, defined once."""
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -72,6 +73,56 @@ OutputFormatOpt = Annotated[
 ThresholdOpt = Annotated[
     float, typer.Option("--threshold", min=0.0, help="Smallest change in percent that counts (default 5).")
 ]
+
+
+T = TypeVar("T")
+
+
+def comma_list(item: Callable[[str], T], what: str) -> Callable[[str], tuple[T, ...]]:
+    """The parser of a sweep option's value `A,B,C`, each item through `item` (ValueError: not `what`)."""
+
+    def parse(text: str) -> tuple[T, ...]:
+        out = []
+        for part in text.split(","):
+            try:
+                out.append(item(part.strip()))
+            except ValueError:
+                raise typer.BadParameter(f"{part.strip()!r} in {text!r} is not {what}") from None
+        return tuple(out)
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return check
+
+
+def model_files(text: str) -> tuple[Path, ...]:
+    """`--model A,B` lists files; a value naming an existing file is that one file, commas and all."""
+    if Path(text).is_file():
+        return (Path(text),)
+    return tuple(Path(part.strip()) for part in text.split(","))
+
+
+def sweep_axis(values: list[Any] | None, default: Any) -> Any:
+    """A sweep option's values (every occurrence, each a tuple), flattened: the default when not given, the
+    value itself when there is one, else the tuple a sweep runs over."""
+    if not values:
+        return default
+    flat = tuple(v for group in values for v in group)
+    return flat[0] if len(flat) == 1 else flat
 
 
 def strict_flag(strict_loader: bool) -> bool | None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from engine.atomic import atomic_write
 from harness.comparison.metrics import BY_KEY, value
+from harness.comparison.runs import verdict
 from harness.errors import HarnessError
 from harness.receipts.files import load_checked, load_receipt, parse_timestamp, receipt_filename
 from harness.receipts.kind import BENCHMARK, receipt_kind
@@ -110,11 +111,7 @@ def resolve(selector: str, folder: Path = DEFAULT_ARCHIVE) -> Path:
 
 
 def verdict_text(receipt: Mapping[str, Any]) -> str:
-    result = verify(receipt)
-    if result.ok:
-        return "verified"
-    gates = sorted({f.gate for f in result.failures})
-    return "FAILED: " + ", ".join(gates)
+    return verdict(verify(receipt))
 
 
 def table(entries: list[Entry]) -> pd.DataFrame:
