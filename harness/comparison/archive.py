@@ -1,4 +1,5 @@
-"""The receipt archive: a folder whose top-level *.json files are receipts (phases/ and baseline/ are not).
+"""The receipt archive: a folder whose top-level *.json files are receipts; its subfolders (baseline/)
+are not part of it.
 
 Selectors name one archived receipt: a file path, `latest`, `latest~N`, a commit prefix (newest receipt of
 that commit) or a UTC date YYYY-MM-DD (newest receipt of that day). Order is by the receipt's own timestamp.
@@ -204,7 +205,7 @@ def prune_plan(folder: Path, keep: int) -> list[Path]:
 
 def prune(folder: Path, keep: int) -> list[Path]:
     """Delete the planned files one unlink each; the plan is fixed before the first deletion, so a receipt
-    written meanwhile is never touched, and subfolders (baseline/, phases/) are never looked into."""
+    written meanwhile is never touched, and subfolders (baseline/ and any other) are never looked into."""
     doomed = prune_plan(folder, keep)
     for path in doomed:
         try:
