@@ -59,7 +59,7 @@ class OneValueCommand(TyperCommand):
         order = self.make_parser(ctx).parse_args(args=list(args))[2]
         for param, times in Counter(order).items():
             single = param.param_type_name == "option" and not param.multiple and not param.count
-            if times > 1 and single and not param.is_eager:
+            if times > 1 and single and not param.is_eager and not ctx.resilient_parsing:
                 names = "/".join([*param.opts, *param.secondary_opts])
                 ctx.fail(f"{names} is given {times} times; give it once")
         return super().parse_args(ctx, args)

@@ -205,3 +205,32 @@ def test_the_summary_goes_to_stdout_in_the_chosen_format(tmp_path: Path) -> None
     data = json.loads(result.stdout)
     assert len(data["receipts"]) == 2 and all(r["verification"]["valid"] for r in data["receipts"])
     assert [r["tokens"] for r in data["summary"]] == [3, 4]
+
+
+def test_model_files_and_formats_are_axes_too(tmp_path: Path) -> None:
+    files = [tmp_path / "a.gguf", tmp_path / "b.gguf"]
+    for seed, path in enumerate(files):
+        synth = runner.invoke(app, ["model", "synth", "--seed", str(seed), "--out", str(path)])
+        assert synth.exit_code == 0, synth.output
+    args = [
+        "benchmark",
+        *TINY,
+        "-t",
+        "1",
+        "-n",
+        "3",
+        "-m",
+        f"{files[0]},{files[1]}",
+        "--output-format",
+        "csv",
+    ]
+    result = runner.invoke(app, [*args, "--receipts-dir", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(io.StringIO(result.stdout))
+    models = [load_receipt(Path(p))["model"] for p in rows["receipt"]]
+    assert [m["path"] for m in models] == [str(f) for f in files]
+    assert models[0]["sha256"] != models[1]["sha256"] and models[1]["preset_seed"] == 1
+    recorder = Recorder()
+    outcome = run_benchmark_session(_sweep(tmp_path, fmt=("i2s", "tq2_0"), kernel="i2s"), recorder)
+    assert [w.receipt["model"]["format"] for w in outcome.receipts] == ["i2s", "tq2_0"]
+    assert _loads(recorder) == 2 and outcome.exit_code == 0
