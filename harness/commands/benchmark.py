@@ -42,11 +42,10 @@ from harness.commands.options import (
     TimeoutOpt,
     TopKOpt,
     TopPOpt,
-    comma_list,
-    model_files,
     one_of,
     positive_int,
     sweep_axis,
+    sweep_option,
 )
 from harness.commands.render import render_comparison
 from harness.comparison.runs import compact_frame
@@ -59,64 +58,70 @@ from harness.runtime.limits import resource_limits
 from harness.session.benchmark import BenchmarkOutcome, run_benchmark_session
 from harness.session.request import SWEEP_AXES, BenchmarkRequest
 
-SWEEP = "a comma list (or the option repeated) sweeps"  # the short names are llama-bench's
+# Sweep axes; the short names are llama-bench's.
+COUNT = "an integer >= 1"
 ModelsOpt = Annotated[
     list[Any] | None,
-    typer.Option(
+    sweep_option(
         "--model",
         "-m",
-        parser=model_files,
+        item=Path,
+        what="a file name",
         metavar="FILE[,FILE...]",
-        help=f"GGUF model file (default: the synthetic --preset model); {SWEEP}.",
+        help="GGUF model file (default: the synthetic --preset model)",
     ),
 ]
 FormatsOpt = Annotated[
     list[Any] | None,
-    typer.Option(
+    sweep_option(
         "--format",
-        parser=comma_list(one_of(WEIGHT_FORMATS), f"one of {', '.join(WEIGHT_FORMATS)}"),
+        item=one_of(WEIGHT_FORMATS),
+        what=f"one of {', '.join(WEIGHT_FORMATS)}",
         metavar="FMT[,FMT...]",
-        help=f"Weight format of the preset model: {'|'.join(WEIGHT_FORMATS)} [default: i2s]; {SWEEP}.",
+        help=f"Weight format of the preset model: {'|'.join(WEIGHT_FORMATS)} [default: i2s]",
     ),
 ]
 KernelsOpt = Annotated[
     list[Any] | None,
-    typer.Option(
+    sweep_option(
         "--kernel",
-        parser=comma_list(one_of(KERNEL_MODES), f"one of {', '.join(KERNEL_MODES)}"),
+        item=one_of(KERNEL_MODES),
+        what=f"one of {', '.join(KERNEL_MODES)}",
         metavar="K[,K...]",
-        help=f"Ternary kernel family, {'|'.join(KERNEL_MODES)}; auto times each on this CPU [default: auto]; "
-        f"{SWEEP}.",
+        help=f"Ternary kernel family, {'|'.join(KERNEL_MODES)}; auto times each on this CPU [default: auto]",
     ),
 ]
 ThreadsListOpt = Annotated[
     list[Any] | None,
-    typer.Option(
+    sweep_option(
         "--threads",
         "-t",
-        parser=comma_list(positive_int, "an integer >= 1"),
+        item=positive_int,
+        what=COUNT,
         metavar="N[,N...]",
-        help=f"numba threads (default: all cores); {SWEEP}.",
+        help="numba threads (default: all cores)",
     ),
 ]
 PromptTokensListOpt = Annotated[
     list[Any] | None,
-    typer.Option(
+    sweep_option(
         "--prompt-tokens",
         "-p",
-        parser=comma_list(positive_int, "an integer >= 1"),
+        item=positive_int,
+        what=COUNT,
         metavar="N[,N...]",
-        help=f"Cycle or cut the prompt to exactly this many tokens [default: 32]; {SWEEP}.",
+        help="Cycle or cut the prompt to exactly this many tokens [default: 32]",
     ),
 ]
 TokensOpt = Annotated[
     list[Any] | None,
-    typer.Option(
+    sweep_option(
         "--tokens",
         "-n",
-        parser=comma_list(positive_int, "an integer >= 1"),
+        item=positive_int,
+        what=COUNT,
         metavar="N[,N...]",
-        help=f"Tokens to generate per repetition [default: 128]; {SWEEP}.",
+        help="Tokens to generate per repetition [default: 128]",
     ),
 ]
 OutputFormatOpt = Annotated[

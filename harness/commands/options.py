@@ -93,6 +93,16 @@ def comma_list(item: Callable[[str], T], what: str) -> Callable[[str], tuple[T, 
     return parse
 
 
+def sweep_option(*names: str, item: Callable[[str], Any], what: str, metavar: str, help: str) -> Any:
+    """A `benchmark` option that takes a comma list (or repeats) of `item`s: a sweep axis."""
+    return typer.Option(
+        *names,
+        parser=comma_list(item, what),
+        metavar=metavar,
+        help=f"{help}; a comma list (or the option repeated) sweeps.",
+    )
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -107,13 +117,6 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         return text
 
     return check
-
-
-def model_files(text: str) -> tuple[Path, ...]:
-    """`--model A,B` lists files; a value naming an existing file is that one file, commas and all."""
-    if Path(text).is_file():
-        return (Path(text),)
-    return tuple(Path(part.strip()) for part in text.split(","))
 
 
 def sweep_axis(values: list[Any] | None, default: Any) -> Any:

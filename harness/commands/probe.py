@@ -21,9 +21,8 @@ from harness.commands.options import (
     ThreadsOpt,
     TimeoutOpt,
 )
-from harness.commands.single_phase import finish, run_phase
+from harness.commands.single_phase import finish, phase_request, run_phase
 from harness.reporting.receipt import probe_tables
-from harness.session.phase import PhaseRequest
 
 
 def register(app: typer.Typer) -> None:
@@ -46,17 +45,6 @@ def probe(
     timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed."""
-    request = PhaseRequest(
-        "probe",
-        model=model,
-        preset=preset.value,
-        fmt=fmt.value,
-        arch=arch.value,
-        model_seed=model_seed,
-        kernel=kernel.value,
-        threads=threads,
-        strict_loader=strict_loader,
-        receipts_dir=receipts_dir,
-    )
+    request = phase_request("probe", dict(locals()))
     outcome = run_phase(request, (max_memory, timeout))
     finish(outcome, as_json, probe_tables(outcome.section))

@@ -2,6 +2,8 @@
 receipt written with --receipts-dir (exit 1 when that receipt fails verification, as `benchmark`)."""
 
 import json
+from enum import Enum
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -10,6 +12,14 @@ from rich.table import Table
 from harness.commands.console import ConsoleProgress
 from harness.runtime.limits import resource_limits
 from harness.session.phase import PhaseOutcome, PhaseRequest, run_phase_session
+
+
+def phase_request(phase: str, options: dict[str, Any]) -> PhaseRequest:
+    """A command's parameters as the request: every one but --json and the limits is a field of that name."""
+    given = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
+    return PhaseRequest(
+        phase, **{k: v for k, v in given.items() if k not in ("as_json", "max_memory", "timeout")}
+    )
 
 
 def run_phase(request: PhaseRequest, limits: tuple[int | None, float | None]) -> PhaseOutcome:

@@ -24,9 +24,8 @@ from harness.commands.options import (
     ThreadsOpt,
     TimeoutOpt,
 )
-from harness.commands.single_phase import finish, run_phase
+from harness.commands.single_phase import finish, phase_request, run_phase
 from harness.reporting.receipt import timing_tables
-from harness.session.phase import PhaseRequest
 
 
 def register(app: typer.Typer) -> None:
@@ -52,20 +51,6 @@ def timing(
     timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 2, per-token latency: stage times (embed, forward, logits, sample) and per-layer times."""
-    request = PhaseRequest(
-        "timing",
-        model=model,
-        preset=preset.value,
-        fmt=fmt.value,
-        arch=arch.value,
-        model_seed=model_seed,
-        kernel=kernel.value,
-        threads=threads,
-        strict_loader=strict_loader,
-        receipts_dir=receipts_dir,
-        steps=steps,
-        prompt=prompt,
-        prompt_tokens=prompt_tokens,
-    )
+    request = phase_request("timing", dict(locals()))
     outcome = run_phase(request, (max_memory, timeout))
     finish(outcome, as_json, timing_tables(outcome.section))
