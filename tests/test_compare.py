@@ -20,6 +20,7 @@ from harness.comparison.compare import (
 from harness.comparison.stats import Verdict
 from harness.receipts.files import load_receipt
 from tests.archive_factory import bench_receipt, day, fresh_app, invoke, noisy, speeds, write
+from tests.receipt_factory import make_phase_receipt
 
 APP = fresh_app()
 N = 8
@@ -113,6 +114,15 @@ def test_schema_version_and_verification_reasons() -> None:
     assert comparability(base, tampered, ignore=["verification"]) == []
     with pytest.raises(Exception, match="unknown comparability check"):
         comparability(base, base, ignore=["colour"])
+
+
+def test_a_phase_receipt_is_not_comparable_and_says_why() -> None:
+    base = bench_receipt(speeds([100] * 4))
+    for phase in ("probe", "timing"):
+        reasons = comparability(base, make_phase_receipt(phase))
+        assert [(r.key, r.message) for r in reasons] == [
+            ("workload", f"NEW is a {phase} receipt; compare judges benchmark receipts")
+        ]
 
 
 def test_unknown_schema_version_file_is_an_error(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ FormatsOpt = Annotated[
         item=one_of(WEIGHT_FORMATS),
         what=f"one of {', '.join(WEIGHT_FORMATS)}",
         metavar="FMT[,FMT...]",
-        help=f"Weight format of the preset model: {'|'.join(WEIGHT_FORMATS)} [default: i2s]",
+        help=f"Weight format of the preset model: {'|'.join(WEIGHT_FORMATS)} (default: i2s)",
     ),
 ]
 KernelsOpt = Annotated[
@@ -88,7 +88,7 @@ KernelsOpt = Annotated[
         item=one_of(KERNEL_MODES),
         what=f"one of {', '.join(KERNEL_MODES)}",
         metavar="K[,K...]",
-        help=f"Ternary kernel family, {'|'.join(KERNEL_MODES)}; auto times each on this CPU [default: auto]",
+        help=f"Ternary kernel family, {'|'.join(KERNEL_MODES)}; auto times each on this CPU (default: auto)",
     ),
 ]
 ThreadsListOpt = Annotated[
@@ -110,7 +110,7 @@ PromptTokensListOpt = Annotated[
         item=positive_int,
         what=COUNT,
         metavar="N[,N...]",
-        help="Cycle or cut the prompt to exactly this many tokens [default: 32]",
+        help="Cycle or cut the prompt to exactly this many tokens (default: 32)",
     ),
 ]
 TokensOpt = Annotated[
@@ -121,7 +121,7 @@ TokensOpt = Annotated[
         item=positive_int,
         what=COUNT,
         metavar="N[,N...]",
-        help="Tokens to generate per repetition [default: 128]",
+        help="Tokens to generate per repetition (default: 128)",
     ),
 ]
 OutputFormatOpt = Annotated[
