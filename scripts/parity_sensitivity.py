@@ -16,6 +16,7 @@ import numpy as np
 from engine.gguf_reader import read_gguf
 from engine.gguf_writer import TensorSpec, write_gguf
 from harness.peers.llama_cpp import _copy_value
+from harness.peers.measures import compare_logits
 from harness.peers.parity import (
     GREEDY_PROMPTS,
     GREEDY_STEPS,
@@ -24,7 +25,6 @@ from harness.peers.parity import (
     LlamaCppImpl,
     _logit_sequence,
 )
-from harness.peers.measures import compare_logits
 
 NUDGE = 1e-6
 NAME = "blk.0.attn_norm.weight"

@@ -260,3 +260,35 @@ def mutated(edit: Callable[[dict[str, Any]], object], *, refinalize: bool = True
     receipt = make_receipt()
     edit(receipt)
     return finalize(receipt) if refinalize else receipt
+
+
+def make_phase_receipt(phase: str) -> dict[str, Any]:
+    """A valid phase receipt of `probe` or `timing` run on its own: only that phase, no benchmark fields, and
+    the counters of that phase's own work (the probe: each candidate once for its error, then once per timed
+    sample, one activation quantization per shape; timing: one prefill and one forward per step)."""
+    r = raw_receipt()
+    section = r["phases"][phase]
+    for field in ("deterministic", "tokens_requested", "tokens_generated", "tokens_per_second"):
+        del r[field]
+    for field in ("output_digest", "bandwidth"):
+        del r[field]
+    r["phases"] = {phase: section}
+    if phase == "timing":
+        counts = simulate_counts(MODEL, len(PROMPT_IDS), [len(section["steps"])])
+        r["kernel_choice"]["variants"] = {
+            "i2s_gemm": "portable",
+            "i2s_gemv": "portable",
+            "logits_i8": "portable",
+        }
+    else:
+        del r["prompt"], r["sampling"], r["seed"]
+        counts = {"act_quant_i8": {"calls": 1, "rows": 1, "elements": 64}}
+        for cand in section["candidates"]:
+            rows, cols = cand["shape"]
+            calls = 1 + len(cand["seconds"])
+            counts[cand["kernel"]] = {"calls": calls, "rows": calls * rows, "elements": calls * rows * cols}
+            cand["variant"] = "portable"
+        r["kernel_choice"]["variants"] = {c["kernel"]: "portable" for c in section["candidates"]}
+    r["kernel_counts"] = counts
+    r["kernels"] = sorted(counts)
+    return finalize(r)

@@ -10,9 +10,11 @@ import pytest
 
 from harness.comparison import archive
 from harness.errors import HarnessError
-from harness.receipts.files import load_receipt
+from harness.receipts.digest import finalize
+from harness.receipts.files import load_receipt, utc_timestamp
 from harness.receipts.verify import verify
 from tests.archive_factory import COMMIT, bench_receipt, day, fresh_app, invoke, speeds, write, write_raw
+from tests.receipt_factory import make_phase_receipt
 
 APP = fresh_app()
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -67,11 +69,11 @@ def test_selectors(filled: dict[str, Path]) -> None:
 @pytest.mark.parametrize(
     ("selector", "message"),
     [
-        ("latest~4", "holds only 4 receipts"),
-        ("2025-01-09", "no receipt"),
+        ("latest~4", "holds only 4 benchmark receipts"),
+        ("2025-01-09", "no benchmark receipt"),
         ("2025-13-40", "not a valid date"),
-        ("abcd", "matches no receipt"),
-        ("no-such-thing", "matches no receipt"),
+        ("abcd", "matches no benchmark receipt"),
+        ("no-such-thing", "matches no benchmark receipt"),
     ],
 )
 def test_selector_errors(filled: dict[str, Path], selector: str, message: str) -> None:
@@ -98,8 +100,9 @@ def test_archive_list_formats(filled: dict[str, Path]) -> None:
     assert csv.code == 0
     table = pd.read_csv(io.StringIO(csv.stdout))
     assert list(table.columns) == [
-        "date", "commit", "model", "threads", "decode tok/s", "prefill tok/s", "verification", "file"
+        "date", "commit", "kind", "model", "threads", "decode tok/s", "prefill tok/s", "verification", "file"
     ]  # fmt: skip
+    assert list(table["kind"][:4]) == ["benchmark"] * 4
     assert list(table["decode tok/s"][:4]) == pytest.approx([100, 110, 120, 130])
     assert list(table["verification"][:4]) == ["verified"] * 4
     assert table["verification"][4].startswith("unreadable")
@@ -107,9 +110,36 @@ def test_archive_list_formats(filled: dict[str, Path]) -> None:
     rows = json.loads(invoke(APP, ["archive", "list", "--archive", folder, "--format", "json"]).stdout)
     assert rows[0]["date"] == "2025-01-01 12:00" and rows[0]["threads"] == 2
     md = invoke(APP, ["archive", "list", "--archive", folder, "--format", "md"]).stdout
-    assert "| date | commit | model |" in md
+    assert "| date | commit | kind | model |" in md
     rich = invoke(APP, ["archive", "list", "--archive", folder]).stdout
     assert "verified" in rich and "5 receipts" in rich
+
+
+def test_phase_receipts_are_listed_with_their_kind_but_never_selected(filled: dict[str, Path]) -> None:
+    """A probe or timing receipt is archived beside the benchmarks; `latest`, dates and commits still name
+    the newest benchmark receipt, the one compare judges; a path names any receipt."""
+    folder = filled["folder"]
+    phase_paths = {}
+    for hour, phase in ((20, "probe"), (21, "timing")):
+        receipt = make_phase_receipt(phase)
+        receipt["started_at"], receipt["timestamp"] = (
+            utc_timestamp(day(3, hour - 1)),
+            utc_timestamp(day(3, hour)),
+        )
+        phase_paths[phase] = write(folder, finalize(receipt))
+        assert phase_paths[phase].name.endswith(f"_{phase}.json")
+    rows = json.loads(invoke(APP, ["archive", "list", "--archive", folder, "--format", "json"]).stdout)
+    by_file = {row["file"]: row for row in rows}
+    for phase, path in phase_paths.items():
+        row = by_file[path.name]
+        assert row["kind"] == phase and row["verification"] == "verified"
+        assert row["decode tok/s"] is None
+    assert archive.resolve("latest", folder) == filled["d3"]
+    assert archive.resolve("2025-01-03", folder) == filled["d3"]
+    assert archive.resolve(COMMIT[:7], folder) == filled["d2a"]
+    assert archive.resolve(str(phase_paths["probe"]), folder) == phase_paths["probe"]
+    added, copied = archive.add(phase_paths["timing"], folder / "elsewhere")
+    assert copied and added.name == phase_paths["timing"].name
 
 
 def test_archive_list_flags_a_receipt_that_no_longer_verifies(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from harness.comparison.stats import Verdict
 from harness.receipts.files import load_receipt
 from harness.receipts.summary import percentiles
 from tests.archive_factory import bench_receipt, day, fresh_app, invoke, noisy, speeds, write
+from tests.receipt_factory import make_phase_receipt
 
 APP = fresh_app()
 N = 8
@@ -147,6 +148,15 @@ def test_a_receipt_with_unreliable_speed_makes_the_verdict_inconclusive() -> Non
     assert comp.exit_code == 3 and "NEW: speed unreliable (timing_consistency)" in comp.unreliable[0]
 
 
+def test_a_phase_receipt_is_not_comparable_and_says_why() -> None:
+    base = bench_receipt(speeds([100] * 4))
+    for phase in ("probe", "timing"):
+        reasons = comparability(base, make_phase_receipt(phase))
+        assert [(r.key, r.message) for r in reasons] == [
+            ("workload", f"NEW is a {phase} receipt; compare judges benchmark receipts")
+        ]
+
+
 def test_unknown_schema_version_file_is_an_error(tmp_path: Path) -> None:
     b, n = _pair(tmp_path, 100, 100)
     data = json.loads(n.read_text())
@@ -181,7 +191,7 @@ def test_selectors_reach_compare(tmp_path: Path) -> None:
     assert res.code == EXIT_REGRESSION
     assert invoke(APP, ["compare", "2025-01-01", "2025-01-02", "--archive", tmp_path]).code == EXIT_REGRESSION
     missing = invoke(APP, ["compare", "latest~5", "latest", "--archive", tmp_path])
-    assert missing.code == EXIT_ERROR and "holds only 2 receipts" in missing.stderr
+    assert missing.code == EXIT_ERROR and "holds only 2 benchmark receipts" in missing.stderr
 
 
 def test_comparability_only_mode(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.phases.workload import prompt_ids
 from harness.receipts.files import load_receipt
+from harness.receipts.kind import receipt_kind
 from harness.receipts.verify import verify
+from harness.session.evidence import gather
 
 runner = CliRunner()
 TINY_ARGS = ["--preset", "tiny", "--threads", "1"]
@@ -87,17 +89,34 @@ def test_probe_json_covers_every_tensor_and_kernel_family(tmp_path: Path) -> Non
     kernels = {row["kernel"] for row in section["candidates"]}
     assert kernels == {"i2s_gemv", "tl1_gemv", "tl2_gemv"}
     assert all(row["max_abs_error"] < 1e-3 for row in section["candidates"])
-    records = list((tmp_path / "phases").glob("*_probe.json"))
-    assert len(records) == 1 and json.loads(records[0].read_text())["phase"] == "probe"
+    (path,) = tmp_path.glob("*_probe.json")
+    receipt = load_receipt(path)
+    assert receipt["phases"] == {"probe": section}
+    result = verify(receipt, gather(receipt, model=Path(receipt["model"]["path"])))
+    assert result.ok, result.lines()
+    assert "kernel_expectations" in result.passed and "model_binding" in result.passed
+    assert {"i2s_gemv", "tl1_gemv", "tl2_gemv"} <= set(receipt["kernels"])  # the probe's own calls
 
 
-def test_timing_reports_every_layer_of_every_step() -> None:
-    result = runner.invoke(app, ["timing", *TINY_ARGS, "--steps", "4", "--json"])
+def test_timing_reports_every_layer_of_every_step(tmp_path: Path) -> None:
+    args = ["timing", *TINY_ARGS, "--steps", "4", "--prompt-tokens", "5", "--json"]
+    result = runner.invoke(app, [*args, "--receipts-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     section = json.loads(result.stdout)
     assert len(section["steps"]) == 4
     assert all(len(step["layers"]) == 2 for step in section["steps"])
     assert all(sum(step["layers"]) <= step["forward"] for step in section["steps"])
+    (path,) = tmp_path.glob("*_timing.json")
+    receipt = load_receipt(path)
+    assert receipt["phases"] == {"timing": section} and receipt["prompt"]["token_count"] == 5
+    assert "tokens_per_second" not in receipt and "benchmark" not in receipt["phases"]
+    verified = runner.invoke(app, ["verify-receipt", "--path", str(path), "--json"])
+    assert verified.exit_code == 0, verified.output
+    statuses = {g["name"]: g["status"] for g in json.loads(verified.stdout)["gates"]}
+    assert statuses["kernel_expectations"] == "pass"  # 1 prefill + 4 steps, counted
+    report = runner.invoke(app, ["report", str(path)], env={"COLUMNS": "160"})
+    assert report.exit_code == 0 and "Timing: decode step stages over 4 steps" in report.stdout
+    assert "step 4" in report.stdout
 
 
 def test_prompt_ids_are_cycled_to_the_requested_length() -> None:
@@ -118,19 +137,43 @@ def test_bad_flags_exit_2_with_one_line() -> None:
 
 
 @pytest.mark.slow
-def test_scripts_write_into_receipts(tmp_path: Path) -> None:
-    """The shell wrappers work from a checkout: they run the installed command and write under receipts/."""
+def test_scripts_resolve_paths_from_the_callers_folder(tmp_path: Path) -> None:
+    """The shell wrappers run from any folder: a relative --model and RECEIPTS_DIR are the caller's."""
     repo = Path(__file__).resolve().parents[1]
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    env = {**os.environ, "PATH": path, "RECEIPTS_DIR": str(tmp_path)}
-    script = repo / "scripts" / "perf_phase2_timing.sh"
-    done = subprocess.run(
-        ["bash", str(script), "--preset", "tiny", "--steps", "2", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    synth = runner.invoke(
+        app, ["model", "synth", "--preset", "tiny", "--out", str(tmp_path / "m" / "t.gguf")]
     )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["steps"]
-    assert len(list((tmp_path / "phases").glob("*_timing.json"))) == 1
+    assert synth.exit_code == 0, synth.output
+    out = tmp_path / "out"
+    env = {**os.environ, "PATH": path, "RECEIPTS_DIR": "out"}
+    bench = ["--tokens", "3", "--prompt-tokens", "3", "--repetitions", "1", "--no-probe", "--no-timing"]
+    for script, extra, kind in (
+        ("perf_phase1_quant_probe.sh", [], "probe"),
+        ("perf_phase2_timing.sh", ["--steps", "2"], "timing"),
+        ("measure_perf_json.sh", bench, "benchmark"),
+    ):
+        before = set(out.glob("*.json")) if out.is_dir() else set()
+        done = subprocess.run(
+            [
+                "bash",
+                str(repo / "scripts" / script),
+                "--model",
+                "m/t.gguf",
+                "--threads",
+                "1",
+                "--json",
+                *extra,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (script, done.stderr)
+        assert json.loads(done.stdout)
+        (written,) = set(out.glob("*.json")) - before
+        receipt = load_receipt(written)
+        assert receipt_kind(receipt) == kind and verify(receipt).ok
+        assert receipt["model"]["path"] == "m/t.gguf"  # as the caller gave it

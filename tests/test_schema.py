@@ -24,12 +24,14 @@ SEED_CORE = (
 
 
 def _object_schemas(node: object, path: str = "$"):
-    """Every sub-schema that declares properties (an object shape), with its location."""
+    """Every sub-schema that declares properties (an object shape), with its location; the conditions of
+    `if` keywords are predicates on a receipt, not shapes, and are left out."""
     if isinstance(node, dict):
         if "properties" in node:
             yield path, node
         for key, value in node.items():
-            yield from _object_schemas(value, f"{path}/{key}")
+            if key != "if":
+                yield from _object_schemas(value, f"{path}/{key}")
     elif isinstance(node, list):
         for i, value in enumerate(node):
             yield from _object_schemas(value, f"{path}/{i}")
@@ -49,8 +51,34 @@ def test_every_object_rejects_unknown_keys():
 
 
 def test_seed_core_fields_are_required():
-    required = set(load_schema()["required"])
-    assert set(SEED_CORE) <= required
+    """Always, or (the benchmark's fields) whenever the receipt has a benchmark phase."""
+    schema = load_schema()
+    required = set(schema["required"])
+    (with_benchmark,) = [
+        c for c in schema["allOf"] if c["if"]["properties"]["phases"]["required"] == ["benchmark"]
+    ]
+    assert set(SEED_CORE) <= required | set(with_benchmark["then"]["required"])
+    for field in set(SEED_CORE) - required:
+        receipt = make_receipt()
+        del receipt[field]
+        assert schema_errors(receipt) == [("$", f"'{field}' is a required property")]
+
+
+def test_a_receipt_without_a_benchmark_phase_needs_no_benchmark_fields():
+    receipt = make_receipt()
+    timing = receipt["phases"]["timing"]
+    receipt["phases"] = {"timing": timing}
+    for field in (
+        "deterministic",
+        "tokens_requested",
+        "tokens_generated",
+        "tokens_per_second",
+        "output_digest",
+    ):
+        del receipt[field]
+    assert schema_errors(receipt) == []
+    del receipt["prompt"]  # a timing phase prefilled a prompt: it stays required
+    assert schema_errors(receipt) == [("$", "'prompt' is a required property")]
 
 
 def test_factory_receipt_is_valid():

@@ -84,7 +84,7 @@ REFUSED = [
     ({"ab_kernel": "i2s,tl2", "ab_threads": "1,2"}, "not both"),
     ({"ab_kernel": "i2s,i2s"}, "two different configurations"),
     ({"ab_threads": "1,x"}, "two integers"),
-    ({"compare_to": "nothing-like-this"}, "matches no receipt"),
+    ({"compare_to": "nothing-like-this"}, "matches no benchmark receipt"),
     ({"ab_kernel": "i2s,tl2", "threshold": 1.5}, "--threshold"),
     ({"repetitions": 0}, "--repetitions"),
     ({"warmup": -1}, "--warmup"),

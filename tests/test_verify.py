@@ -10,10 +10,11 @@ from typer.testing import CliRunner
 
 from harness.commands import report, verify_receipt
 from harness.receipts.checks import Evidence, ModelFacts, ReplayRun
+from harness.receipts.digest import finalize
 from harness.receipts.files import utc_timestamp
 from harness.receipts.verify import GATES, verify
 from tests.forgery.forger import forge
-from tests.receipt_factory import MODEL, make_receipt, mutated
+from tests.receipt_factory import MODEL, make_phase_receipt, make_receipt, mutated
 
 
 def gates(result) -> list[str]:
@@ -199,6 +200,59 @@ def test_throughput_within_one_percent_passes():
 def test_throughput_needs_raw_samples():
     result = verify(mutated(lambda r: r["phases"].pop("benchmark")))
     assert "throughput" in gates(result)
+
+
+@pytest.mark.parametrize("phase", ["probe", "timing"])
+def test_a_phase_receipt_verifies_and_says_what_does_not_apply(phase):
+    result = verify(make_phase_receipt(phase))
+    assert result.ok, result.lines()
+    not_applicable = {g.name for g in result.not_checked if g.reason.startswith("not applicable")}
+    assert {"throughput", "tokens", "determinism", "replay", "bandwidth_floor"} <= not_applicable
+    assert not_applicable <= result.unrequested  # what cannot apply leaves the verdict whole
+    assert {"schema", "kernel_expectations", "kernel_variants", "ternary_kernel"} <= set(result.passed)
+    assert result.verdict().startswith("VALID (self-consistent")
+
+
+def _phase_edit(phase, edit):
+    receipt = make_phase_receipt(phase)
+    edit(receipt)
+    return finalize(receipt)
+
+
+def _count(kid, counter, delta):
+    return lambda r: r["kernel_counts"][kid].__setitem__(counter, r["kernel_counts"][kid][counter] + delta)
+
+
+@pytest.mark.parametrize(
+    ("phase", "edit"),
+    [
+        ("probe", _count("tl1_gemv", "calls", 1)),  # one call more than the candidate's samples
+        ("probe", _count("i2s_gemv", "elements", -64)),
+        ("probe", lambda r: r["phases"]["probe"]["candidates"][0]["seconds"].pop()),
+        ("timing", _count("i2s_gemv", "calls", -7)),  # one decode step fewer than the steps recorded
+        ("timing", _count("i2s_gemm", "rows", 1)),  # the prefill counted over another prompt length
+    ],
+)
+def test_a_phase_receipts_counters_are_held_against_its_own_work(phase, edit):
+    failed = set(gates(verify(_phase_edit(phase, edit))))
+    # a dropped probe sample also contradicts the probe's own summary of it
+    assert "kernel_expectations" in failed and failed <= {"kernel_expectations", "probe"}
+
+
+def test_a_probe_receipt_cannot_count_a_kernel_it_did_not_probe():
+    def add_gemm(r):
+        r["kernel_counts"]["i2s_gemm"] = {"calls": 1, "rows": 64, "elements": 4096}
+        r["kernels"] = sorted(r["kernel_counts"])
+        r["kernel_choice"]["variants"]["i2s_gemm"] = "portable"
+
+    assert "kernel_expectations" in gates(verify(_phase_edit("probe", add_gemm)))
+
+
+def test_benchmark_figures_without_a_benchmark_phase_or_no_phase_at_all_fail():
+    claims = _phase_edit("timing", lambda r: r.__setitem__("tokens_per_second", 99.0))
+    assert "throughput" in gates(verify(claims))
+    empty = _phase_edit("timing", lambda r: r.__setitem__("phases", {}))
+    assert "throughput" in gates(verify(empty))
 
 
 def test_future_timestamp_and_layer_times_longer_than_forward():
@@ -451,6 +505,32 @@ def test_cli_report_renders_valid_and_invalid_receipts(run, tmp_path):
     result = run("report", _save(tmp_path, broken, "b.json"))
     assert result.exit_code == 0
     assert "INVALID" in result.output and "[red]cuda_x" in result.output
+
+
+def test_cli_report_of_a_timing_receipt_prints_its_tables(run, tmp_path):
+    result = run("report", _save(tmp_path, make_phase_receipt("timing")))
+    assert result.exit_code == 0, result.output
+    for text in (
+        "timing receipt",
+        "VALID",
+        "Timing: decode step stages",
+        "per-layer time",
+        "step 2",
+        "forward",
+    ):
+        assert text in result.output
+    assert "Benchmark" not in result.output and "decode tokens/s" not in result.output
+    probe = run("report", _save(tmp_path, make_phase_receipt("probe"), "p.json"))
+    assert probe.exit_code == 0 and "probe receipt" in probe.output
+    assert "Probe: weight tensors" in probe.output and "tl1_gemv" in probe.output
+
+
+def test_cli_verify_a_phase_receipt_lists_what_was_not_checked(run, tmp_path):
+    result = run("verify-receipt", "--path", _save(tmp_path, make_phase_receipt("probe")))
+    assert result.exit_code == 0, result.output
+    assert "VALID (self-consistent" in result.output
+    for gate in ("throughput", "tokens", "determinism"):
+        assert f"NOT CHECKED {gate} [self-consistent]: not applicable: a probe receipt" in result.output
 
 
 def test_every_schema_error_is_reported_up_to_a_cap():

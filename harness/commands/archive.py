@@ -44,7 +44,7 @@ def archive_prune(
     archive_dir: ArchiveOpt = archive.DEFAULT_ARCHIVE,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
 ) -> None:
-    """Delete the oldest archived receipts beyond the newest N; baseline/ and phases/ are never touched."""
+    """Delete the oldest archived receipts beyond the newest N; subfolders (baseline/) are never touched."""
     doomed = archive.prune_plan(archive_dir, keep) if dry_run else archive.prune(archive_dir, keep)
     verb = "would delete" if dry_run else "deleted"
     for path in doomed:

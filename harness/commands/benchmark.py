@@ -6,9 +6,15 @@ receipt, 1 written but failing verification, 2 bad input. `--vs-llama-cpp` also 
 `--compare-to SELECTOR` then compares the new receipt against an archived one, and `--ab-kernel A,B` /
 `--ab-threads A,B` measures two configurations interleaved in one process and compares B against A; both
 exit with `compare`'s codes (0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive).
+
+Sweeps: `--model`, `--format`, `--kernel`, `--threads`, `--prompt-tokens` and `--tokens` take comma lists (or
+the option repeated); every combination runs in this process, each writing its own receipt, and a summary
+table (one row per receipt) follows, in the terminal or as `--output-format md|csv|json|jsonl`, on stdout or
+written atomically to `--output FILE`. Exit 0 when every receipt verifies, else 1.
 """
 
 import json
+from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,39 +22,120 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from engine.atomic import atomic_write
+from engine.constants import WEIGHT_FORMATS
+from engine.model import KERNEL_MODES
 from harness.commands.console import ConsoleProgress
 from harness.commands.options import (
-    DEFAULT_FORMAT,
-    DEFAULT_KERNEL,
     DEFAULT_PRESET,
     ArchChoice,
-    FormatOpt,
     JsonOpt,
-    KernelOpt,
     MaxMemoryOpt,
-    ModelOpt,
     ModelSeedOpt,
     PresetOpt,
     PromptOpt,
-    PromptTokensOpt,
     ReceiptsDirOpt,
     SeedOpt,
     StrictOpt,
     TemperatureOpt,
-    ThreadsOpt,
     ThresholdOpt,
     TimeoutOpt,
     TopKOpt,
     TopPOpt,
+    one_of,
+    positive_int,
+    sweep_axis,
+    sweep_option,
 )
 from harness.commands.render import render_comparison
+from harness.comparison.runs import compact_frame
 from harness.comparison.stats import THRESHOLD
-from harness.comparison.tables import OutputFormat
+from harness.comparison.tables import OutputFormat, TableFormat, frame_text, records
+from harness.errors import HarnessError
 from harness.reporting.receipt import render
+from harness.reporting.tables import rich_table
 from harness.runtime.limits import resource_limits
 from harness.session.benchmark import BenchmarkOutcome, run_benchmark_session
-from harness.session.request import BenchmarkRequest
+from harness.session.request import SWEEP_AXES, BenchmarkRequest
 
+# Sweep axes; the short names are llama-bench's.
+COUNT = "an integer >= 1"
+ModelsOpt = Annotated[
+    list[Any] | None,
+    sweep_option(
+        "--model",
+        "-m",
+        item=Path,
+        what="a file name",
+        metavar="FILE[,FILE...]",
+        help="GGUF model file (default: the synthetic --preset model)",
+    ),
+]
+FormatsOpt = Annotated[
+    list[Any] | None,
+    sweep_option(
+        "--format",
+        item=one_of(WEIGHT_FORMATS),
+        what=f"one of {', '.join(WEIGHT_FORMATS)}",
+        metavar="FMT[,FMT...]",
+        help=f"Weight format of the preset model: {'|'.join(WEIGHT_FORMATS)} (default: i2s)",
+    ),
+]
+KernelsOpt = Annotated[
+    list[Any] | None,
+    sweep_option(
+        "--kernel",
+        item=one_of(KERNEL_MODES),
+        what=f"one of {', '.join(KERNEL_MODES)}",
+        metavar="K[,K...]",
+        help=f"Ternary kernel family, {'|'.join(KERNEL_MODES)}; auto times each on this CPU (default: auto)",
+    ),
+]
+ThreadsListOpt = Annotated[
+    list[Any] | None,
+    sweep_option(
+        "--threads",
+        "-t",
+        item=positive_int,
+        what=COUNT,
+        metavar="N[,N...]",
+        help="numba threads (default: all cores)",
+    ),
+]
+PromptTokensListOpt = Annotated[
+    list[Any] | None,
+    sweep_option(
+        "--prompt-tokens",
+        "-p",
+        item=positive_int,
+        what=COUNT,
+        metavar="N[,N...]",
+        help="Cycle or cut the prompt to exactly this many tokens (default: 32)",
+    ),
+]
+TokensOpt = Annotated[
+    list[Any] | None,
+    sweep_option(
+        "--tokens",
+        "-n",
+        item=positive_int,
+        what=COUNT,
+        metavar="N[,N...]",
+        help="Tokens to generate per repetition (default: 128)",
+    ),
+]
+OutputFormatOpt = Annotated[
+    TableFormat | None,
+    typer.Option(
+        "--output-format",
+        help="The summary table (a row per receipt) as md, csv, json or jsonl: on stdout instead of the "
+        "report, or into --output (default: from its suffix).",
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", dir_okay=False, help="Write the summary table to this file (atomically)."),
+]
 ArchOrDefaultOpt = Annotated[
     ArchChoice | None,
     typer.Option(
@@ -93,22 +180,22 @@ def register(app: typer.Typer) -> None:
 
 
 def benchmark(
-    model: ModelOpt = None,
+    model: ModelsOpt = None,
     preset: PresetOpt = DEFAULT_PRESET,
-    fmt: FormatOpt = DEFAULT_FORMAT,
+    fmt: FormatsOpt = None,
     arch: ArchOrDefaultOpt = None,
     model_seed: ModelSeedOpt = 0,
-    tokens: Annotated[int, typer.Option("--tokens", min=1, help="Tokens to generate per repetition.")] = 128,
+    tokens: TokensOpt = None,
     prompt: PromptOpt = None,
-    prompt_tokens: PromptTokensOpt = 32,
+    prompt_tokens: PromptTokensListOpt = None,
     repetitions: Annotated[int, typer.Option("--repetitions", min=1, help="Measured repetitions.")] = 3,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Unmeasured repetitions first.")] = 1,
     temperature: TemperatureOpt = 0.0,
     top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = 0,
-    threads: ThreadsOpt = None,
-    kernel: KernelOpt = DEFAULT_KERNEL,
+    threads: ThreadsListOpt = None,
+    kernel: KernelsOpt = None,
     probe_phase: Annotated[bool, typer.Option("--probe/--no-probe", help="Run phase 1 first.")] = True,
     timing_phase: Annotated[bool, typer.Option("--timing/--no-timing", help="Run phase 2 first.")] = True,
     timing_steps: Annotated[int, typer.Option("--timing-steps", min=1, help="Decode steps in phase 2.")] = 3,
@@ -131,29 +218,79 @@ def benchmark(
             "in-toto statement beside it, <receipt>.intoto.jsonl.",
         ),
     ] = None,
+    output_format: OutputFormatOpt = None,
+    output: OutputOpt = None,
     max_memory: MaxMemoryOpt = None,
     timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 3, the full benchmark: prefill and decode speed, time to first token, latency distribution.
 
     Load and JIT time are measured apart from the timed repetitions. The receipt is written atomically under
-    --receipts-dir, verified, and reported.
+    --receipts-dir, verified, and reported. Comma lists sweep: one receipt per combination, then a summary.
     """
-    options = dict(locals())  # every parameter but the three below is a BenchmarkRequest field of that name
-    for name in ("as_json", "max_memory", "timeout"):
-        del options[name]
-    options["threshold"] = threshold / 100.0
-    request = BenchmarkRequest(**{k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
+    request = _request(dict(locals()))
+    table = _table_format(output_format, output, as_json)
     with resource_limits(max_memory, timeout):
         outcome = run_benchmark_session(request, ConsoleProgress())
+        if output is not None and table is not None:
+            _write_summary(outcome, table, output)
         if as_json:
             typer.echo(json.dumps(_json(outcome), indent=2))
+        elif table is not None and output is None:
+            typer.echo(frame_text(outcome.summary(), table.value, _title(outcome)), nl=False)
         else:
             _show(outcome)
     raise typer.Exit(outcome.exit_code)
 
 
+_NOT_REQUEST_FIELDS = ("as_json", "max_memory", "timeout", "output_format", "output")
+_AXIS_DEFAULTS = {f.name: f.default for f in fields(BenchmarkRequest) if f.name in SWEEP_AXES}
+
+
+def _request(options: dict[str, Any]) -> BenchmarkRequest:
+    """The command's parameters as a request (every one but the output options is a field of that name)."""
+    given = {
+        k: v.value if isinstance(v, Enum) else v for k, v in options.items() if k not in _NOT_REQUEST_FIELDS
+    }
+    given |= {axis: sweep_axis(given[axis], default) for axis, default in _AXIS_DEFAULTS.items()}
+    given["threshold"] = given["threshold"] / 100.0
+    return BenchmarkRequest(**given)
+
+
+_SUFFIXES = {f".{f.value}": f for f in TableFormat}
+
+
+def _table_format(chosen: TableFormat | None, output: Path | None, as_json: bool) -> TableFormat | None:
+    """The summary table's format, checked before any work: --output-format, else --output's suffix."""
+    if chosen is not None and output is None and as_json:
+        raise HarnessError(
+            "--json and --output-format both print to stdout; write the table with --output FILE"
+        )
+    if chosen is None and output is not None:
+        chosen = _SUFFIXES.get(output.suffix.lower())
+        if chosen is None:
+            raise HarnessError(
+                f"--output {output}: give --output-format md|csv|json|jsonl (or a file ending in one of them)"
+            )
+    return chosen
+
+
+def _title(outcome: BenchmarkOutcome) -> str:
+    n = len(outcome.receipts)
+    return f"bitnet-harness benchmark: {n} receipt{'s' if n != 1 else ''}"
+
+
+def _write_summary(outcome: BenchmarkOutcome, table: TableFormat, output: Path) -> None:
+    """The summary table written atomically: a reader sees the previous file or the whole new one."""
+    with atomic_write(output) as fh:
+        fh.write(frame_text(outcome.summary(), table.value, _title(outcome)).encode("utf-8"))
+    typer.echo(f"summary: {output}", err=True)
+
+
 def _json(outcome: BenchmarkOutcome) -> dict[str, Any]:
+    if len(outcome.receipts) > 1 and not outcome.ab:  # a sweep: the receipts are in their files
+        runs = [{"path": str(w.path), "verification": w.verification.to_dict()} for w in outcome.receipts]
+        return {"receipts": runs, "summary": records(outcome.summary())}
     if outcome.ab:
         sides = [
             {
@@ -180,10 +317,12 @@ def _json(outcome: BenchmarkOutcome) -> dict[str, Any]:
 
 
 def _show(outcome: BenchmarkOutcome) -> None:
-    if outcome.ab:
+    if len(outcome.receipts) > 1:
         for w in outcome.receipts:
             state = "verified" if w.verification.ok else "FAILED verification"
-            typer.echo(f"receipt {w.side.name if w.side else ''}: {w.path} ({state})")
+            typer.echo(f"receipt{' ' + w.side.name if w.side else ''}: {w.path} ({state})")
+        if not outcome.ab:
+            Console().print(rich_table(compact_frame(outcome.summary()), _title(outcome)))
     else:
         (one,) = outcome.receipts
         render(one.receipt, Console(), one.verification)

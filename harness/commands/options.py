@@ -1,8 +1,9 @@
 """Command-line options shared by several commands, defined once."""
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -51,8 +52,9 @@ TopKOpt = Annotated[int, typer.Option("--top-k", min=0, help="Keep the k likelie
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus probability mass, in (0, 1].")]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Sampling seed.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-PhaseRecordDirOpt = Annotated[
-    Path | None, typer.Option("--receipts-dir", help="Also write a timestamped JSON record here.")
+PhaseReceiptsDirOpt = Annotated[
+    Path | None,
+    typer.Option("--receipts-dir", help="Also write the phase's receipt here (verified like a benchmark's)."),
 ]
 ReceiptsDirOpt = Annotated[Path, typer.Option("--receipts-dir", help="Folder receipts are written into.")]
 MaxMemoryOpt = Annotated[
@@ -72,6 +74,59 @@ OutputFormatOpt = Annotated[
 ThresholdOpt = Annotated[
     float, typer.Option("--threshold", min=0.0, help="Smallest change in percent that counts (default 5).")
 ]
+
+
+T = TypeVar("T")
+
+
+def comma_list(item: Callable[[str], T], what: str) -> Callable[[str], tuple[T, ...]]:
+    """The parser of a sweep option's value `A,B,C`, each item through `item` (ValueError: not `what`)."""
+
+    def parse(text: str) -> tuple[T, ...]:
+        out = []
+        for part in text.split(","):
+            try:
+                out.append(item(part.strip()))
+            except ValueError:
+                raise typer.BadParameter(f"{part.strip()!r} in {text!r} is not {what}") from None
+        return tuple(out)
+
+    return parse
+
+
+def sweep_option(*names: str, item: Callable[[str], Any], what: str, metavar: str, help: str) -> Any:
+    """A `benchmark` option that takes a comma list (or repeats) of `item`s: a sweep axis."""
+    return typer.Option(
+        *names,
+        parser=comma_list(item, what),
+        metavar=metavar,
+        help=f"{help}; a comma list (or the option repeated) sweeps.",
+    )
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return check
+
+
+def sweep_axis(values: list[Any] | None, default: Any) -> Any:
+    """A sweep option's values (every occurrence, each a tuple), flattened: the default when not given, the
+    value itself when there is one, else the tuple a sweep runs over."""
+    if not values:
+        return default
+    flat = tuple(v for group in values for v in group)
+    return flat[0] if len(flat) == 1 else flat
 
 
 def strict_flag(strict_loader: bool) -> bool | None:

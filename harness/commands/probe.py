@@ -1,11 +1,7 @@
 """`probe`: phase 1, the quant probe. What each weight tensor is and which kernel runs it; how every kernel
 family does on each shape (agreement with numpy float64, speed)."""
 
-from typing import Any
-
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from harness.commands.options import (
     DEFAULT_ARCH,
@@ -19,15 +15,14 @@ from harness.commands.options import (
     MaxMemoryOpt,
     ModelOpt,
     ModelSeedOpt,
-    PhaseRecordDirOpt,
+    PhaseReceiptsDirOpt,
     PresetOpt,
     StrictOpt,
     ThreadsOpt,
     TimeoutOpt,
-    strict_flag,
 )
-from harness.commands.single_phase import phase_model
-from harness.phases.probe import run_probe
+from harness.commands.single_phase import finish, phase_request, run_phase
+from harness.reporting.receipt import probe_tables
 
 
 def register(app: typer.Typer) -> None:
@@ -45,37 +40,11 @@ def probe(
     kernel: KernelOpt = DEFAULT_KERNEL,
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
-    receipts_dir: PhaseRecordDirOpt = None,
+    receipts_dir: PhaseReceiptsDirOpt = None,
     max_memory: MaxMemoryOpt = None,
     timeout: TimeoutOpt = None,
 ) -> None:
     """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed."""
-    args = (model, preset.value, fmt.value, arch.value, model_seed, kernel.value, threads)
-    with phase_model(*args, strict_flag(strict_loader), (max_memory, timeout)) as run:
-        with run.progress.tasks() as board:
-            task = board.add_task("probing kernels", total=None)
-            section = run_probe(
-                run.loaded.model, lambda what: board.update(task, description=f"probing {what}")
-            )
-        if not run.finish("probe", section, receipts_dir, as_json):
-            for table in _probe_tables(section):
-                Console().print(table)
-
-
-def _probe_tables(section: dict[str, Any]) -> list[Table]:
-    tensors = Table(title="Phase 1: weight tensors")
-    for col in ("tensor", "type", "flavor", "shape", "bytes", "kernel"):
-        tensors.add_column(col)
-    for row in section["tensors"]:
-        shape = "x".join(str(d) for d in row["shape"])
-        tensors.add_row(
-            row["name"], row["format"], row["flavor"], shape, f"{row['bytes']:,}", row["kernel"] or "-"
-        )
-    candidates = Table(title="Phase 1: kernel candidates (agreement with numpy float64, speed at the median)")
-    for col in ("shape", "kernel", "max abs error", "GB/s", "GMAC/s"):
-        candidates.add_column(col, justify="right")
-    for row in section["candidates"]:
-        shape = "x".join(str(d) for d in row["shape"])
-        err_ = f"{row['max_abs_error']:.3g}"
-        candidates.add_row(shape, row["kernel"], err_, f"{row['gbps']:.2f}", f"{row['gmacs']:.2f}")
-    return [tensors, candidates]
+    request = phase_request("probe", dict(locals()))
+    outcome = run_phase(request, (max_memory, timeout))
+    finish(outcome, as_json, probe_tables(outcome.section))

@@ -9,21 +9,17 @@ from rich.console import Console
 from rich.text import Text
 
 from harness.comparison.compare import Comparison
-from harness.comparison.tables import OutputFormat, dumps, markdown, records
+from harness.comparison.tables import OutputFormat, dumps, frame_text, markdown
 from harness.reporting.comparison import comparison_frame, header
 from harness.reporting.tables import rich_table
 
 
 def emit_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str) -> None:
     """A table as JSON records, CSV, markdown (with a bold title) or a rich table."""
-    if fmt is OutputFormat.json:
-        typer.echo(dumps(records(frame)))
-    elif fmt is OutputFormat.csv:
-        typer.echo(frame.to_csv(index=False), nl=False)
-    elif fmt is OutputFormat.md:
-        typer.echo(f"**{title}**\n\n{markdown(frame)}")
-    else:
+    if fmt is OutputFormat.rich:
         Console().print(rich_table(frame, title))
+    else:
+        typer.echo(frame_text(frame, fmt.value, title), nl=False)
 
 
 def render_comparison(comp: Comparison, fmt: OutputFormat, console: Console | None = None) -> None:

@@ -1,53 +1,43 @@
-"""What `probe` and `timing` share: the model prepared under the resource limits, and the phase's record and
-JSON written when asked for."""
+"""What `probe` and `timing` share: the phase run under the resource limits, then its tables or JSON and the
+receipt written with --receipts-dir (exit 1 when that receipt fails verification, as `benchmark`)."""
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from enum import Enum
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from harness.commands.console import ConsoleProgress
-from harness.phases.load import LoadedModel
-from harness.phases.workload import ModelSource
 from harness.runtime.limits import resource_limits
-from harness.session.model import model_source, ready_model, save_phase_record
+from harness.session.phase import PhaseOutcome, PhaseRequest, run_phase_session
 
 
-@dataclass(frozen=True)
-class PhaseModel:
-    source: ModelSource
-    loaded: LoadedModel
-    progress: ConsoleProgress
-
-    def finish(self, phase: str, section: dict[str, Any], receipts_dir: Path | None, as_json: bool) -> bool:
-        """Write the phase's record under `receipts_dir` and print JSON when asked; True when JSON was
-        printed (nothing more to show)."""
-        if receipts_dir is not None:
-            record = save_phase_record(receipts_dir, phase, self.loaded.model, self.source, section)
-            self.progress.note(f"record: {record}")
-        if as_json:
-            typer.echo(json.dumps(section, indent=2))
-        return as_json
+def phase_request(phase: str, options: dict[str, Any]) -> PhaseRequest:
+    """A command's parameters as the request: every one but --json and the limits is a field of that name."""
+    given = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
+    return PhaseRequest(
+        phase, **{k: v for k, v in given.items() if k not in ("as_json", "max_memory", "timeout")}
+    )
 
 
-@contextmanager
-def phase_model(
-    model: Path | None,
-    preset: str,
-    fmt: str,
-    arch: str,
-    seed: int,
-    kernel: str,
-    threads: int | None,
-    strict: bool | None,
-    limits: tuple[int | None, float | None],
-) -> Iterator[PhaseModel]:
-    """The model a single phase runs on, loaded with its kernels ready; the body runs under the limits."""
-    progress = ConsoleProgress()
+def run_phase(request: PhaseRequest, limits: tuple[int | None, float | None]) -> PhaseOutcome:
+    """The phase with its model, under --max-memory and --timeout."""
     with resource_limits(*limits):
-        source = model_source(model, preset, fmt, arch, seed, progress)
-        yield PhaseModel(source, ready_model(source, kernel, threads, strict, progress), progress)
+        return run_phase_session(request, ConsoleProgress())
+
+
+def finish(outcome: PhaseOutcome, as_json: bool, tables: list[Table]) -> None:
+    """The section as JSON (stdout stays pure JSON) or as tables, then the receipt's path and verdict."""
+    if as_json:
+        typer.echo(json.dumps(outcome.section, indent=2))
+    else:
+        for table in tables:
+            Console().print(table)
+    if outcome.path is not None and outcome.verification is not None:
+        for failure in outcome.verification.failures:
+            typer.echo(failure.line(), err=as_json)
+        state = "verified" if outcome.verification.ok else "FAILED verification"
+        typer.echo(f"receipt: {outcome.path} ({state})", err=as_json)
+    raise typer.Exit(outcome.exit_code)

@@ -1,7 +1,10 @@
-"""The receipt archive: a folder whose top-level *.json files are receipts (phases/ and baseline/ are not).
+"""The receipt archive: a folder whose top-level *.json files are receipts; its subfolders (baseline/)
+are not part of it.
 
 Selectors name one archived receipt: a file path, `latest`, `latest~N`, a commit prefix (newest receipt of
 that commit) or a UTC date YYYY-MM-DD (newest receipt of that day). Order is by the receipt's own timestamp.
+The archive also holds phase receipts (`probe`, `timing`); they are listed with their kind, but only a path
+names one: the other selectors pick benchmark receipts, the ones `compare` and `history` judge.
 """
 
 import os
@@ -16,8 +19,10 @@ import pandas as pd
 
 from engine.atomic import atomic_write
 from harness.comparison.metrics import BY_KEY, value
+from harness.comparison.runs import verdict
 from harness.errors import HarnessError
 from harness.receipts.files import load_checked, load_receipt, parse_timestamp, receipt_filename
+from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.signing import is_envelope_path
 from harness.receipts.verify import verify
 
@@ -65,6 +70,11 @@ def usable(folder: Path) -> list[Entry]:
     return [e for e in scan(folder) if e.receipt is not None]
 
 
+def benchmarks(folder: Path) -> list[Entry]:
+    """The archive's benchmark receipts that parse, oldest first (what the selectors choose from)."""
+    return [e for e in usable(folder) if e.receipt is not None and receipt_kind(e.receipt) == BENCHMARK]
+
+
 def resolve(selector: str, folder: Path = DEFAULT_ARCHIVE) -> Path:
     """The receipt file a selector names (HarnessError with the reason when none or several do)."""
     as_path = Path(selector)
@@ -72,21 +82,23 @@ def resolve(selector: str, folder: Path = DEFAULT_ARCHIVE) -> Path:
         return as_path
     if match := _LATEST.fullmatch(selector):
         back = int(match.group(1) or 0)
-        entries = usable(folder)
+        entries = benchmarks(folder)
         if back >= len(entries):
-            raise HarnessError(f"{selector}: the archive {folder} holds only {len(entries)} receipts")
+            raise HarnessError(
+                f"{selector}: the archive {folder} holds only {len(entries)} benchmark receipts"
+            )
         return entries[-1 - back].path
     if _DATE.fullmatch(selector):
         try:
             day = datetime.strptime(selector, "%Y-%m-%d").date()
         except ValueError:
             raise HarnessError(f"{selector} is not a valid date (YYYY-MM-DD)") from None
-        on_day = [e for e in usable(folder) if e.moment is not None and e.moment.date() == day]
+        on_day = [e for e in benchmarks(folder) if e.moment is not None and e.moment.date() == day]
         if not on_day:
-            raise HarnessError(f"no receipt in {folder} was written on {selector} (UTC)")
+            raise HarnessError(f"no benchmark receipt in {folder} was written on {selector} (UTC)")
         return on_day[-1].path
     if _COMMIT.fullmatch(selector.lower()):
-        hits = [e for e in usable(folder) if (e.commit or "").startswith(selector.lower())]
+        hits = [e for e in benchmarks(folder) if (e.commit or "").startswith(selector.lower())]
         commits = {e.commit for e in hits}
         if len(commits) > 1:
             shown = ", ".join(sorted(c[:12] for c in commits if c))
@@ -94,16 +106,13 @@ def resolve(selector: str, folder: Path = DEFAULT_ARCHIVE) -> Path:
         if hits:
             return hits[-1].path
     raise HarnessError(
-        f"{selector!r} is not a file and matches no receipt in {folder} "
+        f"{selector!r} is not a file and matches no benchmark receipt in {folder} "
         "(selectors: a path, latest, latest~N, a commit prefix, YYYY-MM-DD)"
     )
 
 
 def verdict_text(receipt: Mapping[str, Any]) -> str:
-    result = verify(receipt)
-    if result.ok:
-        return "verified (speed unreliable)" if result.speed_unreliable else "verified"
-    return "FAILED: " + ", ".join(g.name for g in result.failures)
+    return verdict(verify(receipt))
 
 
 def verified(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
@@ -128,6 +137,7 @@ def table(entries: list[Entry]) -> pd.DataFrame:
                 {
                     "date": None,
                     "commit": None,
+                    "kind": None,
                     "model": None,
                     "threads": None,
                     "decode tok/s": None,
@@ -142,6 +152,7 @@ def table(entries: list[Entry]) -> pd.DataFrame:
             {
                 "date": e.moment.strftime("%Y-%m-%d %H:%M") if e.moment else None,
                 "commit": (e.commit or "-")[:8],
+                "kind": receipt_kind(r),
                 "model": model.get("preset") or Path(str(model.get("path", "?"))).stem,
                 "threads": r.get("threads"),
                 "decode tok/s": _metric_or_none(r, "decode_tok_s"),
@@ -150,7 +161,17 @@ def table(entries: list[Entry]) -> pd.DataFrame:
                 "file": e.path.name,
             }
         )
-    columns = ["date", "commit", "model", "threads", "decode tok/s", "prefill tok/s", "verification", "file"]
+    columns = [
+        "date",
+        "commit",
+        "kind",
+        "model",
+        "threads",
+        "decode tok/s",
+        "prefill tok/s",
+        "verification",
+        "file",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -195,7 +216,7 @@ def prune_plan(folder: Path, keep: int) -> list[Path]:
 
 def prune(folder: Path, keep: int) -> list[Path]:
     """Delete the planned files one unlink each; the plan is fixed before the first deletion, so a receipt
-    written meanwhile is never touched, and subfolders (baseline/, phases/) are never looked into."""
+    written meanwhile is never touched, and subfolders (baseline/ and any other) are never looked into."""
     doomed = prune_plan(folder, keep)
     for path in doomed:
         try:

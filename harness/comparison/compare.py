@@ -23,6 +23,7 @@ from harness.comparison.stats import (
 )
 from harness.comparison.tables import records
 from harness.errors import HarnessError
+from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.verify import VerificationResult, verify
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -116,7 +117,12 @@ def comparability(
         a, b = _get(base, *path), _get(new, *path)
         if a != b or a is _MISSING:
             out.append(Reason(key, f"{'.'.join(path)} differs: BASE {_show(a)}, NEW {_show(b)}"))
-    if "workload" not in skip:
+    phase_receipts = [
+        (side, kind) for side, r in (("BASE", base), ("NEW", new)) if (kind := receipt_kind(r)) != BENCHMARK
+    ]
+    for side, kind in phase_receipts:
+        out.append(Reason("workload", f"{side} is a {kind} receipt; compare judges benchmark receipts"))
+    if "workload" not in skip and not phase_receipts:
         wa, wb = _workload(base), _workload(new)
         diff = [k for k in wa if wa[k] != wb[k] or wa[k] is _MISSING]
         if diff:

@@ -1,5 +1,5 @@
-"""Tables of receipts and comparisons as text: the output formats (rich, markdown, csv, json), cells, markdown
-and JSON records. The rich table itself is in harness.reporting.tables."""
+"""Tables of receipts and comparisons as text: the output formats (rich, markdown, csv, json; jsonl for a
+benchmark's summary), cells, markdown and JSON records. harness.reporting.tables draws the rich table."""
 
 import json
 import math
@@ -14,6 +14,15 @@ class OutputFormat(str, Enum):
     md = "md"
     csv = "csv"
     json = "json"
+
+
+class TableFormat(str, Enum):
+    """The text formats of a benchmark's summary table, llama-bench's set (`-o md|csv|json|jsonl`)."""
+
+    md = "md"
+    csv = "csv"
+    json = "json"
+    jsonl = "jsonl"
 
 
 def cell(value: Any) -> str:
@@ -46,3 +55,16 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, allow_nan=False, default=str)
+
+
+def frame_text(frame: pd.DataFrame, fmt: str, title: str) -> str:
+    """A table as text: markdown (with a bold title), CSV, a JSON array of records or JSON lines."""
+    if fmt == "json":
+        return dumps(records(frame)) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(row, allow_nan=False, default=str) + "\n" for row in records(frame))
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "md":
+        return f"**{title}**\n\n{markdown(frame)}\n"
+    raise ValueError(f"no text format {fmt!r}")

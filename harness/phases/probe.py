@@ -1,7 +1,9 @@
 """Phase 1, the quant probe: what each weight tensor is, and how every kernel family does on each shape.
 
 Agreement is measured against a numpy float64 matvec of the dequantized weights on the same int8 activations,
-so the numbers say whether a kernel computes the format correctly, not only how fast it is.
+so the numbers say whether a kernel computes the format correctly, not only how fast it is. The probe's own
+kernel calls are counted in a trace of their own, never in the model's: each candidate runs once for its
+error, then once per timed sample (a probe receipt's kernel counters, held against that rule by the verifier).
 """
 
 import statistics
@@ -48,14 +50,17 @@ def _reference_matvec(
     return weights @ q.astype(np.float64) / np.float64(s)
 
 
-def candidate_rows(model: Model, progress: ProgressFn | None = None) -> list[dict[str, Any]]:
-    """Each kernel family on one tensor of each distinct (flavor, shape): error against numpy, and speed."""
+def candidate_rows(
+    model: Model, progress: ProgressFn | None = None, trace: Trace | None = None
+) -> list[dict[str, Any]]:
+    """Each kernel family on one tensor of each distinct (flavor, shape): error against numpy, and speed;
+    the calls are counted in `trace` (a scratch one when None)."""
     seen: dict[tuple[str, int, int], str] = {}
     for name in model.kernel_choices:
         check = next(c for c in model.file.checks if c.name == name)
         rows_, cols_ = (int(d) for d in check.shape)
         seen.setdefault((check.flavor, rows_, cols_), name)
-    scratch = Trace().counts  # probe calls stay out of the model's trace
+    scratch = (trace or Trace()).counts  # probe calls stay out of the model's trace
     rng = np.random.default_rng(0)
     out_rows: list[dict[str, Any]] = []
     for (flavor, rows, cols), name in seen.items():
@@ -85,6 +90,7 @@ def candidate_rows(model: Model, progress: ProgressFn | None = None) -> list[dic
                 {
                     "shape": [rows, cols],
                     "kernel": matrix.gemv_id,
+                    "variant": matrix.variant,
                     "max_abs_error": error,
                     "gbps": matrix.nbytes_read / median / 1e9,
                     "gmacs": rows * cols / median / 1e9,
@@ -94,6 +100,11 @@ def candidate_rows(model: Model, progress: ProgressFn | None = None) -> list[dic
     return out_rows
 
 
-def run_probe(model: Model, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """The receipt's `phases.probe` section."""
-    return {"tensors": tensor_rows(model), "candidates": candidate_rows(model, progress)}
+def run_probe(model: Model, progress: ProgressFn | None = None, trace: Trace | None = None) -> dict[str, Any]:
+    """The receipt's `phases.probe` section; the probe's kernel calls are counted in `trace` when given."""
+    return {"tensors": tensor_rows(model), "candidates": candidate_rows(model, progress, trace)}
+
+
+def probe_variants(section: dict[str, Any]) -> dict[str, str]:
+    """Kernel id -> the instruction-set path the probe's candidates of that kernel ran on."""
+    return {row["kernel"]: row["variant"] for row in section["candidates"]}

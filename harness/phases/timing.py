@@ -12,11 +12,13 @@ STAGES = ("embed", "forward", "logits", "sample")
 
 
 def run_timing(model: Model, prompt: list[int], steps: int, params: SamplingParams) -> dict[str, Any]:
-    """The receipt's `phases.timing` section: raw per-step stage seconds and their percentiles."""
+    """The receipt's `phases.timing` section: raw per-step stage seconds and their percentiles. Afterwards
+    the model's trace counts exactly this phase's work: one prefill of the prompt and `steps` decode steps."""
     if steps < 1:
         raise HarnessError(f"--steps must be >= 1 (got {steps})")
     sampler = Sampler(model.config.vocab_size, params)
     model.reset()
+    model.trace.reset()
     logits = model.prefill(prompt)
     token = sampler(logits)
     rows: list[dict[str, Any]] = []

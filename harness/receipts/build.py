@@ -1,4 +1,8 @@
-"""Assembles a complete receipt from what a benchmark run measured; every value comes from that run."""
+"""Assembles a complete receipt from what a run measured; every value comes from that run.
+
+A benchmark receipt (`build_receipt`) and a phase receipt of `probe` or `timing` (`build_phase_receipt`) share
+the run's facts: kernels and their counters, model, host, threads, kernel choice, load and JIT time.
+"""
 
 from collections import Counter
 from typing import Any
@@ -13,6 +17,8 @@ from harness.machine.host import environment_facts, harness_facts, host_facts, p
 from harness.receipts.digest import FileDigest, finalize, token_digest
 from harness.receipts.files import utc_timestamp
 from harness.version import harness_version
+
+Counts = dict[str, dict[str, int]]
 
 
 def preset_facts(mf: ModelFile) -> tuple[str | None, int | None]:
@@ -74,17 +80,78 @@ def bandwidth_section(read_gbps: float, model: Model, tokens_per_second: float) 
     }
 
 
-def phase_record(phase: str, model_section: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
-    """A phase's own JSON record (`probe` or `timing` with --receipts-dir): its receipt section with the
-    model's identity and the host."""
+def _run_facts(
+    *,
+    started_at: str,
+    model: Model,
+    model_section: dict[str, Any],
+    phases: dict[str, Any],
+    counts: Counts,
+    variants: dict[str, str],
+    strict: bool,
+    jit_seconds: float,
+) -> dict[str, Any]:
+    """What every receipt records: the counted kernels, the model and host, threads, kernel choice, times."""
     return {
         "schema_version": "1.0.0",
-        "phase": phase,
-        "timestamp": utc_timestamp(),
+        "started_at": started_at,
+        "compute_path": "real",
+        "backend": "cpu",
+        "kernels": sorted(counts),
+        "kernel_counts": counts,
+        "environment": environment_facts(strict),
         "model": model_section,
+        "phases": phases,
+        "threads": numba.get_num_threads(),
+        "kernel_choice": kernel_choice_section(model.kernel_selection, variants, set(counts)),
+        "harness": harness_facts(harness_version()),
         "host": host_facts(),
-        phase: section,
+        "jit_seconds": jit_seconds,
+        "load_seconds": model.load_seconds,
+        "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def _workload(prompt_text: str | None, prompt: list[int], params: SamplingParams) -> dict[str, Any]:
+    """The prompt a run prefilled and the sampling of the tokens it generated."""
+    return {
+        "prompt": {"text": prompt_text, "token_count": len(prompt), "token_ids_sha256": token_digest(prompt)},
+        "sampling": {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p},
+        "seed": params.seed,
+    }
+
+
+def build_phase_receipt(
+    *,
+    started_at: str,
+    model: Model,
+    model_section: dict[str, Any],
+    phase: str,
+    section: dict[str, Any],
+    counts: Counts,
+    variants: dict[str, str],
+    strict: bool,
+    jit_seconds: float,
+    prompt_text: str | None = None,
+    prompt: list[int] | None = None,
+    params: SamplingParams | None = None,
+) -> dict[str, Any]:
+    """A finalized receipt of one phase run on its own (`probe` or `timing`): `counts` are that phase's kernel
+    calls and `variants` the instruction-set path of each; the prompt and sampling when the phase had them."""
+    receipt = _run_facts(
+        started_at=started_at,
+        model=model,
+        model_section=model_section,
+        phases={phase: section},
+        counts=counts,
+        variants=variants,
+        strict=strict,
+        jit_seconds=jit_seconds,
+    )
+    if prompt is not None:
+        receipt |= _workload(prompt_text, prompt, params or SamplingParams())
+    receipt["timestamp"] = utc_timestamp()
+    return finalize(receipt)
 
 
 def build_receipt(
@@ -105,34 +172,25 @@ def build_receipt(
 ) -> dict[str, Any]:
     """A finalized receipt (content digest set) for one benchmark run of `model`; `peer` is the section of
     another engine benchmarked interleaved on the same file (harness.peers.vs_llama_cpp)."""
-    counts = model.trace.snapshot()
     bench = phases["benchmark"]
     tps = bench["summary"]["tokens_per_second"]
-    receipt: dict[str, Any] = {
-        "schema_version": "1.0.0",
-        "started_at": started_at,
-        "compute_path": "real",
-        "backend": "cpu",
+    receipt = _run_facts(
+        started_at=started_at,
+        model=model,
+        model_section=model_section,
+        phases=phases,
+        counts=model.trace.snapshot(),
+        variants=model.kernel_variants(),
+        strict=strict,
+        jit_seconds=jit_seconds,
+    )
+    receipt |= _workload(prompt_text, prompt, params)
+    receipt |= {
         "deterministic": True,
         "tokens_requested": tokens_requested,
         "tokens_generated": len(output_tokens),
         "tokens_per_second": tps,
-        "kernels": sorted(counts),
-        "kernel_counts": counts,
-        "environment": environment_facts(strict),
-        "model": model_section,
-        "phases": phases,
-        "prompt": {"text": prompt_text, "token_count": len(prompt), "token_ids_sha256": token_digest(prompt)},
-        "sampling": {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p},
-        "seed": params.seed,
-        "threads": numba.get_num_threads(),
-        "kernel_choice": kernel_choice_section(model.kernel_selection, model.kernel_variants(), set(counts)),
         "output_digest": {"sha256": token_digest(output_tokens), "count": len(output_tokens)},
-        "harness": harness_facts(harness_version()),
-        "host": host_facts(),
-        "jit_seconds": jit_seconds,
-        "load_seconds": model.load_seconds,
-        "peak_rss_bytes": peak_rss_bytes(),
     }
     if read_gbps is not None:
         receipt["bandwidth"] = bandwidth_section(read_gbps, model, tps)

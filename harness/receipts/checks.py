@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.receipts.kind import receipt_kind
+
 SELF_CONSISTENT, EVIDENCE, ATTESTED = "self-consistent", "evidence", "attested"
 LEVELS = (SELF_CONSISTENT, EVIDENCE, ATTESTED)
 PASS, FAIL, WARN, NOT_CHECKED = "pass", "fail", "warn", "not_checked"
@@ -172,3 +174,14 @@ class Check:
     @staticmethod
     def skip(reason: str, requested: bool = True) -> None:
         raise NotChecked(reason, requested)
+
+    def benchmark(self) -> Mapping[str, Any]:
+        """The benchmark phase. A phase receipt (probe or timing alone) has none and claims nothing a
+        benchmark would: the gate is not applicable there, which leaves its verdict whole; elsewhere a gap."""
+        bench = self.receipt["phases"].get("benchmark")
+        if bench is None:
+            kind = receipt_kind(self.receipt)
+            if kind == "none":
+                self.skip("no benchmark phase")
+            self.skip(f"not applicable: a {kind} receipt has no benchmark phase", requested=False)
+        return bench

@@ -109,13 +109,37 @@ def matrix_shapes(model: Mapping[str, Any]) -> list[tuple[int, int]]:
 
 
 def workload_from_receipt(receipt: Mapping[str, Any]) -> Workload:
-    """Each measured benchmark repetition is one prefill of the prompt plus one forward per decode step."""
-    reps = receipt["phases"]["benchmark"]["repetitions"]
+    """Each measured benchmark repetition is one prefill of the prompt plus one forward per decode step; a
+    timing receipt (no benchmark phase) counts one prefill of the prompt and one forward per timed step."""
+    phases = receipt["phases"]
+    prompt_tokens = int(receipt["prompt"]["token_count"])
+    if "benchmark" not in phases:
+        return Workload(1, prompt_tokens, len(phases["timing"]["steps"]))
+    reps = phases["benchmark"]["repetitions"]
     return Workload(
         prefill_forwards=len(reps),
-        prefill_tokens=len(reps) * int(receipt["prompt"]["token_count"]),
+        prefill_tokens=len(reps) * prompt_tokens,
         decode_steps=sum(len(rep["decode_seconds"]) for rep in reps),
     )
+
+
+def probe_expectations(probe: Mapping[str, Any], kernel_ids: list[str]) -> list[Expectation]:
+    """A probe receipt's ternary counters: the probe runs each candidate once for its error, then once per
+    timed sample, on its shape; no other ternary kernel runs (activation quantization is not checked)."""
+    totals: dict[str, list[int]] = {}
+    for cand in probe["candidates"]:
+        rows, cols = (int(d) for d in cand["shape"])
+        calls = 1 + len(cand["seconds"])
+        total = totals.setdefault(str(cand["kernel"]), [0, 0, 0])
+        total[0] += calls
+        total[1] += calls * rows
+        total[2] += calls * rows * cols
+    out = [
+        Expectation(f"probe {k}", (k,), calls=_exact(c), rows=_exact(r), elements=_exact(e))
+        for k, (c, r, e) in sorted(totals.items())
+    ]
+    others = tuple(k for k in kernel_ids if is_ternary(k) and k not in totals)
+    return [*out, Expectation("ternary kernels that are no probe candidate", others, calls=_exact(0))]
 
 
 def _exact(n: int) -> tuple[int, int]:

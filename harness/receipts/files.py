@@ -17,6 +17,7 @@ from typing import Any
 from engine.atomic import TargetExistsError, atomic_write
 from harness.errors import HarnessError
 from harness.receipts.digest import DIGEST_FIELD, content_digest
+from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.schema import SCHEMA_VERSION, schema_errors
 
 MAX_RECEIPT_BYTES = 16 * 1024 * 1024  # real receipts are tens of kB; the cap bounds memory (~3x)
@@ -34,12 +35,16 @@ def utc_timestamp(moment: datetime | None = None) -> str:
 
 
 def receipt_filename(receipt: Mapping[str, Any]) -> str:
-    """`<UTC timestamp>_<model>_<backend>_<short commit>.json` from the receipt's own fields."""
+    """`<UTC timestamp>_<model>_<backend>_<short commit>.json` from the receipt's own fields; a phase
+    receipt's name ends in its kind (`..._probe.json`, `..._timing.json`)."""
     moment = parse_timestamp(str(receipt["timestamp"]))
     model = receipt["model"]
     model_name = model.get("preset") or Path(str(model["path"])).stem
     commit = (receipt["harness"].get("git_commit") or "nogit")[:10]
     parts = [moment.strftime("%Y%m%dT%H%M%S.%fZ"), model_name, str(receipt["backend"]), commit]
+    kind = receipt_kind(receipt)
+    if kind != BENCHMARK:
+        parts.append(kind)
     return "_".join(_NAME_UNSAFE.sub("-", p).strip("-") or "x" for p in parts) + ".json"
 
 
@@ -92,15 +97,6 @@ def write_receipt(receipt: Mapping[str, Any], folder: str | Path, *, schema_chec
             continue
         return target
     raise HarnessError(f"{folder}: {_MAX_NAME_ATTEMPTS} receipts already use the name {name}")
-
-
-def write_phase_record(folder: str | Path, record: Mapping[str, Any], label: str) -> Path:
-    """Write a phase record atomically as `phases/<timestamp>_<label>_<phase>.json` under `folder`."""
-    name = re.sub(r"[^0-9A-Za-z]", "", str(record["timestamp"])) + f"_{label}_{record['phase']}.json"
-    target = Path(folder) / "phases" / name
-    with atomic_write(target, exclusive=True) as fh:
-        fh.write(json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
-    return target
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:

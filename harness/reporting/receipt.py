@@ -9,6 +9,7 @@ from rich.text import Text
 
 from harness.receipts.expectations import is_ternary
 from harness.receipts.gates.kernels import is_fallback, is_gpu
+from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.verify import VerificationResult
 
 _NOTABLE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "fma", "f16c", "neon", "asimd")
@@ -103,55 +104,107 @@ def _percentile_row(name: str, pct: object) -> list[str]:
     return [name, _seconds(_get(pct, "p50")), _seconds(_get(pct, "p90")), _seconds(_get(pct, "p99"))]
 
 
-def _phase_tables(receipt: Mapping[str, Any]) -> list[Table]:
+def _shape(value: object) -> str:
+    return "x".join(str(d) for d in value) if isinstance(value, list) else "-"
+
+
+def probe_tables(section: object, with_tensors: bool = True) -> list[Table]:
+    """Phase 1: each weight tensor's format and kernel (`with_tensors`), each kernel family's agreement with
+    numpy float64 and its speed per shape."""
     tables = []
-    candidates = _get(receipt, "phases", "probe", "candidates")
+    tensors = _get(section, "tensors")
+    if with_tensors and isinstance(tensors, list):
+        table = Table(title="Probe: weight tensors", title_justify="left")
+        for col in ("tensor", "type", "flavor", "shape", "bytes", "kernel"):
+            table.add_column(col)
+        for row in tensors:
+            _add_row(
+                table,
+                *(_text(_get(row, k)) for k in ("name", "format", "flavor")),
+                _shape(_get(row, "shape")),
+                _num(_get(row, "bytes"), ","),
+                _text(_get(row, "kernel")),
+            )
+        tables.append(table)
+    candidates = _get(section, "candidates")
     if isinstance(candidates, list):
-        table = Table(title="Probe: kernel candidates per shape", title_justify="left")
-        for col in ("shape", "kernel", "max abs error", "GB/s", "GMAC/s", "samples"):
+        table = Table(title="Probe: kernel candidates per shape (speed at the median)", title_justify="left")
+        for col in ("shape", "kernel", "variant", "max abs error", "GB/s", "GMAC/s", "samples"):
             table.add_column(col)
         for cand in candidates:
             samples = _get(cand, "seconds")
             _add_row(
                 table,
-                _text(_get(cand, "shape")),
+                _shape(_get(cand, "shape")),
                 _text(_get(cand, "kernel")),
+                _text(_get(cand, "variant")),
                 _num(_get(cand, "max_abs_error"), ".3g"),
                 _num(_get(cand, "gbps"), ".2f"),
                 _num(_get(cand, "gmacs"), ".2f"),
                 str(len(samples)) if isinstance(samples, list) else "-",
             )
         tables.append(table)
-    timing = _get(receipt, "phases", "timing", "percentiles")
-    if isinstance(timing, Mapping):
-        table = Table(title="Timing: decode step stages", title_justify="left")
+    return tables
+
+
+def timing_tables(section: object) -> list[Table]:
+    """Phase 2: the decode step's stage percentiles, and every layer's time in each step."""
+    tables = []
+    pct = _get(section, "percentiles")
+    steps = _get(section, "steps")
+    if isinstance(pct, Mapping):
+        count = len(steps) if isinstance(steps, list) else "-"
+        table = Table(title=f"Timing: decode step stages over {count} steps", title_justify="left")
         for col in ("stage", "p50", "p90", "p99"):
             table.add_column(col)
         for stage in ("embed", "forward", "logits", "sample", "total"):
-            _add_row(table, *_percentile_row(stage, timing.get(stage)))
+            _add_row(table, *_percentile_row(stage, pct.get(stage)))
         tables.append(table)
+    layers = [_get(step, "layers") for step in steps] if isinstance(steps, list) else []
+    if layers and all(isinstance(row, list) for row in layers):
+        table = Table(title="Timing: per-layer time of each step", title_justify="left")
+        table.add_column("layer", justify="right")
+        for i in range(len(layers)):
+            table.add_column(f"step {i + 1}", justify="right")
+        for layer in range(max(len(row) for row in layers)):
+            cells = [_seconds(row[layer]) if layer < len(row) else "-" for row in layers]
+            _add_row(table, str(layer), *cells)
+        tables.append(table)
+    return tables
+
+
+def _benchmark_table(bench: Mapping[str, Any]) -> Table:
+    reps = bench.get("repetitions")
+    table = Table(
+        title=Text(
+            f"Benchmark: {len(reps) if isinstance(reps, list) else '-'} repetitions, "
+            f"{_text(bench.get('warmup_repetitions'))} warm-up"
+        ),
+        title_justify="left",
+    )
+    for col in ("measure", "p50", "p90", "p99"):
+        table.add_column(col)
+    for name in ("prefill_seconds", "ttft_seconds", "decode_latency_seconds"):
+        _add_row(table, *_percentile_row(name, _get(bench, "summary", name)))
+    return table
+
+
+def _phase_tables(receipt: Mapping[str, Any]) -> list[Table]:
+    """Each phase the receipt holds; the tensor table only in a probe receipt (it is long on real models)."""
+    kind = receipt_kind(receipt)
+    tables = probe_tables(_get(receipt, "phases", "probe"), with_tensors=kind != BENCHMARK)
+    tables += timing_tables(_get(receipt, "phases", "timing"))
     bench = _get(receipt, "phases", "benchmark")
     if isinstance(bench, Mapping):
-        reps = bench.get("repetitions")
-        table = Table(
-            title=Text(
-                f"Benchmark: {len(reps) if isinstance(reps, list) else '-'} repetitions, "
-                f"{_text(bench.get('warmup_repetitions'))} warm-up"
-            ),
-            title_justify="left",
-        )
-        for col in ("measure", "p50", "p90", "p99"):
-            table.add_column(col)
-        for name in ("prefill_seconds", "ttft_seconds", "decode_latency_seconds"):
-            _add_row(table, *_percentile_row(name, _get(bench, "summary", name)))
-        tables.append(table)
+        tables.append(_benchmark_table(bench))
     return tables
 
 
 def render(receipt: Mapping[str, Any], console: Console, result: VerificationResult | None = None) -> None:
     """Print the whole report; `result` adds the verification verdict and its failures."""
     title = (
-        f"receipt {_text(_get(receipt, 'schema_version'))}  {_text(_get(receipt, 'timestamp'))}  "
+        f"{receipt_kind(receipt)} receipt {_text(_get(receipt, 'schema_version'))}  "
+        f"{_text(_get(receipt, 'timestamp'))}  "
         f"compute={_text(_get(receipt, 'compute_path'))}  backend={_text(_get(receipt, 'backend'))}"
     )
     console.rule(Text(title))
@@ -205,43 +258,7 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
             ],
         )
     )
-    harness = _get(receipt, "harness")
-    dirty = _get(harness, "git_dirty")
-    console.print(
-        _kv_table(
-            "Run",
-            [
-                (
-                    "tokens requested / generated",
-                    " / ".join(_text(_get(receipt, k)) for k in ("tokens_requested", "tokens_generated")),
-                ),
-                ("decode tokens/s", _num(_get(receipt, "tokens_per_second"), ".2f")),
-                ("prompt tokens", _text(_get(receipt, "prompt", "token_count"))),
-                ("sampling", _text(_get(receipt, "sampling"))),
-                ("seed / threads", f"{_text(_get(receipt, 'seed'))} / {_text(_get(receipt, 'threads'))}"),
-                ("deterministic", _text(_get(receipt, "deterministic"))),
-                ("kernel choice", _text(_get(receipt, "kernel_choice", "requested"))),
-                ("kernel variants", _text(_get(receipt, "kernel_choice", "variants"))),
-                (
-                    "load / jit",
-                    f"{_seconds(_get(receipt, 'load_seconds'))} / {_seconds(_get(receipt, 'jit_seconds'))}",
-                ),
-                ("peak RSS", _bytes(_get(receipt, "peak_rss_bytes"))),
-                (
-                    "bandwidth (GB/s, floor tok/s, ratio)",
-                    ", ".join(
-                        _num(_get(receipt, "bandwidth", k), ".3g")
-                        for k in ("read_gbps", "decode_floor_tok_s", "ratio_to_floor")
-                    ),
-                ),
-                (
-                    "harness",
-                    f"{_text(_get(harness, 'version'))} {_text(_get(harness, 'git_commit'))}"
-                    f"{' (dirty)' if dirty is True else ''}",
-                ),
-            ],
-        )
-    )
+    console.print(_kv_table("Run", _run_rows(receipt)))
     console.print(_kernels_table(receipt))
     for table in _phase_tables(receipt):
         console.print(table)
@@ -282,6 +299,49 @@ def _parity_rows(parity: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         )
     return [("reference", _text(_get(parity, "reference"))), *rows]
+
+
+def _run_rows(receipt: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The run's facts; a phase receipt leaves out the benchmark's rows (and the prompt's if it had none)."""
+    harness = _get(receipt, "harness")
+    dirty = _get(harness, "git_dirty")
+    rows = [
+        (
+            "tokens_generated",
+            "tokens requested / generated",
+            " / ".join(_text(_get(receipt, k)) for k in ("tokens_requested", "tokens_generated")),
+        ),
+        ("tokens_per_second", "decode tokens/s", _num(_get(receipt, "tokens_per_second"), ".2f")),
+        ("prompt", "prompt tokens", _text(_get(receipt, "prompt", "token_count"))),
+        ("sampling", "sampling", _text(_get(receipt, "sampling"))),
+        ("seed", "seed", _text(_get(receipt, "seed"))),
+        ("threads", "threads", _text(_get(receipt, "threads"))),
+        ("deterministic", "deterministic", _text(_get(receipt, "deterministic"))),
+        ("kernel_choice", "kernel choice", _text(_get(receipt, "kernel_choice", "requested"))),
+        ("kernel_choice", "kernel variants", _text(_get(receipt, "kernel_choice", "variants"))),
+        (
+            "load_seconds",
+            "load / jit",
+            f"{_seconds(_get(receipt, 'load_seconds'))} / {_seconds(_get(receipt, 'jit_seconds'))}",
+        ),
+        ("peak_rss_bytes", "peak RSS", _bytes(_get(receipt, "peak_rss_bytes"))),
+        (
+            "bandwidth",
+            "bandwidth (GB/s, floor tok/s, ratio)",
+            ", ".join(
+                _num(_get(receipt, "bandwidth", k), ".3g")
+                for k in ("read_gbps", "decode_floor_tok_s", "ratio_to_floor")
+            ),
+        ),
+        (
+            "harness",
+            "harness",
+            f"{_text(_get(harness, 'version'))} {_text(_get(harness, 'git_commit'))}"
+            f"{' (dirty)' if dirty is True else ''}",
+        ),
+    ]
+    phase_receipt = receipt_kind(receipt) not in (BENCHMARK, "none")
+    return [(label, value) for key, label, value in rows if not phase_receipt or key in receipt]
 
 
 def _peer_table(receipt: Mapping[str, Any], peer: Mapping[str, Any]) -> Table:

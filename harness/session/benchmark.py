@@ -1,10 +1,17 @@
 """One benchmark run from a validated request to its outcome: receipts written, verified, signed, compared.
 
-Modes: a plain run (probe, timing, benchmark phases, one receipt); `vs_llama_cpp` (llama.cpp's rounds
-interleaved with the engine's, its figures in the receipt's `peer`); an A/B run (two configurations
-interleaved, a receipt each, B compared against A); `compare_to` (the new receipt compared against an archived
-one); `sign_key` (a signed in-toto attestation beside the receipt). Nothing here prints: progress goes to
-the caller's `Progress`, and the outcome says what to show and which exit code the run earns.
+Modes: a plain run (probe, timing, benchmark phases, one receipt); a sweep (a plain run per combination of
+the request's lists, each with its own receipt); `vs_llama_cpp` (llama.cpp's rounds interleaved with the
+engine's, its figures in the receipt's `peer`); an A/B run (two configurations interleaved, a receipt each, B
+compared against A); `compare_to` (the new receipt compared against an archived one); `sign_key` (a signed
+in-toto attestation beside the receipt). Nothing here prints: progress goes to the caller's `Progress`, and
+the outcome says what to show and which exit code the run earns.
+
+A sweep runs its combinations one after the other, each complete (warm-up, then its measured repetitions),
+in the order of `BenchmarkRequest.combinations()`. A loaded model serves the following combinations while
+that is exact: the same file, kernel mode and strictness (and, for `--kernel auto`, whose choice is timed on
+the thread count, the same threads); the thread count is set before each run. The model file is hashed once.
+The bandwidth reading after one combination is the reading before the next.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numba
+import pandas as pd
 
 from engine.model import Model, set_threads
 from engine.strict import resolve_strict
 from harness.comparison.compare import Comparison, compare
+from harness.comparison.runs import run_row, runs_frame, verdict
 from harness.machine.bandwidth import measure_read_bandwidth
 from harness.peers.llama_cpp import reference_file
 from harness.peers.vs_llama_cpp import LlamaCppRunner, peer_section
@@ -67,34 +76,104 @@ class BenchmarkOutcome:
             return self.comparison.exit_code
         return 0 if all(r.verification.ok for r in self.receipts) else 1
 
+    def summary(self) -> pd.DataFrame:
+        """The summary table: one row per receipt written, in run order (harness.comparison.runs)."""
+        return runs_frame([run_row(w.receipt, w.path, verdict(w.verification)) for w in self.receipts])
+
 
 def run_benchmark_session(request: BenchmarkRequest, progress: Progress = SILENT) -> BenchmarkOutcome:
-    """Validate the request, then run it; every refusal comes before the first model byte is written."""
-    plan = request.validate()
+    """Validate the request (every combination of a sweep), then run it; every refusal comes before the first
+    model byte is written."""
+    plans = request.plans()
     started_at = utc_timestamp()
-    source = model_source(request.model, request.preset, request.fmt, plan.arch, request.model_seed, progress)
-    if request.vs_llama_cpp:
-        source = _llama_cpp_file(source, progress)
-    set_threads(request.threads)
+    models = _Models(progress)
+    first = plans[0]
+    source = models.source(first)
+    _activate_threads(first.request.threads)
     read_gbps = None
     if request.bandwidth:
         with progress.status("measuring read bandwidth"):
             read_gbps = measure_read_bandwidth()
-    if plan.pair is not None:
-        return _ab_run(plan, source, started_at, read_gbps, progress)
-    return _single_run(plan, source, started_at, read_gbps, progress)
+    if first.pair is not None:  # an A/B run is never a sweep
+        return _ab_run(first, source, models, started_at, read_gbps, progress)
+    written: list[WrittenReceipt] = []
+    comparison = None
+    for i, plan in enumerate(plans):
+        if len(plans) > 1:
+            progress.note(f"sweep run {i + 1} of {len(plans)}: {_describe(plan.request)}")
+        if i > 0:
+            started_at, source = utc_timestamp(), models.source(plan)
+            _activate_threads(plan.request.threads)
+        one, comparison, read_gbps = _single_run(plan, source, models, started_at, read_gbps, progress)
+        written.append(one)
+    return BenchmarkOutcome(tuple(written), comparison)
+
+
+def _activate_threads(threads: int | None) -> None:
+    """This run's thread count (None: all of numba's), whatever an earlier run of a sweep set."""
+    set_threads(threads if threads is not None else numba.config.NUMBA_NUM_THREADS)
+
+
+def _describe(r: BenchmarkRequest) -> str:
+    model = str(r.model) if r.model is not None else f"{r.preset} {r.fmt}"
+    threads = r.threads or numba.config.NUMBA_NUM_THREADS
+    prompt = f"{r.prompt_tokens} prompt tokens" if r.prompt_tokens is not None else "the whole prompt"
+    return f"{model}, --kernel {r.kernel}, {threads} threads, {prompt}, {r.tokens} tokens"
+
+
+class _Models:
+    """The model files and loaded models of a session: each file written (presets) and hashed once, and the
+    loaded model kept while the next run can share it exactly (see the module docstring)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self._sources: dict[tuple[Any, ...], ModelSource] = {}
+        self._identity: dict[Path, tuple[FileDigest, dict[str, Any]]] = {}
+        self._loaded: tuple[tuple[Any, ...], LoadedModel] | None = None
+        self.load_started_at = utc_timestamp()  # when the loaded model began loading
+
+    def source(self, plan: BenchmarkPlan) -> ModelSource:
+        """The run's model file: the user's, or the preset written once (llama.cpp's copy with the peer)."""
+        r = plan.request
+        key = (r.model, r.preset, r.fmt, plan.arch, r.model_seed, r.vs_llama_cpp)
+        if key not in self._sources:
+            source = model_source(r.model, r.preset, r.fmt, plan.arch, r.model_seed, self.progress)
+            self._sources[key] = _llama_cpp_file(source, self.progress) if r.vs_llama_cpp else source
+        return self._sources[key]
+
+    def loaded(
+        self, source: ModelSource, kernel: str, threads: int | None, strict: bool | None
+    ) -> LoadedModel:
+        """The model loaded with its kernels ready: the previous run's when it is the same, else a new one."""
+        key = (source.path, kernel, strict, threads if kernel == "auto" else None)
+        if self._loaded is not None and self._loaded[0] == key:
+            self.progress.note("the model and its kernels stay loaded from the previous run")
+            return self._loaded[1]
+        self._loaded = None  # released before the next one is loaded
+        self.load_started_at = utc_timestamp()
+        loaded = ready_model(source, kernel, threads, strict, self.progress)
+        self._loaded = (key, loaded)
+        return loaded
+
+    def identity(self, source: ModelSource, model: Model) -> tuple[FileDigest, dict[str, Any]]:
+        """The file's digest (hashed once per session) and the receipt's `model` section."""
+        if source.path not in self._identity:
+            digest = file_digest(source.path)
+            self._identity[source.path] = (digest, model_section(model.file, str(source.path), digest))
+        return self._identity[source.path]
 
 
 class _Run:
     """What both kinds of run share: the workload, the model's identity hashed once, receipts written once."""
 
-    def __init__(self, plan: BenchmarkPlan, source: ModelSource, started_at: str, first: Model) -> None:
+    def __init__(
+        self, plan: BenchmarkPlan, source: ModelSource, started_at: str, first: Model, models: _Models
+    ) -> None:
         r = plan.request
         self.plan, self.source, self.started_at = plan, source, started_at
         self.prompt_text = r.prompt or DEFAULT_PROMPT
         self.ids = prompt_ids(first.tokenizer, self.prompt_text, r.prompt_tokens)
-        self.digest: FileDigest = file_digest(source.path)
-        self.facts = model_section(first.file, str(source.path), self.digest)
+        self.digest, self.facts = models.identity(source, first)
 
     def write(
         self,
@@ -135,18 +214,27 @@ def _strict(request: BenchmarkRequest) -> bool | None:
 
 
 def _single_run(
-    plan: BenchmarkPlan, source: ModelSource, started_at: str, read_gbps: float | None, progress: Progress
-) -> BenchmarkOutcome:
+    plan: BenchmarkPlan,
+    source: ModelSource,
+    models: _Models,
+    started_at: str,
+    read_gbps: float | None,
+    progress: Progress,
+) -> tuple[WrittenReceipt, Comparison | None, float | None]:
+    """One run's receipt, its comparison with --compare-to, and the bandwidth reading taken after it."""
     r = plan.request
-    loaded = ready_model(source, r.kernel, r.threads, _strict(r), progress)
-    run = _Run(plan, source, started_at, loaded.model)
+    loaded = models.loaded(source, r.kernel, r.threads, _strict(r))
+    # a receipt reports its model's load and JIT time, so it starts no later than that load (sweeps share one)
+    started_at = min(started_at, models.load_started_at)
+    run = _Run(plan, source, started_at, loaded.model, models)
     runner = None
     if r.vs_llama_cpp:
         with progress.status(f"loading {source.path} into llama.cpp"):
             threads = r.threads or numba.config.NUMBA_NUM_THREADS
             runner = LlamaCppRunner(source.path, len(run.ids) + r.tokens + 1, threads)
     phases, output, peer = _phases(plan, loaded.model, run.ids, runner, run.digest.sha256, progress)
-    written = run.write(loaded, phases, output, _bandwidth_again(read_gbps, progress), peer)
+    after = _bandwidth_after(read_gbps, progress)
+    written = run.write(loaded, phases, output, _floor_reading(read_gbps, after), peer)
     comparison = None
     if plan.base is not None:
         comparison = compare(
@@ -157,7 +245,7 @@ def _single_run(
             threshold=r.threshold,
             verified=(None, written.verification),
         )
-    return BenchmarkOutcome((written,), comparison)
+    return written, comparison, after
 
 
 def _phases(
@@ -210,7 +298,12 @@ def _phases(
 
 
 def _ab_run(
-    plan: BenchmarkPlan, source: ModelSource, started_at: str, read_gbps: float | None, progress: Progress
+    plan: BenchmarkPlan,
+    source: ModelSource,
+    models: _Models,
+    started_at: str,
+    read_gbps: float | None,
+    progress: Progress,
 ) -> BenchmarkOutcome:
     """Load each side once, run the interleaved rounds, write and verify a receipt each, compare B with A."""
     r = plan.request
@@ -219,7 +312,7 @@ def _ab_run(
     for side in plan.pair:
         progress.note(f"side {side.describe()}")
         loaded.append(ready_model(source, side.kernel, side.threads, _strict(r), progress))
-    run = _Run(plan, source, started_at, loaded[0].model)
+    run = _Run(plan, source, started_at, loaded[0].model, models)
     progress.note("A/B: phases 1 and 2 are not run; rounds alternate A B, each side on its own loaded model")
     with progress.tasks() as board:
         task = board.add_task("A/B rounds", total=2 * (r.warmup + r.repetitions))
@@ -232,7 +325,7 @@ def _ab_run(
             r.warmup,
             lambda done, _t: board.update(task, completed=done),
         )
-    read_gbps = _bandwidth_again(read_gbps, progress)
+    read_gbps = _floor_reading(read_gbps, _bandwidth_after(read_gbps, progress))
     written = []
     for side, one, (section, output) in zip(plan.pair, loaded, results, strict=True):
         side.activate()  # the receipt records the thread count this side ran with
@@ -251,13 +344,20 @@ def _ab_run(
     return BenchmarkOutcome(tuple(written), comparison)
 
 
-def _bandwidth_again(before: float | None, progress: Progress) -> float | None:
-    """The higher of the readings before and after the run: one probe can land on a neighbour's burst of
-    memory traffic (seen here: 15.9 GB/s once, 28.4-28.8 otherwise); the floor is what the machine can do."""
+def _bandwidth_after(before: float | None, progress: Progress) -> float | None:
+    """The read bandwidth measured after a run (when it was measured before it)."""
     if before is None:
         return None
     with progress.status("measuring read bandwidth again"):
-        return max(before, measure_read_bandwidth())
+        return measure_read_bandwidth()
+
+
+def _floor_reading(before: float | None, after: float | None) -> float | None:
+    """The higher of the readings before and after the run: one probe can land on a neighbour's burst of
+    memory traffic (seen here: 15.9 GB/s once, 28.4-28.8 otherwise); the floor is what the machine can do."""
+    if before is None or after is None:
+        return None
+    return max(before, after)
 
 
 def _llama_cpp_file(source: ModelSource, progress: Progress) -> ModelSource:

@@ -27,6 +27,7 @@ from harness.receipts.build import model_section
 from harness.receipts.checks import Evidence, ModelFacts, ReplayRun
 from harness.receipts.digest import file_digest, token_digest
 from harness.receipts.gates.evidence import BOUND_FACTS
+from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.schema import schema_errors
 
 REMEASURE_REPETITIONS = 5
@@ -121,6 +122,8 @@ def gather(
     strict: bool | None = None,
 ) -> Evidence:
     """The model's facts (for --model, --replay or --rebuild-preset) and the replay (for --replay)."""
+    if replay and receipt_kind(receipt) not in (BENCHMARK, "none"):
+        replay = False  # a probe or timing receipt records no generation; its replay gate says so
     path = model_file(receipt, model, replay, rebuild_preset)
     if path is None:
         return Evidence(remeasure=remeasure)

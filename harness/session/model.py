@@ -1,16 +1,11 @@
 """The model a command runs, reported as it is prepared: the file (a user's, or a preset written once into
-the cache), the loaded model with its kernels ready, and the record a single phase leaves."""
+the cache) and the loaded model with its kernels ready."""
 
 from pathlib import Path
-from typing import Any
 
-from engine.model import Model
 from harness.phases.load import LoadedModel, load_and_warm
 from harness.phases.workload import ModelSource, resolve_model
 from harness.progress import Progress
-from harness.receipts.build import model_section, phase_record
-from harness.receipts.digest import file_digest
-from harness.receipts.files import write_phase_record
 
 
 def model_source(
@@ -40,11 +35,3 @@ def ready_model(
         "(JIT, not measured)"
     )
     return loaded
-
-
-def save_phase_record(
-    folder: Path, phase: str, model: Model, source: ModelSource, section: dict[str, Any]
-) -> Path:
-    """A phase's own JSON record (probe or timing with --receipts-dir), written atomically under `folder`."""
-    facts = model_section(model.file, str(source.path), file_digest(source.path))
-    return write_phase_record(folder, phase_record(phase, facts, section), source.preset or source.path.stem)

@@ -70,6 +70,7 @@ def _replay(c: Check) -> Any:
 
 def replay(c: Check) -> None:
     """The recorded workload run again gives each repetition's tokens, the same counters and variants."""
+    c.benchmark()  # a phase receipt records no generation to run again
     r, run = c.receipt, _replay(c)
     if not run.prompt_matches:
         c.fail(
@@ -138,6 +139,7 @@ def remeasure(c: Check) -> None:
     the fastest of many samples is this host's uncontended cost; a genuine median is never below it, even when
     the verifying machine is busier than the measuring one was."""
     r, tolerance = c.receipt, c.evidence.remeasure
+    c.benchmark()
     if tolerance is None:
         c.skip("needs --replay --remeasure", requested=False)
     run = _replay(c)
