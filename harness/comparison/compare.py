@@ -1,11 +1,13 @@
 """Is NEW slower than BASE? Comparability first (same model, workload, machine; both receipts honest),
-then each metric judged by harness.comparison.stats, a geometric-mean row, and the gate's exit code.
+then each metric judged by harness.comparison.stats, a geometric-mean row, and the gate's exit code. A receipt
+whose `noise` section says the run was noisy cannot decide a timing: those verdicts are inconclusive, and a
+note says why (`ignore=("noise",)` judges them anyway).
 
 Exit codes: 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
 """
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -36,6 +38,7 @@ REASON_KEYS = (
     "workload",
     "output",
 )
+JUDGEMENT_KEYS = ("noise",)  # --ignore keys that change how metrics are judged, not whether the pair is
 _MISSING = object()
 Verified = tuple[VerificationResult | None, VerificationResult | None]
 
@@ -84,11 +87,10 @@ def comparability(
     `verified` holds a side's verification when the caller has just run it (it is not run again).
     """
     skip = set(ignore)
-    unknown = skip - set(REASON_KEYS)
+    unknown = skip - set(REASON_KEYS) - set(JUDGEMENT_KEYS)
     if unknown:
-        raise HarnessError(
-            f"unknown comparability check(s) {sorted(unknown)}; known: {', '.join(REASON_KEYS)}"
-        )
+        known = ", ".join(REASON_KEYS + JUDGEMENT_KEYS)
+        raise HarnessError(f"unknown comparability check(s) {sorted(unknown)}; known: {known}")
     out: list[Reason] = []
     if "verification" not in skip:
         for side, receipt, known in (("BASE", base, verified[0]), ("NEW", new, verified[1])):
@@ -118,6 +120,15 @@ def comparability(
     if same_output and "output" not in skip and (note := output_note(base, new)):
         out.append(Reason("output", note))
     return out
+
+
+def noise_reasons(receipt: Mapping[str, Any]) -> list[str] | None:
+    """The reasons a receipt's run was noisy, or None when it was not (or does not say)."""
+    noise = _get(receipt, "noise")
+    if not isinstance(noise, Mapping) or noise.get("noisy") is not True:
+        return None
+    reasons = noise.get("reasons")
+    return [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no reason given"]
 
 
 def output_note(base: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
@@ -258,6 +269,13 @@ def compare(
     note = output_note(base, new)
     if note:
         result.notes.append(note)
+    noisy = [] if "noise" in ignore else [s for s, r in (("BASE", base), ("NEW", new)) if noise_reasons(r)]
+    for side, receipt in (("BASE", base), ("NEW", new)):
+        if side in noisy:
+            result.notes.append(
+                f"{side} was a noisy run, so its timings cannot decide (--ignore noise judges them anyway): "
+                + "; ".join(noise_reasons(receipt) or [])
+            )
     for m in METRICS:
         b, n = samples(base, m), samples(new, m)
         if m.kind == SINGLE:
@@ -281,6 +299,8 @@ def compare(
                 alpha=alpha,
                 seed=seed,
             )
+        if noisy and m.kind != SINGLE and j.verdict != Verdict.NOT_JUDGED:
+            j = replace(j, verdict=Verdict.INCONCLUSIVE, note=f"noisy run: {' and '.join(noisy)}")
         result.rows.append(Row(m, j))
         if j.note and j.note.startswith("too few samples"):
             result.notes.append(f"{m.label}: {j.note}")

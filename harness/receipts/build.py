@@ -9,6 +9,8 @@ from engine.generate import SamplingParams
 from engine.kernel_choice import Selection
 from engine.loader import ModelFile
 from engine.model import Model
+from harness.machine import noise
+from harness.machine.bandwidth import Floor
 from harness.machine.host import environment_facts, harness_facts, host_facts, peak_rss_bytes
 from harness.receipts.digest import FileDigest, finalize, token_digest
 from harness.receipts.files import utc_timestamp
@@ -62,15 +64,27 @@ def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: s
     }
 
 
-def bandwidth_section(read_gbps: float, model: Model, tokens_per_second: float) -> dict[str, Any]:
-    """Decode speed against the memory floor: weight bytes read per token over measured read bandwidth."""
-    floor = read_gbps * 1e9 / model.weight_bytes_per_token
+def bandwidth_section(floor: Floor, model: Model, tokens_per_second: float) -> dict[str, Any]:
+    """Decode speed against the memory floor: weight bytes read per token over measured read bandwidth, with
+    the probes' every pass and whether they agreed."""
+    read_gbps = floor.read_gbps
+    decode_floor = read_gbps * 1e9 / model.weight_bytes_per_token
     return {
         "read_gbps": read_gbps,
         "weight_bytes_per_token": model.weight_bytes_per_token,
-        "decode_floor_tok_s": floor,
-        "ratio_to_floor": tokens_per_second / floor if floor > 0 else 0.0,
+        "decode_floor_tok_s": decode_floor,
+        "ratio_to_floor": tokens_per_second / decode_floor if decode_floor > 0 else 0.0,
+        **floor.measurement(),
     }
+
+
+def noise_section(
+    usage: noise.SystemUsage | None, benchmark: dict[str, Any], floor: Floor | None
+) -> dict[str, Any]:
+    """Whether the run was noisy and why: the system over the measured phases, the benchmark's samples, and
+    the bandwidth probes' agreement."""
+    reason = floor.noisy_reason if floor is not None else None
+    return noise.assess(usage, benchmark, [reason] if reason else [])
 
 
 def phase_record(phase: str, model_section: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
@@ -99,10 +113,12 @@ def build_receipt(
     output_tokens: list[int],
     strict: bool,
     jit_seconds: float,
-    read_gbps: float | None,
+    floor: Floor | None,
+    usage: noise.SystemUsage | None = None,
     peer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A finalized receipt (content digest set) for one benchmark run of `model`; `peer` is the section of
+    """A finalized receipt (content digest set) for one benchmark run of `model`; `floor` holds the bandwidth
+    probes (None: not measured), `usage` the system over the measured phases; `peer` is the section of
     another engine benchmarked interleaved on the same file (harness.peers.vs_llama_cpp)."""
     counts = model.trace.snapshot()
     bench = phases["benchmark"]
@@ -133,8 +149,9 @@ def build_receipt(
         "load_seconds": model.load_seconds,
         "peak_rss_bytes": peak_rss_bytes(),
     }
-    if read_gbps is not None:
-        receipt["bandwidth"] = bandwidth_section(read_gbps, model, tps)
+    if floor is not None:
+        receipt["bandwidth"] = bandwidth_section(floor, model, tps)
+    receipt["noise"] = noise_section(usage, bench, floor)
     if peer is not None:
         receipt["peer"] = peer
     receipt["timestamp"] = utc_timestamp()

@@ -161,6 +161,7 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
             console.print(f"[red]INVALID[/red]: {len(result.failures)} failures")
             for failure in result.failures:
                 console.print(f"  {failure.line()}", markup=False)
+    _noise_warning(receipt, console)
     model = _get(receipt, "model")
     console.print(
         _kv_table(
@@ -228,6 +229,10 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
                 ),
                 ("peak RSS", _bytes(_get(receipt, "peak_rss_bytes"))),
                 (
+                    "bandwidth probes (median GB/s; spread, before/after disagreement)",
+                    _probes_text(receipt),
+                ),
+                (
                     "bandwidth (GB/s, floor tok/s, ratio)",
                     ", ".join(
                         _num(_get(receipt, "bandwidth", k), ".3g")
@@ -251,6 +256,34 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
     peer = _get(receipt, "peer")
     if isinstance(peer, Mapping):
         console.print(_peer_table(receipt, peer))
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _noise_warning(receipt: Mapping[str, Any], console: Console) -> None:
+    """A noisy run says so before any figure, with every reason; warnings follow in either case."""
+    noise = _get(receipt, "noise")
+    if not isinstance(noise, Mapping):
+        return
+    if noise.get("noisy") is True:
+        console.print(
+            "[yellow]WARNING: noisy run[/yellow]: its timings are unreliable; compare calls them inconclusive"
+        )
+        for reason in _strings(noise.get("reasons")):
+            console.print(Text(f"  - {reason}"))
+    for warning in _strings(noise.get("warnings")):
+        console.print(Text(f"  note: {warning}"))
+
+
+def _probes_text(receipt: Mapping[str, Any]) -> str:
+    """Each bandwidth probe's median, then the spread of all passes and the before/after disagreement."""
+    probes = _get(receipt, "bandwidth", "probes")
+    probes = probes if isinstance(probes, list) else []
+    medians = " / ".join(_num(_get(p, "median_gbps"), ".3g") for p in probes) or "-"
+    spread = _num(_get(receipt, "bandwidth", "spread"), ".1%")
+    return f"{medians}; {spread}, {_num(_get(receipt, 'bandwidth', 'disagreement'), '.1%')}"
 
 
 def _peer_table(receipt: Mapping[str, Any], peer: Mapping[str, Any]) -> Table:

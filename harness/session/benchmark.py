@@ -18,7 +18,8 @@ import numba
 from engine.model import Model, set_threads
 from engine.strict import resolve_strict
 from harness.comparison.compare import Comparison, compare
-from harness.machine.bandwidth import measure_read_bandwidth
+from harness.machine import noise
+from harness.machine.bandwidth import Floor, Probe, probe_in_child
 from harness.peers.llama_cpp import reference_file
 from harness.peers.vs_llama_cpp import LlamaCppRunner, peer_section
 from harness.phases.benchmark import run_benchmark
@@ -75,13 +76,13 @@ def run_benchmark_session(request: BenchmarkRequest, progress: Progress = SILENT
     if request.vs_llama_cpp:
         source = _llama_cpp_file(source, progress)
     set_threads(request.threads)
-    read_gbps = None
+    before = None
     if request.bandwidth:
-        with progress.status("measuring read bandwidth"):
-            read_gbps = measure_read_bandwidth()
+        with progress.status("measuring read bandwidth (a child process)"):
+            before = probe_in_child(numba.get_num_threads())
     if plan.pair is not None:
-        return _ab_run(plan, source, started_at, read_gbps, progress)
-    return _single_run(plan, source, started_at, read_gbps, progress)
+        return _ab_run(plan, source, started_at, before, progress)
+    return _single_run(plan, source, started_at, before, progress)
 
 
 class _Run:
@@ -100,7 +101,8 @@ class _Run:
         loaded: LoadedModel,
         phases: dict[str, Any],
         output: list[int],
-        read_gbps: float | None,
+        floor: Floor | None,
+        usage: noise.SystemUsage,
         peer: dict[str, Any] | None = None,
         side: ab.Side | None = None,
     ) -> WrittenReceipt:
@@ -118,7 +120,8 @@ class _Run:
             output_tokens=output,
             strict=resolve_strict(_strict(r)),
             jit_seconds=loaded.jit_seconds,
-            read_gbps=read_gbps,
+            floor=floor,
+            usage=usage,
             peer=peer,
         )
         result = verify(receipt, model_digest=self.digest)
@@ -132,7 +135,7 @@ def _strict(request: BenchmarkRequest) -> bool | None:
 
 
 def _single_run(
-    plan: BenchmarkPlan, source: ModelSource, started_at: str, read_gbps: float | None, progress: Progress
+    plan: BenchmarkPlan, source: ModelSource, started_at: str, before: Probe | None, progress: Progress
 ) -> BenchmarkOutcome:
     r = plan.request
     loaded = ready_model(source, r.kernel, r.threads, _strict(r), progress)
@@ -142,8 +145,10 @@ def _single_run(
         with progress.status(f"loading {source.path} into llama.cpp"):
             threads = r.threads or numba.config.NUMBA_NUM_THREADS
             runner = LlamaCppRunner(source.path, len(run.ids) + r.tokens + 1, threads)
+    start = noise.snapshot()
     phases, output, peer = _phases(plan, loaded.model, run.ids, runner, run.digest.sha256, progress)
-    written = run.write(loaded, phases, output, _bandwidth_again(read_gbps, progress), peer)
+    usage = noise.usage_between(start, noise.snapshot())
+    written = run.write(loaded, phases, output, _bandwidth_again(before, progress), usage, peer)
     comparison = None
     if plan.base is not None:
         comparison = compare(
@@ -207,7 +212,7 @@ def _phases(
 
 
 def _ab_run(
-    plan: BenchmarkPlan, source: ModelSource, started_at: str, read_gbps: float | None, progress: Progress
+    plan: BenchmarkPlan, source: ModelSource, started_at: str, before: Probe | None, progress: Progress
 ) -> BenchmarkOutcome:
     """Load each side once, run the interleaved rounds, write and verify a receipt each, compare B with A."""
     r = plan.request
@@ -218,6 +223,7 @@ def _ab_run(
         loaded.append(ready_model(source, side.kernel, side.threads, _strict(r), progress))
     run = _Run(plan, source, started_at, loaded[0].model)
     progress.note("A/B: phases 1 and 2 are not run; rounds alternate A B, each side on its own loaded model")
+    start = noise.snapshot()
     with progress.tasks() as board:
         task = board.add_task("A/B rounds", total=2 * (r.warmup + r.repetitions))
         results = ab.interleave(
@@ -229,11 +235,12 @@ def _ab_run(
             r.warmup,
             lambda done, _t: board.update(task, completed=done),
         )
-    read_gbps = _bandwidth_again(read_gbps, progress)
+    usage = noise.usage_between(start, noise.snapshot())
+    floor = _bandwidth_again(before, progress)
     written = []
     for side, one, (section, output) in zip(plan.pair, loaded, results, strict=True):
         side.activate()  # the receipt records the thread count this side ran with
-        written.append(run.write(one, {"benchmark": section}, output, read_gbps, side=side))
+        written.append(run.write(one, {"benchmark": section}, output, floor, usage, side=side))
     (side_a, side_b), (a, b) = plan.pair, written
     comparison = compare(
         a.receipt,
@@ -248,13 +255,13 @@ def _ab_run(
     return BenchmarkOutcome(tuple(written), comparison)
 
 
-def _bandwidth_again(before: float | None, progress: Progress) -> float | None:
-    """The higher of the readings before and after the run: one probe can land on a neighbour's burst of
-    memory traffic (seen here: 15.9 GB/s once, 28.4-28.8 otherwise); the floor is what the machine can do."""
+def _bandwidth_again(before: Probe | None, progress: Progress) -> Floor | None:
+    """The probes before and after the measured phases (same threads as the first): their passes pooled make
+    the floor, and a disagreement between them marks the run noisy (harness.machine.bandwidth)."""
     if before is None:
         return None
-    with progress.status("measuring read bandwidth again"):
-        return max(before, measure_read_bandwidth())
+    with progress.status("measuring read bandwidth again (a child process)"):
+        return Floor((before, probe_in_child(before.threads)))
 
 
 def _llama_cpp_file(source: ModelSource, progress: Progress) -> ModelSource:
