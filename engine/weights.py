@@ -72,8 +72,9 @@ class Weights:
     embedding_i8: Int8Embedding | None  # logits "int8" only
 
 
-def select_kernels(mf: ModelFile, kernel: str) -> kernel_choice.Selection:
-    """The kernel family per matrix shape: `kernel` for all, or timed on a real matrix per shape ("auto")."""
+def select_kernels(mf: ModelFile, kernel: str, retune: bool = False) -> kernel_choice.Selection:
+    """The kernel family per matrix shape: `kernel` for all, or timed on a real matrix per shape ("auto";
+    `retune` ignores the cached verdicts and replaces them)."""
     samples = {}
     for name in LAYER_MATRICES:
         for i in range(mf.config.n_layers):
@@ -81,7 +82,7 @@ def select_kernels(mf: ModelFile, kernel: str) -> kernel_choice.Selection:
             t = mf.tensor(tname)
             samples.setdefault((mf.flavor(tname), *t.shape), t.data)
     if kernel == "auto":
-        return kernel_choice.choose(samples)
+        return kernel_choice.choose(samples, retune=retune)
     return kernel_choice.fixed(samples, kernel)
 
 

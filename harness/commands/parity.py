@@ -21,7 +21,7 @@ from rich.table import Table
 
 from engine.atomic import atomic_write
 from engine.model import ACT_QUANT_MODES
-from harness.commands.options import JsonOpt, KernelChoice, KernelOpt, LogitsChoice, ThreadsOpt
+from harness.commands.options import JsonOpt, KernelChoice, KernelOpt, LogitsChoice, RetuneOpt, ThreadsOpt
 from harness.errors import HarnessError
 from harness.peers.parity import (
     COSINE_MIN,
@@ -32,6 +32,7 @@ from harness.peers.parity import (
     run_parity,
     write_receipt_copy,
 )
+from harness.session.model import check_retune
 
 ReferenceChoice = Enum("ReferenceChoice", {REFERENCE_LLAMA_CPP: REFERENCE_LLAMA_CPP}, type=str)
 ActQuantChoice = Enum("ActQuantChoice", {m: m for m in (*ACT_QUANT_MODES, "both")}, type=str)
@@ -124,6 +125,7 @@ def parity_command(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Greedy steps per prompt.")] = GREEDY_STEPS,
     threads: ThreadsOpt = None,
     kernel: KernelOpt = DEFAULT_KERNEL,
+    retune: RetuneOpt = False,
     receipt: Annotated[
         Path | None,
         typer.Option(
@@ -136,6 +138,7 @@ def parity_command(
     """Compare tokenizer, logits and greedy tokens with llama.cpp; say where and why they differ."""
     del reference  # one choice today; the option names the peer in the command line and the report
     modes = ACT_QUANT_MODES if act_quant.value == "both" else (act_quant.value,)
+    check_retune(retune, [kernel.value])
     if receipt is not None and RECEIPT_MODE not in modes:
         raise HarnessError(
             f"--receipt records the {RECEIPT_MODE!r} run (the benchmark's path); add it to --act-quant"
@@ -148,6 +151,7 @@ def parity_command(
         greedy_steps=steps,
         threads=threads,
         kernel=kernel.value,
+        retune=retune,
     )
     if out is not None:
         with atomic_write(out) as fh:

@@ -21,6 +21,7 @@ from harness.commands.options import (
     ModelSeedOpt,
     PhaseRecordDirOpt,
     PresetOpt,
+    RetuneOpt,
     StrictOpt,
     ThreadsOpt,
     TimeoutOpt,
@@ -43,6 +44,7 @@ def probe(
     model_seed: ModelSeedOpt = 0,
     threads: ThreadsOpt = None,
     kernel: KernelOpt = DEFAULT_KERNEL,
+    retune: RetuneOpt = False,
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
     receipts_dir: PhaseRecordDirOpt = None,
@@ -51,7 +53,7 @@ def probe(
 ) -> None:
     """Phase 1, quant probe: each weight tensor's format and kernel; each kernel's error and speed."""
     args = (model, preset.value, fmt.value, arch.value, model_seed, kernel.value, threads)
-    with phase_model(*args, strict_flag(strict_loader), (max_memory, timeout)) as run:
+    with phase_model(*args, strict_flag(strict_loader), (max_memory, timeout), retune) as run:
         with run.progress.tasks() as board:
             task = board.add_task("probing kernels", total=None)
             section = run_probe(

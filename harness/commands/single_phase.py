@@ -14,7 +14,7 @@ from harness.commands.console import ConsoleProgress
 from harness.phases.load import LoadedModel
 from harness.phases.workload import ModelSource
 from harness.runtime.limits import resource_limits
-from harness.session.model import model_source, ready_model, save_phase_record
+from harness.session.model import check_retune, model_source, ready_model, save_phase_record
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,11 @@ def phase_model(
     threads: int | None,
     strict: bool | None,
     limits: tuple[int | None, float | None],
+    retune: bool = False,
 ) -> Iterator[PhaseModel]:
     """The model a single phase runs on, loaded with its kernels ready; the body runs under the limits."""
+    check_retune(retune, [kernel])
     progress = ConsoleProgress()
     with resource_limits(*limits):
         source = model_source(model, preset, fmt, arch, seed, progress)
-        yield PhaseModel(source, ready_model(source, kernel, threads, strict, progress), progress)
+        yield PhaseModel(source, ready_model(source, kernel, threads, strict, progress, retune), progress)

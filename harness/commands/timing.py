@@ -23,6 +23,7 @@ from harness.commands.options import (
     PresetOpt,
     PromptOpt,
     PromptTokensOpt,
+    RetuneOpt,
     StrictOpt,
     ThreadsOpt,
     TimeoutOpt,
@@ -49,6 +50,7 @@ def timing(
     prompt_tokens: PromptTokensOpt = None,
     threads: ThreadsOpt = None,
     kernel: KernelOpt = DEFAULT_KERNEL,
+    retune: RetuneOpt = False,
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
     receipts_dir: PhaseRecordDirOpt = None,
@@ -57,7 +59,7 @@ def timing(
 ) -> None:
     """Phase 2, per-token latency: stage times (embed, forward, logits, sample) and per-layer times."""
     args = (model, preset.value, fmt.value, arch.value, model_seed, kernel.value, threads)
-    with phase_model(*args, strict_flag(strict_loader), (max_memory, timeout)) as run:
+    with phase_model(*args, strict_flag(strict_loader), (max_memory, timeout), retune) as run:
         ids = prompt_ids(run.loaded.model.tokenizer, prompt or DEFAULT_PROMPT, prompt_tokens)
         section = run_timing(run.loaded.model, ids, steps, SamplingParams())
         if not run.finish("timing", section, receipts_dir, as_json):

@@ -5,6 +5,7 @@ from typing import Any
 
 import numba
 
+from engine import kernel_choice
 from engine.generate import SamplingParams
 from engine.kernel_choice import Selection
 from engine.loader import ModelFile
@@ -52,15 +53,49 @@ def model_section(mf: ModelFile, path_label: str, digest: FileDigest) -> dict[st
 
 
 def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: set[str]) -> dict[str, Any]:
-    """The family per matrix shape, and the instruction-set variant of each kernel that ran."""
+    """The family per matrix shape, the instruction-set variant of each kernel that ran, and for `auto` how
+    each family was chosen (engine.kernel_choice): every round's timings, the verdict and its reason."""
     per_shape = []
     for key, family in sorted(selection.kernels.items()):
         rows, cols = key.split(":", 1)[1].split("x")
         per_shape.append({"shape": [int(rows), int(cols)], "kernel": family})
-    return {
+    section: dict[str, Any] = {
         "requested": selection.mode,
         "per_shape": per_shape,
         "variants": {k: v for k, v in sorted(variants.items()) if k in ran},
+    }
+    if selection.mode == "auto":
+        section["tuning"] = {
+            "method": (
+                f"{kernel_choice.ROUNDS} interleaved rounds per shape, median per family; another family "
+                f"than {kernel_choice.DEFAULT_FAMILY} only if faster in every round and by "
+                f"{kernel_choice.MIN_GAIN:.0%} in the median; spread > {kernel_choice.MAX_SPREAD:.0%} keeps "
+                f"{kernel_choice.DEFAULT_FAMILY}, uncached"
+            ),
+            "retuned": selection.retuned,
+            "seconds": selection.seconds,
+            "cache_key": dict(selection.cache_key),
+            "shapes": [_shape_tuning(key, selection) for key in sorted(selection.shapes)],
+        }
+    return section
+
+
+def _shape_tuning(key: str, selection: Selection) -> dict[str, Any]:
+    flavor, dims = key.split(":", 1)
+    rows, cols = dims.split("x")
+    timing = selection.shapes[key]
+    return {
+        "flavor": flavor,
+        "shape": [int(rows), int(cols)],
+        "kernel": timing.choice,
+        "reason": timing.reason,
+        "noisy": timing.noisy,
+        "cached": selection.cached.get(key, False),
+        "calls_per_round": timing.calls_per_round,
+        "rounds_seconds": {f: list(r) for f, r in timing.rounds.items()},
+        "median_seconds": timing.median,
+        "spread": timing.spread,
+        "unsupported": dict(timing.errors),
     }
 
 

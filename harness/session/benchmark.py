@@ -138,7 +138,7 @@ def _single_run(
     plan: BenchmarkPlan, source: ModelSource, started_at: str, before: Probe | None, progress: Progress
 ) -> BenchmarkOutcome:
     r = plan.request
-    loaded = ready_model(source, r.kernel, r.threads, _strict(r), progress)
+    loaded = ready_model(source, r.kernel, r.threads, _strict(r), progress, r.retune)
     run = _Run(plan, source, started_at, loaded.model)
     runner = None
     if r.vs_llama_cpp:
@@ -220,7 +220,7 @@ def _ab_run(
     loaded = []
     for side in plan.pair:
         progress.note(f"side {side.describe()}")
-        loaded.append(ready_model(source, side.kernel, side.threads, _strict(r), progress))
+        loaded.append(ready_model(source, side.kernel, side.threads, _strict(r), progress, r.retune))
     run = _Run(plan, source, started_at, loaded[0].model)
     progress.note("A/B: phases 1 and 2 are not run; rounds alternate A B, each side on its own loaded model")
     start = noise.snapshot()

@@ -21,6 +21,7 @@ from harness.peers.llama_cpp import llama_cpp_missing
 from harness.receipts.files import load_checked
 from harness.receipts.signing import key_from_env
 from harness.session.ab import Side, parse_sides
+from harness.session.model import check_retune
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class BenchmarkRequest:
     seed: int = 0
     threads: int | None = None
     kernel: str = "auto"
+    retune: bool = False
     probe_phase: bool = True
     timing_phase: bool = True
     timing_steps: int = 3
@@ -70,6 +72,7 @@ class BenchmarkRequest:
             )
         params = SamplingParams(self.temperature, self.top_k, self.top_p, self.seed)
         pair = parse_sides(self.ab_kernel, self.ab_threads, self.kernel, self.threads)
+        check_retune(self.retune, [side.kernel for side in pair] if pair is not None else [self.kernel])
         if pair is not None and self.compare_to is not None:
             raise HarnessError("--compare-to and --ab-kernel/--ab-threads are separate modes; give one")
         if self.vs_llama_cpp:
