@@ -129,7 +129,8 @@ def test_output_formats(tmp_path: Path) -> None:
     md = invoke(APP, ["compare", b, n, "--format", "md"])
     assert md.code == EXIT_REGRESSION
     assert md.stdout.startswith("**Verdict: regression**")
-    assert "| metric | n | BASE | NEW | NEW/BASE | 95% CI | p | verdict |" in md.stdout
+    assert "| metric | n | BASE | NEW | NEW/BASE | 95% CI | p | MDE | verdict |" in md.stdout
+    assert "minimum detectable effect on decode tok/s: " in md.stdout
     assert "| --- |" in md.stdout and "geomean speed-up" in md.stdout
     csv = invoke(APP, ["compare", b, n, "--format", "csv"])
     table = pd.read_csv(io.StringIO(csv.stdout))

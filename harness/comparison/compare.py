@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.comparison.metrics import METRICS, SINGLE, Metric, samples
+from harness.comparison.metrics import METRICS, PER_TOKEN, SINGLE, Metric, groups, samples
 from harness.comparison.stats import (
     ALPHA,
     SEED,
@@ -21,6 +21,7 @@ from harness.comparison.stats import (
     Verdict,
     geometric_mean,
     judge,
+    judge_blocks,
     judge_single,
 )
 from harness.comparison.tables import records
@@ -181,6 +182,13 @@ class Comparison:
             EXIT_INCONCLUSIVE: "inconclusive",
         }[self.exit_code]
 
+    def detectable(self, key: str = "decode_tok_s") -> float | None:
+        """The minimum detectable effect of metric `key` for this pair (a fraction), None when not judged."""
+        for row in self.rows:
+            if row.metric.key == key:
+                return row.judgement.mde
+        return None
+
     def frame(self) -> pd.DataFrame:
         """The table: one row per metric and the geometric-mean row."""
         rows = []
@@ -200,6 +208,7 @@ class Comparison:
                     "ci low": j.ci_low,
                     "ci high": j.ci_high,
                     "p": j.p_value,
+                    "mde": j.mde if j.mde is None or j.mde < float("inf") else None,
                     "verdict": j.verdict.value,
                     "note": j.note or "",
                 }
@@ -278,7 +287,17 @@ def compare(
             )
     for m in METRICS:
         b, n = samples(base, m), samples(new, m)
-        if m.kind == SINGLE:
+        if m.kind == PER_TOKEN:
+            j = judge_blocks(
+                groups(base, m),
+                groups(new, m),
+                higher_is_better=m.higher_is_better,
+                statistic=m.statistic,
+                threshold=threshold,
+                alpha=alpha,
+                seed=seed,
+            )
+        elif m.kind == SINGLE:
             if same_process:
                 j = Judgement.not_judged(
                     float(b[0]), float(n[0]), 1, 1, "one process for both sides: not measured per side"
@@ -302,7 +321,7 @@ def compare(
         if noisy and m.kind != SINGLE and j.verdict != Verdict.NOT_JUDGED:
             j = replace(j, verdict=Verdict.INCONCLUSIVE, note=f"noisy run: {' and '.join(noisy)}")
         result.rows.append(Row(m, j))
-        if j.note and j.note.startswith("too few samples"):
+        if j.note and j.note.startswith(("too few samples", "too few repetitions")):
             result.notes.append(f"{m.label}: {j.note}")
     judged = [
         _speed_up(r.metric, r.judgement.ratio)
