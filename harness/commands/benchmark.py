@@ -102,7 +102,7 @@ def benchmark(
     tokens: Annotated[int, typer.Option("--tokens", min=1, help="Tokens to generate per repetition.")] = 128,
     prompt: PromptOpt = None,
     prompt_tokens: PromptTokensOpt = 32,
-    repetitions: Annotated[int, typer.Option("--repetitions", min=1, help="Measured repetitions.")] = 3,
+    repetitions: Annotated[int, typer.Option("--repetitions", min=1, help="Measured repetitions.")] = 5,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Unmeasured repetitions first.")] = 1,
     temperature: TemperatureOpt = 0.0,
     top_k: TopKOpt = 0,

@@ -36,7 +36,7 @@ class BenchmarkRequest:
     tokens: int = 128
     prompt: str | None = None
     prompt_tokens: int | None = 32
-    repetitions: int = 3
+    repetitions: int = 5
     warmup: int = 1
     temperature: float = 0.0
     top_k: int = 0
