@@ -117,8 +117,12 @@ def probe_in_child(threads: int, passes: int = PASSES, nbytes: int | None = None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise HarnessError(f"the read bandwidth probe failed (exit {done.returncode}): {last}")
-    data = json.loads(done.stdout)
-    return Probe(tuple(data["samples_gbps"]), int(data["buffer_bytes"]), int(data["threads"]))
+    try:
+        data = json.loads(done.stdout)
+        return Probe(tuple(data["samples_gbps"]), int(data["buffer_bytes"]), int(data["threads"]))
+    except (ValueError, KeyError, TypeError):
+        shown = done.stdout.strip()[:200]
+        raise HarnessError(f"the read bandwidth probe printed no result: {shown!r}") from None
 
 
 @dataclass(frozen=True)
