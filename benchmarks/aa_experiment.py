@@ -15,8 +15,9 @@ machine does not always favour one side. Each pair is judged by `bitnet-harness 
   slowly on a multi-core host. The expectation is "regression".
 
 A noisy run (the receipt's `noise` section) makes its pair inconclusive by design: the summary counts those
-apart and names the reasons. Results go to --out (receipts, one JSON line per pair) and, as markdown with the
-date, host, commit, command and load average, to stdout and to --log when given.
+apart and names the reasons; `--ignore-noise` judges their timings anyway (`compare --ignore noise`), to see
+what the statistics alone would say on a busy machine. Results go to --out (receipts, one JSON line per pair)
+and, as markdown with the date, host, commit, command and load average, to stdout and to --log when given.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def run_pair(out: Path, kind: str, i: int, extra: list[str], args: argparse.Name
             base, new = _benchmark(plain, extra), _benchmark(changed, one)
         else:
             new, base = _benchmark(changed, one), _benchmark(plain, extra)
-    comp = _compare(base, new, ignore)
+    comp = _compare(base, new, ignore + (["noise"] if args.ignore_noise else []))
     rows = {r["metric"]: r for r in comp["rows"] if r["metric"] != "geometric mean speed-up"}
     decode = rows["decode tok/s"]
     return {
@@ -130,13 +131,14 @@ def run_pair(out: Path, kind: str, i: int, extra: list[str], args: argparse.Name
         "verdicts": {k: r["verdict"] for k, r in rows.items()},
         "decode": {k: decode[k] for k in ("base", "new", "ratio", "ci low", "ci high", "p", "mde")},
         "noise": {"base": _noise(base), "new": _noise(new)},
+        "noise_ignored": args.ignore_noise,
         "load1": _load(),
     }
 
 
 def outcome(result: dict[str, Any]) -> str:
     """A pair in one word: noisy, no change, regression, improvement or inconclusive."""
-    if result["noise"]["base"] or result["noise"]["new"]:
+    if (result["noise"]["base"] or result["noise"]["new"]) and not result["noise_ignored"]:
         return "noisy (inconclusive)"
     judged = [v for v in result["verdicts"].values() if v != "not judged"]
     if all(v == "no change" for v in judged):
@@ -215,6 +217,7 @@ def main() -> None:
     ap.add_argument(
         "--out", type=Path, default=None, help="folder for receipts and results (default: a temp)"
     )
+    ap.add_argument("--ignore-noise", action="store_true", help="judge noisy runs' timings anyway")
     ap.add_argument("--log", type=Path, default=None, help="also write the markdown summary here")
     ap.add_argument("extra", nargs="*", help="after --: extra `benchmark` options for every run")
     args = ap.parse_args()
