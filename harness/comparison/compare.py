@@ -319,7 +319,8 @@ def compare(
                 seed=seed,
             )
         if noisy and m.kind != SINGLE and j.verdict != Verdict.NOT_JUDGED:
-            j = replace(j, verdict=Verdict.INCONCLUSIVE, note=f"noisy run: {' and '.join(noisy)}")
+            said = f"noisy run: {' and '.join(noisy)}"
+            j = replace(j, verdict=Verdict.INCONCLUSIVE, note=f"{said}; {j.note}" if j.note else said)
         result.rows.append(Row(m, j))
         if j.note and j.note.startswith(("too few samples", "too few repetitions")):
             result.notes.append(f"{m.label}: {j.note}")
