@@ -1,8 +1,17 @@
-"""`--kernel auto`: pick the fastest ternary kernel family per matrix shape by timing it on this CPU.
+"""`--kernel auto`: the ternary kernel family of each matrix shape, chosen by timing the families on this CPU.
 
-Each distinct (flavor, rows, cols) is timed once per family with a real matrix of the model; the result is
-cached in a JSON file keyed by CPU model, CPU flags, numba version, thread count and the kernels' source, so
-later loads on the same machine skip the timing. The choice and the timings are reported, never guessed.
+Each distinct (flavor, rows, cols) is timed with a real matrix of the model, in interleaved rounds: every
+round times each family once (a batch of back-to-back matvecs long enough to read the clock well), starting
+with a different family each round, so drift and a neighbour's bursts fall on every family alike. A family's
+time is the median of its rounds, its spread the interquartile range over that median.
+
+The verdict keeps the default family (i2s) unless another is faster in every round and by at least 5 % in the
+median; when any family's spread is above 25 % the rounds are run again, and if they stay that noisy the
+default is kept and nothing is cached, so the next load tunes afresh. Verdicts that passed the noise check
+are cached in a JSON file keyed by the CPU (model and flags), the thread count, numba's version and the
+engine's version (the distribution's version and a digest of the kernels' source and this module);
+`retune=True` (`--retune`) times again and replaces them. The choice, the timings and the reason are
+reported, never guessed.
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ import os
 import platform
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numba
@@ -25,38 +35,71 @@ from engine.errors import EngineError
 from engine.trace import Trace
 
 FAMILIES = ("i2s", "tl1", "tl2")
+DEFAULT_FAMILY = "i2s"
 CACHE_ENV = "BITNET_HARNESS_CACHE"
 CACHE_FILE = "kernel_choice.json"
-_MIN_REPS = 5
-_MAX_REPS = 50
-_BUDGET_SECONDS = 0.04
+ROUNDS = 7
+ATTEMPTS = 2
+BATCH_SECONDS = 2e-3  # each timed sample is a batch of calls at least this long for the fastest family
+MAX_BATCH_CALLS = 2000
+MAX_SPREAD = 0.25  # interquartile range / median of a family's rounds above this: the timing is noise
+MIN_GAIN = 0.05  # another family must beat the default by this much in the median round
+
+
+@dataclass
+class ShapeTiming:
+    """How one shape's family was chosen: seconds per matvec of every round, the verdict and its reason."""
+
+    choice: str
+    reason: str
+    noisy: bool
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # family -> seconds per call, per round
+    errors: dict[str, str] = field(default_factory=dict)  # family -> why it cannot hold this matrix
+    calls_per_round: int = 0
+
+    @property
+    def median(self) -> dict[str, float]:
+        return {fam: float(np.median(r)) for fam, r in self.rounds.items()}
+
+    @property
+    def spread(self) -> dict[str, float]:
+        """Interquartile range over the median of each family's rounds."""
+        out = {}
+        for fam, r in self.rounds.items():
+            q1, q2, q3 = np.percentile(r, [25, 50, 75])
+            out[fam] = float((q3 - q1) / q2) if q2 > 0 else 0.0
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "median_seconds": self.median, "spread": self.spread}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> ShapeTiming:
+        return cls(
+            choice=str(data["choice"]),
+            reason=str(data["reason"]),
+            noisy=bool(data["noisy"]),
+            rounds={str(k): [float(x) for x in v] for k, v in dict(data["rounds"]).items()},  # type: ignore[arg-type]
+            errors={str(k): str(v) for k, v in dict(data.get("errors") or {}).items()},  # type: ignore[arg-type]
+            calls_per_round=int(data.get("calls_per_round") or 0),  # type: ignore[arg-type]
+        )
 
 
 @dataclass
 class Selection:
-    """Kernel family per matrix shape, with the evidence: seconds per matvec of every family tried."""
+    """Kernel family per matrix shape; for `auto`, how each was chosen and where the verdicts are cached."""
 
     mode: str  # "auto" or the family forced by the caller
     kernels: dict[str, str]  # shape key -> family
-    timings: dict[str, dict[str, float | str]] = field(
-        default_factory=dict
-    )  # shape key -> family -> s or error
-    cached: bool = False
+    shapes: dict[str, ShapeTiming] = field(default_factory=dict)  # shape key -> its timing ("auto" only)
+    cached: dict[str, bool] = field(default_factory=dict)  # shape key -> verdict read from the cache
+    retuned: bool = False
     seconds: float = 0.0
     cache_path: str | None = None
+    cache_key: dict[str, object] = field(default_factory=dict)
 
     def kernel_for(self, flavor: str, rows: int, cols: int) -> str:
         return self.kernels[shape_key(flavor, rows, cols)]
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "mode": self.mode,
-            "kernels": dict(self.kernels),
-            "timings": {k: dict(v) for k, v in self.timings.items()},
-            "cached": self.cached,
-            "seconds": self.seconds,
-            "cache_path": self.cache_path,
-        }
 
 
 def shape_key(flavor: str, rows: int, cols: int) -> str:
@@ -83,37 +126,31 @@ def per_shape(
     return Selection(mode="per-shape", kernels=kernels)
 
 
-def choose(samples: Mapping[tuple[str, int, int], np.ndarray], cache_dir: Path | None = None) -> Selection:
-    """Time every family on one raw matrix per (flavor, rows, cols); reuse this CPU's cached verdicts."""
+def choose(
+    samples: Mapping[tuple[str, int, int], np.ndarray], cache_dir: Path | None = None, retune: bool = False
+) -> Selection:
+    """Time every family on one raw matrix per (flavor, rows, cols), reusing this machine's cached verdicts
+    unless `retune`; verdicts that passed the noise check are cached."""
     start = time.perf_counter()
     path = (cache_dir or default_cache_dir()) / CACHE_FILE
     store = _read_cache(path)
+    key_parts = cache_key()
     key = machine_key()
-    known = store.get(key, {})
-    sel = Selection(mode="auto", kernels={}, cache_path=str(path))
-    missing = []
-    for shape in samples:
-        entry = known.get(shape_key(*shape))
-        if (
-            isinstance(entry, dict)
-            and entry.get("choice") in FAMILIES
-            and isinstance(entry.get("timings"), dict)
-        ):
-            sel.kernels[shape_key(*shape)] = entry["choice"]
-            sel.timings[shape_key(*shape)] = dict(entry["timings"])
-        else:
-            missing.append(shape)
-    for flavor, rows, cols in missing:
-        timings = time_families(flavor, samples[(flavor, rows, cols)], rows, cols)
-        measured = {fam: t for fam, t in timings.items() if isinstance(t, float)}
-        if not measured:
-            raise EngineError(f"no kernel family can run a {flavor} {rows}x{cols} matrix: {timings}")
-        choice = min(measured, key=lambda fam: (measured[fam], FAMILIES.index(fam)))
-        sel.kernels[shape_key(flavor, rows, cols)] = choice
-        sel.timings[shape_key(flavor, rows, cols)] = timings
-        known[shape_key(flavor, rows, cols)] = {"choice": choice, "timings": timings}
-    sel.cached = not missing
-    if missing:
+    known = store.get(key, {}) if isinstance(store.get(key), dict) else {}
+    sel = Selection(mode="auto", kernels={}, retuned=retune, cache_path=str(path), cache_key=key_parts)
+    changed = False
+    for flavor, rows, cols in samples:
+        skey = shape_key(flavor, rows, cols)
+        timing = None if retune else _cached_timing(known.get(skey))
+        sel.cached[skey] = timing is not None
+        if timing is None:
+            timing = time_families(flavor, samples[(flavor, rows, cols)], rows, cols)
+            if not timing.noisy:
+                known[skey] = timing.as_dict()
+                changed = True
+        sel.kernels[skey] = timing.choice
+        sel.shapes[skey] = timing
+    if changed:
         store[key] = known
         if not _write_cache(path, store):
             sel.cache_path = None
@@ -121,39 +158,86 @@ def choose(samples: Mapping[tuple[str, int, int], np.ndarray], cache_dir: Path |
     return sel
 
 
-def time_families(flavor: str, raw: np.ndarray, rows: int, cols: int) -> dict[str, float | str]:
-    """Best seconds per matvec of each family on this matrix; a family that cannot hold it gets its error.
+def _cached_timing(entry: object) -> ShapeTiming | None:
+    """A cached verdict written by this version of the module, or None (then the shape is timed)."""
+    if not isinstance(entry, dict) or entry.get("choice") not in FAMILIES:
+        return None
+    try:
+        return ShapeTiming.from_dict(entry)
+    except (KeyError, TypeError, ValueError):
+        return None
 
-    The families are timed in turns (one call each per round), so a burst of load from other processes
-    falls on all of them alike instead of deciding the verdict; the best call of each is kept.
-    """
+
+def time_families(flavor: str, raw: np.ndarray, rows: int, cols: int) -> ShapeTiming:
+    """Interleaved rounds of every family that can hold this matrix, then the verdict (module docstring)."""
     from engine.kernels import matvec, prepare_matrix
 
     rng = np.random.default_rng(0)
     q = rng.integers(-127, 128, cols, dtype=np.int8)
     out = np.zeros(rows, np.float32)
     scratch = Trace().counts  # timing runs stay out of the model's trace
-    result: dict[str, float | str] = {}
-    mats = {}
+    mats, errors = {}, {}
     for fam in FAMILIES:
         try:
             mats[fam] = prepare_matrix(flavor, raw, rows, cols, fam)
         except EngineError as exc:
-            result[fam] = f"unsupported: {exc}"
-            continue
-        matvec(mats[fam], q, 1.0, out, scratch)
-    best = dict.fromkeys(mats, float("inf"))
-    total, reps = 0.0, 0
-    while reps < _MIN_REPS or (total < _BUDGET_SECONDS * len(mats) and reps < _MAX_REPS):
-        for fam, m in mats.items():
-            t0 = time.perf_counter()
-            matvec(m, q, 1.0, out, scratch)
-            dt = time.perf_counter() - t0
-            best[fam] = min(best[fam], dt)
-            total += dt
-        reps += 1
-    result.update(best)
-    return {fam: result[fam] for fam in FAMILIES}
+            errors[fam] = f"unsupported: {exc}"
+    if not mats:
+        raise EngineError(f"no kernel family can run a {flavor} {rows}x{cols} matrix: {errors}")
+    single = {}
+    for fam, m in mats.items():
+        matvec(m, q, 1.0, out, scratch)  # compiles or loads the kernel
+        t0 = time.perf_counter()
+        matvec(m, q, 1.0, out, scratch)
+        single[fam] = max(time.perf_counter() - t0, 1e-7)
+    calls = int(min(MAX_BATCH_CALLS, max(1, np.ceil(BATCH_SECONDS / min(single.values())))))
+    names = list(mats)
+    for _attempt in range(ATTEMPTS):
+        rounds: dict[str, list[float]] = {fam: [] for fam in names}
+        for r in range(ROUNDS):
+            for fam in names[r % len(names) :] + names[: r % len(names)]:
+                m = mats[fam]
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    matvec(m, q, 1.0, out, scratch)
+                rounds[fam].append((time.perf_counter() - t0) / calls)
+        timing = _verdict(rounds, errors, calls)
+        if not timing.noisy:
+            break
+    return timing
+
+
+def _verdict(rounds: dict[str, list[float]], errors: dict[str, str], calls: int) -> ShapeTiming:
+    """The default family unless another wins every round by MIN_GAIN in the median; noisy rounds keep it."""
+    timing = ShapeTiming(DEFAULT_FAMILY, "", False, rounds, errors, calls)
+    fallback = DEFAULT_FAMILY if DEFAULT_FAMILY in rounds else min(rounds, key=lambda f: timing.median[f])
+    spread = timing.spread
+    worst = max(spread, key=lambda f: spread[f])
+    if spread[worst] > MAX_SPREAD:
+        timing.choice, timing.noisy = fallback, True
+        timing.reason = (
+            f"timings too noisy ({worst} rounds spread {spread[worst]:.0%} > {MAX_SPREAD:.0%}, "
+            f"{ATTEMPTS} attempts): kept {fallback}, not cached"
+        )
+        return timing
+    median = timing.median
+    best = min(median, key=lambda f: (median[f], FAMILIES.index(f)))
+    if best == fallback:
+        timing.choice, timing.reason = best, "fastest in the median round"
+        return timing
+    ratios = [b / d for b, d in zip(rounds[best], rounds[fallback], strict=True)]
+    gain = 1.0 - median[best] / median[fallback]
+    if all(x < 1.0 for x in ratios) and gain >= MIN_GAIN:
+        timing.choice = best
+        timing.reason = f"faster than {fallback} in all {len(ratios)} rounds, by {gain:.0%} in the median"
+    else:
+        wins = sum(x < 1.0 for x in ratios)
+        timing.choice = fallback
+        timing.reason = (
+            f"{best} ahead by {gain:.0%} in the median and in {wins} of {len(ratios)} rounds: within noise "
+            f"(needs every round and {MIN_GAIN:.0%}), kept {fallback}"
+        )
+    return timing
 
 
 def default_cache_dir() -> Path:
@@ -162,18 +246,31 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "bitnet-harness"
 
 
-def machine_key() -> str:
-    """What a timing verdict depends on: CPU model and flags, numba version, threads, the kernels' source and
-    this module's (the timing method)."""
+def engine_version() -> str:
+    """The distribution's version and a digest of what a timing verdict depends on in the engine: every
+    kernel module and this one (the timing method)."""
+    try:
+        dist = version("bitnet-harness")
+    except PackageNotFoundError:
+        dist = "0+unknown"
+    return f"{dist}+{_source_digest()}"
+
+
+def cache_key() -> dict[str, object]:
+    """What a cached verdict is valid for: the CPU, the thread count, numba and the engine."""
     model, flags = _cpu_identity()
-    parts = [
-        model,
-        hashlib.sha256(flags.encode()).hexdigest()[:16],
-        f"numba {numba.__version__}",
-        f"threads {numba.get_num_threads()}",
-        f"kernels {_source_digest()}",
-    ]
-    return " | ".join(parts)
+    return {
+        "cpu": model,
+        "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
+        "threads": numba.get_num_threads(),
+        "numba": numba.__version__,
+        "engine": engine_version(),
+    }
+
+
+def machine_key() -> str:
+    """cache_key() as the one string that names a machine's entry in a cache file."""
+    return " | ".join(f"{k} {v}" for k, v in cache_key().items())
 
 
 @lru_cache(maxsize=1)

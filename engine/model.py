@@ -367,20 +367,25 @@ def load_model(
     strict: bool | None = None,
     logits: str = "int8",
     act_quant: str = "token",
+    retune: bool = False,
 ) -> Model:
     """Load, validate and prepare a GGUF model: matrices in the chosen kernel layouts, buffers allocated.
 
-    `kernel`: a mode of KERNEL_MODES, or the family of each (rows, cols) matrix shape.
+    `kernel`: a mode of KERNEL_MODES, or the family of each (rows, cols) matrix shape. `retune` (kernel
+    "auto" only) times the kernel families again instead of reading this machine's cached verdicts
+    (engine.kernel_choice).
     """
     start = time.perf_counter()
     if not isinstance(kernel, Mapping):
         check_choice("kernel", kernel, KERNEL_MODES)
     check_choice("logits mode", logits, LOGITS_MODES)
     check_choice("activation quantization", act_quant, ACT_QUANT_MODES)
+    if retune and (isinstance(kernel, Mapping) or kernel != "auto"):
+        raise EngineError(f"retuning times the families for kernel 'auto'; kernel {kernel!r} is fixed")
     set_threads(threads)
     mf = load_file(path, strict=strict)
     tokenizer = Tokenizer.from_metadata(mf.gguf.metadata)
-    selection = select_kernels(mf, kernel)
+    selection = select_kernels(mf, kernel, retune)
     weights = load_weights(mf, selection, int8_logits=logits == "int8", block256=act_quant == "block256")
     return Model(mf, tokenizer, weights, selection, logits, act_quant, time.perf_counter() - start)
 

@@ -73,9 +73,11 @@ class Weights:
     embedding_i8: Int8Embedding | None  # logits "int8" only
 
 
-def select_kernels(mf: ModelFile, kernel: str | Mapping[tuple[int, int], str]) -> kernel_choice.Selection:
-    """The kernel family per matrix shape: `kernel` for all, timed on a real matrix per shape ("auto"), or
-    given per (rows, cols)."""
+def select_kernels(
+    mf: ModelFile, kernel: str | Mapping[tuple[int, int], str], retune: bool = False
+) -> kernel_choice.Selection:
+    """The kernel family per matrix shape: `kernel` for all, timed on a real matrix per shape ("auto";
+    `retune` ignores the cached verdicts and replaces them), or given per (rows, cols)."""
     samples = {}
     for name in LAYER_MATRICES:
         for i in range(mf.config.n_layers):
@@ -85,7 +87,7 @@ def select_kernels(mf: ModelFile, kernel: str | Mapping[tuple[int, int], str]) -
     if isinstance(kernel, Mapping):
         return kernel_choice.per_shape(samples, kernel)
     if kernel == "auto":
-        return kernel_choice.choose(samples)
+        return kernel_choice.choose(samples, retune=retune)
     return kernel_choice.fixed(samples, kernel)
 
 

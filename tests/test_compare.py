@@ -171,7 +171,8 @@ def test_output_formats(tmp_path: Path) -> None:
     md = invoke(APP, ["compare", b, n, "--format", "md"])
     assert md.code == EXIT_REGRESSION
     assert md.stdout.startswith("**Verdict: regression**")
-    assert "| metric | n | BASE | NEW | NEW/BASE | 95% CI | p | verdict |" in md.stdout
+    assert "| metric | n | BASE | NEW | NEW/BASE | 95% CI | p | MDE | verdict |" in md.stdout
+    assert "minimum detectable effect on decode tok/s: " in md.stdout
     assert "| --- |" in md.stdout and "geomean speed-up" in md.stdout
     csv = invoke(APP, ["compare", b, n, "--format", "csv"])
     table = pd.read_csv(io.StringIO(csv.stdout))
@@ -279,7 +280,10 @@ def test_compare_two_real_tiny_receipts(real_archive: Path) -> None:
         invoke(APP, ["compare", "latest~1", "latest", "--archive", real_archive, "--format", "json"]).stdout
     )
     assert js["comparable"] is True and len(js["rows"]) == 7
-    assert all(r["n base"] == 4 for r in js["rows"][:3])
+    rows = {r["metric"]: r for r in js["rows"]}
+    assert rows["decode tok/s"]["n base"] == 4 * 7  # every decode step: 8 tokens, the first from the prefill
+    assert rows["prefill tok/s"]["n base"] == rows["time to first token"]["n base"] == 4
+    assert rows["decode tok/s"]["mde"] > 0 and rows["prefill tok/s"]["mde"] > 0
 
 
 def test_benchmark_compare_to_runs_archives_and_compares(real_archive: Path) -> None:
@@ -335,8 +339,9 @@ def test_benchmark_ab_threads(tmp_path: Path, real_archive: Path) -> None:
     res = invoke(APP, [*args, "--ab-threads", "1,2", "--receipts-dir", tmp_path, "--json"])
     assert res.code in (EXIT_OK, EXIT_REGRESSION, EXIT_INCONCLUSIVE), res.stderr
     out = json.loads(res.stdout)
-    per_rep = [r for r in out["comparison"]["rows"] if r["metric"] == "decode tok/s"][0]
+    per_rep = [r for r in out["comparison"]["rows"] if r["metric"] == "prefill tok/s"][0]
     assert per_rep["verdict"] == "inconclusive"  # 2 vs 2 repetitions can never be significant
+    assert per_rep["mde"] is None and "too few samples" in per_rep["note"]
     assert [s["threads"] for s in out["sides"]] == [1, 2]
     assert out["comparison"]["comparable"] is True  # threads are what the run varies
     assert all(s["verification"]["valid"] for s in out["sides"])

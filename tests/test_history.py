@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from harness.comparison import archive, history
-from harness.comparison.metrics import BY_KEY, samples
+from harness.comparison.metrics import BY_KEY, groups, samples
 from harness.errors import HarnessError
 from tests.archive_factory import bench_receipt, day, fresh_app, invoke, speeds, write
+from tests.receipt_factory import OUTPUT_IDS
 
 APP = fresh_app()
 SPEEDS = {1: [100, 104, 96, 102, 98], 2: [120, 130, 110, 125, 115], 3: [90, 91, 89, 90, 90]}
@@ -26,6 +27,11 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _rate(tok_s: list[float]) -> float:
+    """Decode steps over their summed seconds: every step of a repetition takes 1 / its speed."""
+    return len(tok_s) / sum(1.0 / v for v in tok_s)
+
+
 def test_frame_rows_value_and_band(folder: Path) -> None:
     table = history.frame(archive.usable(folder), BY_KEY["decode_tok_s"])
     assert list(table["date"]) == [
@@ -35,10 +41,13 @@ def test_frame_rows_value_and_band(folder: Path) -> None:
         "2025-01-04 12:00",
     ]
     for i, tok_s in enumerate(SPEEDS.values()):
-        assert table["value"][i] == pytest.approx(np.median(tok_s))
-        assert table["band low"][i] == pytest.approx(np.percentile(tok_s, 10))
-        assert table["band high"][i] == pytest.approx(np.percentile(tok_s, 90))
-    assert list(table["n"]) == [5, 5, 5, 4]
+        assert table["value"][i] == pytest.approx(_rate(tok_s))  # the receipt's tokens_per_second
+        # the block bootstrap over repetitions: its band lies within the slowest and fastest repetition
+        assert min(tok_s) <= table["band low"][i] < table["value"][i] < table["band high"][i] <= max(tok_s)
+    steps = len(OUTPUT_IDS) - 1
+    assert list(table["n"]) == [5 * steps, 5 * steps, 5 * steps, 4 * steps]
+    prefill = history.frame(archive.usable(folder), BY_KEY["ttft_s"])
+    assert list(prefill["n"]) == [5, 5, 5, 4]
 
 
 def test_filters(folder: Path) -> None:
@@ -56,9 +65,9 @@ def test_token_latency_band_is_a_seeded_bootstrap_around_the_value() -> None:
     receipt = bench_receipt(reps)
     m = BY_KEY["latency_p50_s"]
     x = samples(receipt, m)
-    low, high = history.band(x, m)
+    low, high = history.band(x, m, groups(receipt, m))
     assert low <= float(np.percentile(x, 50)) <= high and low < high
-    assert history.band(x, m) == (low, high)
+    assert history.band(x, m, groups(receipt, m)) == (low, high)
     rss = BY_KEY["peak_rss_bytes"]
     assert history.band(samples(receipt, rss), rss) == (100 << 20, 100 << 20)
 
@@ -81,7 +90,7 @@ def test_history_cli_formats(folder: Path) -> None:
     assert rich.code == 0 and "●" in rich.stdout and "band low" in rich.stdout
     csv = invoke(APP, ["history", "--archive", folder, "--format", "csv", "--threads", "2"])
     table = pd.read_csv(io.StringIO(csv.stdout))
-    assert list(table["value"]) == pytest.approx([np.median(v) for v in SPEEDS.values()])
+    assert list(table["value"]) == pytest.approx([_rate(v) for v in SPEEDS.values()])
     js = json.loads(
         invoke(APP, ["history", "--archive", folder, "--metric", "ttft_s", "--format", "json"]).stdout
     )

@@ -1,6 +1,5 @@
 """Model behaviour on tiny synthetic models: path consistency, kernel families, buffers, errors, `auto`."""
 
-import json
 import subprocess
 import sys
 import tracemalloc
@@ -196,35 +195,6 @@ def test_context_full(model) -> None:
     model.reset()
 
 
-def test_auto_choice_is_measured_cached_and_reported(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv(kernel_choice.CACHE_ENV, str(tmp_path))
-    first = load_model(tiny(model_dir), kernel="auto")
-    sel = first.kernel_selection
-    assert sel.mode == "auto" and not sel.cached
-    for key, timings in sel.timings.items():
-        measured = {fam: t for fam, t in timings.items() if isinstance(t, float)}
-        assert sel.kernels[key] == min(measured, key=measured.get)
-    for name, gemv in first.kernel_choices.items():
-        rows_cols = first.file.tensor(name).shape
-        assert gemv.startswith(sel.kernel_for(first.file.flavor(name), *rows_cols))
-    stored = json.loads((tmp_path / kernel_choice.CACHE_FILE).read_text())
-    assert kernel_choice.machine_key() in stored
-    second = load_model(tiny(model_dir), kernel="auto")
-    assert second.kernel_selection.cached
-    assert second.kernel_choices == first.kernel_choices
-
-
-def test_auto_skips_families_that_cannot_hold_the_matrix(model_dir: Path, tmp_path: Path) -> None:
-    """QK256 values {-2, -1, 1, 2} are not ternary: tl1/tl2 refuse them, so auto must pick i2s."""
-    m = load_model(tiny(model_dir, "qk256"), kernel="i2s")
-    t = m.file.tensor("blk.0.attn_q.weight")
-    sel = kernel_choice.choose({("qk256", *t.shape): t.data}, cache_dir=tmp_path)
-    timings = next(iter(sel.timings.values()))
-    assert isinstance(timings["i2s"], float)
-    assert str(timings["tl1"]).startswith("unsupported") and str(timings["tl2"]).startswith("unsupported")
-    assert set(sel.kernels.values()) == {"i2s"}
-
-
 RSS_PROBE = """
 import sys
 from engine.model import load_model
@@ -249,29 +219,6 @@ def test_2b4t_resident_memory_stays_near_file_size() -> None:
     out = subprocess.run(probe, capture_output=True, text=True, check=True)
     rss = int(out.stdout.strip().splitlines()[-1])
     assert rss <= 1.3 * path.stat().st_size, f"RSS {rss >> 20} MiB vs file {path.stat().st_size >> 20} MiB"
-
-
-def test_auto_timing_takes_turns_between_families(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A burst of outside load must hit every family alike: calls alternate i2s, tl1, tl2, i2s, ..."""
-    import engine.kernels as kernels
-    from engine.formats import FORMATS
-
-    rng = np.random.default_rng(3)
-    raw = FORMATS["i2s"].pack(rng.integers(-1, 2, (16, 256)).astype(np.int8), 0.5)
-    order: list[str] = []
-    real = kernels.matvec
-
-    def spy(m, q, s, out, counts):
-        order.append(m.kernel)
-        real(m, q, s, out, counts)
-
-    monkeypatch.setattr(kernels, "matvec", spy)
-    timings = kernel_choice.time_families("i2s", raw, 16, 256)
-    assert set(timings) == set(kernel_choice.FAMILIES)
-    assert all(isinstance(t, float) and t > 0 for t in timings.values())
-    timed = order[3:]  # after one untimed warm-up call each
-    assert len(timed) >= 3 * 5 and len(timed) % 3 == 0
-    assert timed == ["i2s", "tl1", "tl2"] * (len(timed) // 3)
 
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")

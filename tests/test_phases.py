@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -48,8 +49,27 @@ def test_benchmark_receipt_is_verified_and_complete(receipt_path: Path) -> None:
     assert receipt["prompt"]["token_count"] == 6
     assert any(k.startswith("i2s_") for k in receipt["kernels"])
     assert receipt["kernels"] == sorted(receipt["kernel_counts"])
-    assert receipt["bandwidth"]["read_gbps"] > 0
     assert receipt["model"]["preset"] == "tiny"
+
+
+def test_benchmark_receipt_floor_and_noise(receipt_path: Path) -> None:
+    """Two probes around the measured phases, each beyond the cache and 1 GiB; the floor is their pooled
+    median; the noise section holds the system's figures over the measured phases."""
+    receipt = load_receipt(receipt_path)
+    bw = receipt["bandwidth"]
+    llc = receipt["host"]["llc_bytes"]
+    assert len(bw["probes"]) == 2
+    for probe in bw["probes"]:
+        assert probe["buffer_bytes"] >= max(1 << 30, 4 * (llc or 0))
+        assert probe["threads"] == receipt["threads"] and len(probe["samples_gbps"]) >= 5
+    pooled = [s for p in bw["probes"] for s in p["samples_gbps"]]
+    assert bw["read_gbps"] == pytest.approx(float(np.median(pooled)))
+    assert receipt["peak_rss_bytes"] < 1 << 30  # the probes' 1 GiB buffers lived in child processes
+    noise = receipt["noise"]
+    assert noise["noisy"] == bool(noise["reasons"])
+    assert noise["system"]["seconds"] > 0 and noise["system"]["own_cpu_share"] > 0
+    assert noise["samples"]["decode_seconds_per_token"]["n"] == 2
+    assert bw["noisy"] == any("read bandwidth before and after" in r for r in noise["reasons"])
 
 
 def test_verify_receipt_cli_accepts_it_and_replays(receipt_path: Path) -> None:

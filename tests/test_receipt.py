@@ -166,6 +166,29 @@ def test_host_facts_fit_the_schema():
     assert facts["cores"] >= 1 and facts["python"]
 
 
+def _cache(root, cpu: int, index: int, level: int, kind: str, size: str, shared: str) -> None:
+    folder = root / f"cpu{cpu}" / "cache" / f"index{index}"
+    folder.mkdir(parents=True)
+    for name, text in (("level", str(level)), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+        (folder / name).write_text(text + "\n")
+
+
+def test_last_level_cache_counts_each_instance_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(host.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    for cpu, shared in ((0, "0-1"), (1, "0-1"), (2, "2-3")):
+        _cache(tmp_path, cpu, 0, 1, "Data", "32K", str(cpu))
+        _cache(tmp_path, cpu, 1, 1, "Instruction", "32K", str(cpu))
+        _cache(tmp_path, cpu, 2, 3, "Unified", "32768K", shared)
+    assert host.last_level_cache_bytes(tmp_path) == 2 * 32 << 20  # two L3 slices, CPUs 0 and 1 share one
+    assert host.last_level_cache_bytes(tmp_path / "absent") is None
+
+
+def test_last_level_cache_of_this_host_is_plausible():
+    llc = host.last_level_cache_bytes()
+    assert llc is None or 1 << 16 <= llc <= 1 << 34
+    assert host.host_facts()["llc_bytes"] == llc
+
+
 def test_environment_facts_pick_relevant_variables(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
     monkeypatch.setenv("BITNET_STRICT_MODE", "1")

@@ -8,12 +8,18 @@ import pytest
 
 from harness.comparison.stats import (
     Verdict,
+    block_bootstrap,
+    block_length,
+    bootstrap_p,
+    detectable_effect,
     geometric_mean,
     judge,
+    judge_blocks,
     judge_single,
     mann_whitney_p,
     min_p_value,
     percentile_of,
+    rate,
     ratio_ci,
     samples_needed,
 )
@@ -143,3 +149,77 @@ def test_geometric_mean() -> None:
     assert geometric_mean([2.0, 0.5]) == pytest.approx(1.0)
     assert geometric_mean([4.0, 1.0, float("nan")]) == pytest.approx(2.0)
     assert geometric_mean([]) is None
+
+
+def _steps(rep_speeds: list[float], steps: int = 60, jitter: float = 0.02, seed: int = 0) -> list[np.ndarray]:
+    """Per-step decode seconds of repetitions decoding at the given speeds, with a little seeded jitter."""
+    rng = np.random.default_rng(seed)
+    return [(1.0 / v) * (1 + jitter * rng.standard_normal(steps)) for v in rep_speeds]
+
+
+def test_block_bootstrap_keeps_each_repetition_whole_and_its_length() -> None:
+    groups = [np.arange(10.0), np.arange(20.0)]
+
+    def count(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.sum(~np.isnan(x), axis=axis)
+
+    counts = block_bootstrap(groups, count, 500, np.random.default_rng(0))
+    assert set(counts.astype(int)) == {20, 30, 40}  # two drawn repetitions, each at its own length
+    constant = block_bootstrap([np.full(7, 2.0)] * 3, rate, 200, np.random.default_rng(0))
+    assert np.all(constant == 0.5)
+    assert block_length(127) == 5 and block_length(1) == 1
+
+
+def test_blocked_judgement_decides_a_default_sized_run() -> None:
+    base = _steps([100.0] * 5, 127, seed=1)
+    slower = _steps([92.0] * 5, 127, seed=2)  # 8 % slower
+    j = judge_blocks(base, slower, higher_is_better=True, statistic=rate)
+    assert j.verdict is Verdict.REGRESSION and j.ci_high < 1.0 and j.p_value < 0.01
+    assert j.n_base == j.n_new == 5 * 127 and j.min_p is None
+    assert j.ratio == pytest.approx(rate(np.concatenate(slower)) / rate(np.concatenate(base)))
+    same = judge_blocks(base, _steps([100.0] * 5, 127, seed=3), higher_is_better=True, statistic=rate)
+    assert same.verdict is Verdict.NO_CHANGE and same.mde < 0.02
+
+
+def test_spread_between_repetitions_widens_the_interval() -> None:
+    """Steps of one repetition share its conditions; the interval must not treat them as independent."""
+    drifting = _steps([90.0, 110.0, 95.0, 105.0, 100.0], seed=4)
+    shuffled = np.random.default_rng(5).permutation(np.concatenate(drifting)).reshape(5, -1)
+    new = _steps([100.0] * 5, seed=6)
+    wide = judge_blocks(drifting, new, higher_is_better=True, statistic=rate)
+    narrow = judge_blocks(list(shuffled), new, higher_is_better=True, statistic=rate)
+    assert (wide.ci_high - wide.ci_low) > 3 * (narrow.ci_high - narrow.ci_low)
+    assert wide.mde > 3 * narrow.mde
+
+
+def test_blocked_judgement_needs_two_repetitions_per_side() -> None:
+    j = judge_blocks(_steps([100.0]), _steps([50.0] * 3), higher_is_better=True, statistic=rate)
+    assert j.verdict is Verdict.INCONCLUSIVE and j.mde == float("inf")
+    assert j.note == "too few repetitions: 1 and 3; the interval needs at least 2 per side"
+    assert (
+        judge_blocks([], _steps([1.0] * 2), higher_is_better=True, statistic=rate).verdict
+        is Verdict.NOT_JUDGED
+    )
+
+
+def test_blocked_percentiles_and_determinism() -> None:
+    base = _steps([100.0] * 4, seed=7)
+    new = [g * 1.3 for g in _steps([100.0] * 4, seed=8)]
+    j = judge_blocks(base, new, higher_is_better=False, statistic=percentile_of(99))
+    assert j.verdict is Verdict.REGRESSION
+    assert j == judge_blocks(base, new, higher_is_better=False, statistic=percentile_of(99))
+
+
+def test_bootstrap_p_and_detectable_effect() -> None:
+    assert bootstrap_p(np.full(999, 1.2)) == pytest.approx(2 / 1000)
+    assert bootstrap_p(np.array([0.9, 1.1] * 500)) == 1.0
+    logs = np.random.default_rng(0).normal(0.0, 0.01, 20000)
+    assert detectable_effect(np.exp(logs)) == pytest.approx(np.expm1(2.8016 * 0.01), rel=0.03)
+    assert detectable_effect(np.ones(1)) == float("inf")
+
+
+def test_per_repetition_judgement_reports_its_detectable_effect() -> None:
+    j = judge(BASE, BASE * 1.2, higher_is_better=True)
+    assert 0 < j.mde < 0.05
+    few = judge(BASE[:3], BASE[:3], higher_is_better=True)
+    assert few.mde == float("inf")  # 3 vs 3 cannot reach p < 0.05: no change is detectable

@@ -777,3 +777,37 @@ def test_the_family_kernel_table_is_what_the_engine_prepares(fmt):
             assert (family, fmt) not in FAMILY_KERNELS
             continue
         assert FAMILY_KERNELS[(family, fmt)] == (matrix.gemv_id, matrix.gemm_id)
+
+
+def _with_probes(medians, buffer_bytes=1 << 30, noisy=None):
+    """The factory receipt with bandwidth probes of three passes around each median, read_gbps their median."""
+
+    def edit(r):
+        probes = [
+            {
+                "samples_gbps": [m * 0.99, m, m * 1.01],
+                "median_gbps": m,
+                "buffer_bytes": buffer_bytes,
+                "threads": 1,
+            }
+            for m in medians
+        ]
+        pooled = sorted(s for p in probes for s in p["samples_gbps"])
+        bw = r["bandwidth"]
+        bw["read_gbps"] = pooled[len(pooled) // 2]
+        bw["decode_floor_tok_s"] = bw["read_gbps"] * 1e9 / bw["weight_bytes_per_token"]
+        bw["ratio_to_floor"] = r["tokens_per_second"] / bw["decode_floor_tok_s"]
+        spread = max(medians) / min(medians) - 1
+        bw |= {"probes": probes, "noisy": spread > 0.1 if noisy is None else noisy}
+
+    return mutated(edit)
+
+
+def test_the_floor_is_held_to_its_probes():
+    assert "bandwidth" not in gates(verify(_with_probes([10.0, 10.2])))
+    # a small buffer measures the cache; a disagreement of 30 % cannot be recorded as quiet
+    assert "bandwidth" in gates(verify(_with_probes([10.0, 10.2], buffer_bytes=256 << 20)))
+    assert "bandwidth" in gates(verify(_with_probes([10.0, 14.3], noisy=False)))
+    raised = _with_probes([10.0, 10.2])
+    raised["bandwidth"]["read_gbps"] *= 1.5  # the larger probe's best pass would flatter the ratio
+    assert "bandwidth" in gates(verify(finalize(raised)))

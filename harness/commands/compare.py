@@ -30,7 +30,11 @@ ForceOpt = Annotated[
 ]
 IgnoreOpt = Annotated[
     list[str] | None,
-    typer.Option("--ignore", help=f"Skip one comparability check (repeatable): {', '.join(REASON_KEYS)}."),
+    typer.Option(
+        "--ignore",
+        help=f"Skip one comparability check (repeatable): {', '.join(REASON_KEYS)}; or 'noise': judge the "
+        "timings of a receipt marked noisy instead of calling them inconclusive.",
+    ),
 ]
 
 

@@ -39,6 +39,14 @@ ThreadsOpt = Annotated[
 KernelOpt = Annotated[
     KernelChoice, typer.Option("--kernel", help="Ternary kernel family; auto times each on this CPU.")
 ]
+RetuneOpt = Annotated[
+    bool,
+    typer.Option(
+        "--retune",
+        help="With --kernel auto: time the kernel families again instead of using this machine's cached "
+        "choice, and cache the new one.",
+    ),
+]
 StrictOpt = Annotated[bool, typer.Option("--strict-loader", help="Accept only exact tensor sizes.")]
 PromptOpt = Annotated[
     str | None, typer.Option("--prompt", help="Prompt text (default: a built-in sentence).")

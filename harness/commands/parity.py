@@ -36,6 +36,7 @@ from harness.commands.options import (
     ModelOpt,
     PresetChoice,
     PresetOpt,
+    RetuneOpt,
     ThreadsOpt,
 )
 from harness.errors import HarnessError
@@ -51,6 +52,7 @@ from harness.peers.parity import (
     write_receipt_copy,
 )
 from harness.phases.workload import model_file, resolve_model
+from harness.session.model import check_retune
 
 ReferenceChoice = Enum("ReferenceChoice", {name: name for name in REFERENCES}, type=str)
 ActQuantChoice = Enum("ActQuantChoice", {m: m for m in (*ACT_QUANT_MODES, "both")}, type=str)
@@ -177,12 +179,14 @@ def parity_command(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Greedy steps per prompt.")] = GREEDY_STEPS,
     threads: ThreadsOpt = None,
     kernel: KernelOpt = DEFAULT_KERNEL,
+    retune: RetuneOpt = False,
     receipt: ReceiptOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the full JSON report here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare tokenizer, logits and greedy tokens with a reference; say where and why they differ."""
     modes = ACT_QUANT_MODES if act_quant.value == "both" else (act_quant.value,)
+    check_retune(retune, [kernel.value])
     if receipt is not None and RECEIPT_MODE not in modes:
         raise HarnessError(
             f"--receipt records the {RECEIPT_MODE!r} run (the benchmark's); add it to --act-quant"
@@ -197,6 +201,7 @@ def parity_command(
         greedy_steps=steps,
         threads=threads,
         kernel=kernel.value,
+        retune=retune,
     )
     if out is not None:
         write_json(out, report)

@@ -24,6 +24,7 @@ from harness.commands.options import (
     MaxMemoryOpt,
     ModelOpt,
     PresetChoice,
+    RetuneOpt,
     SeedOpt,
     StrictOpt,
     TemperatureOpt,
@@ -36,6 +37,7 @@ from harness.commands.options import (
 from harness.phases.load import load_and_warm
 from harness.phases.workload import resolve_model
 from harness.runtime.limits import resource_limits
+from harness.session.model import check_retune
 
 DEFAULT_PROMPT = "The capital of France is"
 DEFAULT_LOGITS = LogitsChoice("int8")
@@ -76,6 +78,7 @@ def run_command(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     kernel: KernelOpt = DEFAULT_KERNEL,
+    retune: RetuneOpt = False,
     logits: Annotated[
         LogitsChoice, typer.Option("--logits", help="int8 tied-embedding logits, or the f32 fallback.")
     ] = DEFAULT_LOGITS,
@@ -84,6 +87,7 @@ def run_command(
     timeout: TimeoutOpt = None,
 ) -> None:
     """Generate text from a prompt and print the prefill / decode speed."""
+    check_retune(retune, [kernel.value])
     with resource_limits(max_memory, timeout):
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         if model_path is None:
@@ -96,6 +100,7 @@ def run_command(
             strict=strict_flag(strict_loader),
             logits=logits.value,
             on_warning=lambda w: _status(f"warning: {w}"),
+            retune=retune,
         )
         model = loaded.model
         _status(

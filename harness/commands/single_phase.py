@@ -37,7 +37,8 @@ def finish(outcome: PhaseOutcome, as_json: bool, tables: list[Table]) -> None:
             Console().print(table)
     if outcome.path is not None and outcome.verification is not None:
         for failure in outcome.verification.failures:
-            typer.echo(failure.line(), err=as_json)
+            for line in failure.lines():
+                typer.echo(line, err=as_json)
         state = "verified" if outcome.verification.ok else "FAILED verification"
         typer.echo(f"receipt: {outcome.path} ({state})", err=as_json)
     raise typer.Exit(outcome.exit_code)

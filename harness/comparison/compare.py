@@ -1,16 +1,18 @@
 """Is NEW slower than BASE? Comparability first (same model, workload, machine; both receipts honest),
-then each metric judged by harness.comparison.stats, a geometric-mean row, and the gate's exit code.
+then each metric judged by harness.comparison.stats, a geometric-mean row, and the gate's exit code. A receipt
+whose `noise` section says the run was noisy cannot decide a timing: those verdicts are inconclusive, and a
+note says why (`ignore=("noise",)` judges them anyway).
 
 Exit codes: 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
 """
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
-from harness.comparison.metrics import METRICS, SINGLE, Metric, samples
+from harness.comparison.metrics import METRICS, PER_TOKEN, SINGLE, Metric, groups, samples
 from harness.comparison.stats import (
     ALPHA,
     SEED,
@@ -19,6 +21,7 @@ from harness.comparison.stats import (
     Verdict,
     geometric_mean,
     judge,
+    judge_blocks,
     judge_single,
 )
 from harness.comparison.tables import records
@@ -37,6 +40,7 @@ REASON_KEYS = (
     "workload",
     "output",
 )
+JUDGEMENT_KEYS = ("noise",)  # --ignore keys that change how metrics are judged, not whether the pair is
 _MISSING = object()
 Verified = tuple[VerificationResult | None, VerificationResult | None]
 
@@ -94,11 +98,10 @@ def comparability(
     `verified` holds a side's verification when the caller has just run it (it is not run again).
     """
     skip = set(ignore)
-    unknown = skip - set(REASON_KEYS)
+    unknown = skip - set(REASON_KEYS) - set(JUDGEMENT_KEYS)
     if unknown:
-        raise HarnessError(
-            f"unknown comparability check(s) {sorted(unknown)}; known: {', '.join(REASON_KEYS)}"
-        )
+        known = ", ".join(REASON_KEYS + JUDGEMENT_KEYS)
+        raise HarnessError(f"unknown comparability check(s) {sorted(unknown)}; known: {known}")
     out: list[Reason] = []
     for side, receipt, known in (("BASE", base, verified[0]), ("NEW", new, verified[1])):
         line = (known if known is not None else verify(receipt)).refusal(side)
@@ -131,6 +134,15 @@ def comparability(
     if same_output and "output" not in skip and (note := output_note(base, new)):
         out.append(Reason("output", note))
     return out
+
+
+def noise_reasons(receipt: Mapping[str, Any]) -> list[str] | None:
+    """The reasons a receipt's run was noisy, or None when it was not (or does not say)."""
+    noise = _get(receipt, "noise")
+    if not isinstance(noise, Mapping) or noise.get("noisy") is not True:
+        return None
+    reasons = noise.get("reasons")
+    return [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no reason given"]
 
 
 def output_note(base: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
@@ -189,6 +201,13 @@ class Comparison:
             EXIT_INCONCLUSIVE: "inconclusive",
         }[self.exit_code]
 
+    def detectable(self, key: str = "decode_tok_s") -> float | None:
+        """The minimum detectable effect of metric `key` for this pair (a fraction), None when not judged."""
+        for row in self.rows:
+            if row.metric.key == key:
+                return row.judgement.mde
+        return None
+
     def frame(self) -> pd.DataFrame:
         """The table: one row per metric and the geometric-mean row."""
         rows = []
@@ -208,6 +227,7 @@ class Comparison:
                     "ci low": j.ci_low,
                     "ci high": j.ci_high,
                     "p": j.p_value,
+                    "mde": j.mde if j.mde is None or j.mde < float("inf") else None,
                     "verdict": j.verdict.value,
                     "note": j.note or "",
                 }
@@ -283,9 +303,26 @@ def compare(
     note = output_note(base, new)
     if note:
         result.notes.append(note)
+    noisy = [] if "noise" in ignore else [s for s, r in (("BASE", base), ("NEW", new)) if noise_reasons(r)]
+    for side, receipt in (("BASE", base), ("NEW", new)):
+        if side in noisy:
+            result.notes.append(
+                f"{side} was a noisy run, so its timings cannot decide (--ignore noise judges them anyway): "
+                + "; ".join(noise_reasons(receipt) or [])
+            )
     for m in METRICS:
         b, n = samples(base, m), samples(new, m)
-        if m.kind == SINGLE:
+        if m.kind == PER_TOKEN:
+            j = judge_blocks(
+                groups(base, m),
+                groups(new, m),
+                higher_is_better=m.higher_is_better,
+                statistic=m.statistic,
+                threshold=threshold,
+                alpha=alpha,
+                seed=seed,
+            )
+        elif m.kind == SINGLE:
             if same_process:
                 j = Judgement.not_judged(
                     float(b[0]), float(n[0]), 1, 1, "one process for both sides: not measured per side"
@@ -306,8 +343,11 @@ def compare(
                 alpha=alpha,
                 seed=seed,
             )
+        if noisy and m.kind != SINGLE and j.verdict != Verdict.NOT_JUDGED:
+            said = f"noisy run: {' and '.join(noisy)}"
+            j = replace(j, verdict=Verdict.INCONCLUSIVE, note=f"{said}; {j.note}" if j.note else said)
         result.rows.append(Row(m, j))
-        if j.note and j.note.startswith("too few samples"):
+        if j.note and j.note.startswith(("too few samples", "too few repetitions")):
             result.notes.append(f"{m.label}: {j.note}")
     judged = [
         _speed_up(r.metric, r.judgement.ratio)

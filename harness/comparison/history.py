@@ -2,8 +2,9 @@
 PNG/SVG through matplotlib (the optional `plot` extra).
 
 The noise band of a receipt: for metrics with one sample per repetition, the p10-p90 of those samples; for the
-token-latency percentiles, the p10-p90 of the seeded bootstrap distribution of that percentile; peak RSS has
-one value and no band.
+per-token metrics (decode speed, token-latency percentiles), the p10-p90 of the statistic's seeded block
+bootstrap distribution (harness.comparison.stats, the design `compare` judges them by); peak RSS has one value
+and no band.
 """
 
 from pathlib import Path
@@ -12,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from harness.comparison.archive import Entry
-from harness.comparison.metrics import PER_REPETITION, PER_TOKEN, Metric, samples
-from harness.comparison.stats import N_RESAMPLES, SEED
+from harness.comparison.metrics import PER_REPETITION, PER_TOKEN, Metric, groups, samples
+from harness.comparison.stats import N_RESAMPLES, SEED, block_bootstrap
 from harness.errors import HarnessError
 
 BAND = (10.0, 90.0)
@@ -21,25 +22,19 @@ _CHART_SUFFIXES = (".png", ".svg")
 COLUMNS = ["date", "commit", "model", "threads", "cpu", "n", "value", "band low", "band high", "file"]
 
 
-def band(x: np.ndarray, m: Metric, seed: int = SEED) -> tuple[float, float]:
-    """The receipt's noise band for metric m (see the module docstring)."""
+def band(
+    x: np.ndarray, m: Metric, parts: list[np.ndarray] | None = None, seed: int = SEED
+) -> tuple[float, float]:
+    """The receipt's noise band for metric m (see the module docstring); `parts` are a per-token metric's
+    samples per repetition (metrics.groups)."""
     value = float(m.statistic(x))
     if m.kind == PER_REPETITION:
         low, high = np.percentile(x, BAND)
         return float(low), float(high)
-    if m.kind == PER_TOKEN and x.size >= 2 and np.unique(x).size > 1:
-        from scipy.stats import bootstrap  # imported on use: slow to import for every command
-
-        res = bootstrap(
-            (x,),
-            m.statistic,
-            n_resamples=N_RESAMPLES,
-            vectorized=True,
-            confidence_level=(BAND[1] - BAND[0]) / 100.0,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-        return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if m.kind == PER_TOKEN and parts and x.size >= 2 and np.unique(x).size > 1:
+        dist = block_bootstrap(parts, m.statistic, N_RESAMPLES, np.random.default_rng(seed))
+        low, high = np.percentile(dist, BAND)
+        return float(low), float(high)
     return value, value
 
 
@@ -62,7 +57,7 @@ def frame(
             continue
         if x.size == 0:
             continue
-        low, high = band(x, m)
+        low, high = band(x, m, groups(r, m) if m.kind == PER_TOKEN else None)
         rows.append(
             {
                 "date": e.moment.strftime("%Y-%m-%d %H:%M"),

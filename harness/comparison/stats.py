@@ -1,14 +1,25 @@
-"""Two-sample statistics behind `compare`: ratio of a statistic with a seeded bootstrap confidence interval,
-the Mann-Whitney U p-value, the smallest p-value a pair of sample sizes can ever reach, and the verdict rule.
+"""Two-sample statistics behind `compare`: the ratio of a statistic with a seeded bootstrap confidence
+interval, a p-value, the smallest p-value a pair of sample sizes can ever reach, the minimum detectable effect
+of the pair, and the verdict rule.
+
+Two sample designs. One value per repetition (prefill, time to first token): Mann-Whitney U and a percentile
+bootstrap of the ratio, each side resampled on its own. Per-token samples (decode speed, token latencies):
+the decode steps of each repetition stay in order, and a two-level block bootstrap resamples repetitions with
+replacement, then circular blocks of consecutive steps inside each, so the interval carries both the
+repetition-to-repetition spread and the correlation of neighbouring steps; its p-value is the
+percentile-bootstrap test of ratio = 1.
 
 The verdict needs both significance and an effect beyond the threshold, so noise alone never reads as a
-change and a real but tiny change reads as "no change". Everything is deterministic: the bootstrap is seeded.
+change and a real but tiny change reads as "no change". The minimum detectable effect is the change that
+would be significant with 80 % probability given the pair's bootstrap spread: (z(1 - alpha/2) + z(0.8)) times
+the standard deviation of the log-ratio. Everything is deterministic: the bootstraps are seeded.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from math import comb
+from statistics import NormalDist
 
 import numpy as np
 
@@ -17,6 +28,9 @@ THRESHOLD = 0.05
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
 SEED = 1_000_003
+POWER = 0.80
+NEVER = float("inf")  # the minimum detectable effect of a pair that can detect no change
+_CHUNK_VALUES = 4_000_000  # values the block bootstrap draws at once (bounds its memory)
 
 Statistic = Callable[..., np.ndarray]
 
@@ -44,6 +58,7 @@ class Judgement:
     n_new: int
     verdict: Verdict
     note: str | None = None
+    mde: float | None = None  # relative change detectable with 80 % power; inf: none is; None: no test
 
     @classmethod
     def not_judged(cls, base: float, new: float, n_base: int, n_new: int, note: str) -> "Judgement":
@@ -55,11 +70,18 @@ def median(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.median(x, axis=axis)
 
 
+def rate(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Events per second from per-event seconds: their count over their sum (NaN marks no event)."""
+    x = np.asarray(x, np.float64)
+    return np.sum(~np.isnan(x), axis=axis) / np.nansum(x, axis=axis)
+
+
 def percentile_of(q: float) -> Statistic:
-    """The q-th percentile (numpy's linear interpolation, as the receipts' summaries use) as a statistic."""
+    """The q-th percentile (numpy's linear interpolation, as the receipts' summaries use) as a statistic;
+    NaN marks no sample."""
 
     def stat(x: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.percentile(x, q, axis=axis)
+        return np.nanpercentile(x, q, axis=axis)
 
     return stat
 
@@ -100,10 +122,16 @@ def ratio_ci(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap interval of statistic(new) / statistic(base), each side resampled on its own.
+    """Percentile-bootstrap interval of statistic(new) / statistic(base), each side resampled on its own."""
+    low, high, _ = _ratio_bootstrap(base, new, statistic, confidence, n_resamples, seed)
+    return low, high
 
-    The percentile method (not BCa) because BCa degenerates on the tiny, tied samples benchmarks produce.
-    """
+
+def _ratio_bootstrap(
+    base: np.ndarray, new: np.ndarray, statistic: Statistic, confidence: float, n_resamples: int, seed: int
+) -> tuple[float, float, np.ndarray]:
+    """The interval and the bootstrap distribution of the ratio. The percentile method, not BCa: BCa
+    degenerates on the tiny, tied samples benchmarks produce."""
     from scipy.stats import bootstrap  # imported on use: scipy.stats is slow to import for every command
 
     def ratio(n: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -120,7 +148,57 @@ def ratio_ci(
         rng=np.random.default_rng(seed),
     )
     low, high = result.confidence_interval
-    return float(low), float(high)
+    return float(low), float(high), np.asarray(result.bootstrap_distribution, np.float64)
+
+
+def block_length(n: int) -> int:
+    """Steps per block: the cube root of a repetition's length, the usual order for a block bootstrap."""
+    return max(1, round(n ** (1 / 3)))
+
+
+def block_bootstrap(
+    groups: Sequence[np.ndarray], statistic: Statistic, n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Bootstrap distribution of `statistic` over the pooled samples of `groups` (one ordered array per
+    repetition): each resample draws as many repetitions as there are, with replacement, and rebuilds each
+    drawn repetition from circular blocks of its consecutive samples, cut to its own length."""
+    lens = np.array([len(g) for g in groups])
+    reps, longest = len(groups), int(lens.max())
+    padded = np.full((reps, longest), np.nan)
+    for i, g in enumerate(groups):
+        padded[i, : len(g)] = g
+    size = block_length(int(np.median(lens)))
+    blocks = -(-longest // size)
+    out = np.empty(n_resamples)
+    chunk = max(1, _CHUNK_VALUES // (reps * blocks * size))
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        pick = rng.integers(0, reps, (b, reps))
+        n = lens[pick]
+        first = (rng.random((b, reps, blocks)) * n[..., None]).astype(np.int64)
+        idx = (first[..., None] + np.arange(size)) % n[..., None, None]
+        idx = idx.reshape(b, reps, blocks * size)[..., :longest]
+        values = padded[pick[..., None], idx]
+        values[np.arange(longest) >= n[..., None]] = np.nan
+        out[start : start + b] = statistic(values.reshape(b, reps * longest), axis=-1)
+    return out
+
+
+def bootstrap_p(ratios: np.ndarray) -> float:
+    """Two-sided percentile-bootstrap p-value of ratio = 1: twice the smaller share of resampled ratios on
+    either side of 1, the observed pair counted as one resample (so it is never 0)."""
+    below, above = int(np.sum(ratios <= 1.0)), int(np.sum(ratios >= 1.0))
+    return min(1.0, 2.0 * (min(below, above) + 1) / (ratios.size + 1))
+
+
+def detectable_effect(ratios: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The relative change that is significant with probability `power` at `alpha`, from the spread of the
+    bootstrap ratios: exp((z(1 - alpha/2) + z(power)) * sd(log ratio)) - 1."""
+    logs = np.log(ratios[np.isfinite(ratios) & (ratios > 0)])
+    if logs.size < 2:
+        return float("inf")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return float(np.expm1(z * np.std(logs, ddof=1)))
 
 
 def _effect_verdict(ratio: float, higher_is_better: bool, threshold: float) -> Verdict | None:
@@ -163,18 +241,63 @@ def judge(
             f">= alpha {alpha:g}; take at least {samples_needed(alpha)} per side"
         )
         p = mann_whitney_p(b, n) if b.size and n.size else None
-        return Judgement(sb, sn, ratio, None, None, p, floor, b.size, n.size, Verdict.INCONCLUSIVE, note)
-    low, high = ratio_ci(b, n, statistic, seed=seed)
+        return Judgement(
+            sb, sn, ratio, None, None, p, floor, b.size, n.size, Verdict.INCONCLUSIVE, note, NEVER
+        )
+    low, high, ratios = _ratio_bootstrap(b, n, statistic, CONFIDENCE, N_RESAMPLES, seed)
     p = mann_whitney_p(b, n)
+    verdict = _verdict(ratio, low, high, p, higher_is_better, threshold, alpha)
+    mde = detectable_effect(ratios, alpha)
+    return Judgement(sb, sn, ratio, low, high, p, floor, b.size, n.size, verdict, mde=mde)
+
+
+def judge_blocks(
+    base: Sequence[np.ndarray],
+    new: Sequence[np.ndarray],
+    *,
+    higher_is_better: bool,
+    statistic: Statistic,
+    threshold: float = THRESHOLD,
+    alpha: float = ALPHA,
+    seed: int = SEED,
+) -> Judgement:
+    """Compare two runs' per-token samples, one ordered array per repetition (the two-level block bootstrap
+    of the module docstring), by `judge`'s verdict rule. Each side needs two repetitions, so that the spread
+    between repetitions is part of the interval."""
+    base = [np.asarray(g, np.float64) for g in base if len(g)]
+    new = [np.asarray(g, np.float64) for g in new if len(g)]
+    nb, nn = sum(g.size for g in base), sum(g.size for g in new)
+    if not nb or not nn:
+        return Judgement.not_judged(float("nan"), float("nan"), nb, nn, "no samples on one side")
+    sb, sn = float(statistic(np.concatenate(base))), float(statistic(np.concatenate(new)))
+    if sb <= 0.0 or not np.isfinite(sb) or not np.isfinite(sn):
+        return Judgement.not_judged(sb, sn, nb, nn, f"base statistic {sb:.4g} cannot be a denominator")
+    ratio = sn / sb
+    if len(base) < 2 or len(new) < 2:
+        note = f"too few repetitions: {len(base)} and {len(new)}; the interval needs at least 2 per side"
+        return Judgement(sb, sn, ratio, None, None, None, None, nb, nn, Verdict.INCONCLUSIVE, note, NEVER)
+    rng = np.random.default_rng(seed)
+    base_stats = block_bootstrap(base, statistic, N_RESAMPLES, rng)
+    new_stats = block_bootstrap(new, statistic, N_RESAMPLES, rng)
+    ratios = new_stats / base_stats
+    low, high = (float(v) for v in np.percentile(ratios, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)]))
+    p = bootstrap_p(ratios)
+    verdict = _verdict(ratio, low, high, p, higher_is_better, threshold, alpha)
+    return Judgement(sb, sn, ratio, low, high, p, None, nb, nn, verdict, mde=detectable_effect(ratios, alpha))
+
+
+def _verdict(
+    ratio: float, low: float, high: float, p: float, higher_is_better: bool, threshold: float, alpha: float
+) -> Verdict:
+    """Improvement / regression when significant (p < alpha and the interval excludes 1) and beyond the
+    threshold; no change when the whole interval lies within the threshold; inconclusive otherwise."""
     significant = p < alpha and (low > 1.0 or high < 1.0)
     effect = _effect_verdict(ratio, higher_is_better, threshold)
     if significant and effect is not None:
-        verdict = effect
-    elif 1.0 - threshold <= low and high <= 1.0 + threshold:
-        verdict = Verdict.NO_CHANGE
-    else:
-        verdict = Verdict.INCONCLUSIVE
-    return Judgement(sb, sn, ratio, low, high, p, floor, b.size, n.size, verdict)
+        return effect
+    if 1.0 - threshold <= low and high <= 1.0 + threshold:
+        return Verdict.NO_CHANGE
+    return Verdict.INCONCLUSIVE
 
 
 def judge_single(

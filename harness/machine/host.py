@@ -11,8 +11,7 @@ from typing import Any
 
 ENV_PREFIXES = ("BITNET_", "NUMBA_", "OMP_", "MKL_", "OPENBLAS_")
 _CPUINFO = Path("/proc/cpuinfo")
-_CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_SYS_CPU = Path("/sys/devices/system/cpu")
 _GIT_TIMEOUT_S = 5.0
 
 
@@ -49,25 +48,41 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def last_level_cache_bytes(caches: Path = _CPU_CACHES) -> int | None:
-    """Size of the highest-level data or unified cache CPU 0 sees (sysfs), or None where sysfs does not say.
+def _cache_size_bytes(text: str) -> int | None:
+    """sysfs cache sizes read like `32768K`, `8M` or a plain byte count."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if scale > 1 else text
+    return int(digits) * scale if digits.isdigit() else None
 
-    Weights that fit in it are not read from memory on every decode step, so the bandwidth floor does not
-    bind them.
+
+def last_level_cache_bytes(sys_cpu: Path = _SYS_CPU) -> int | None:
+    """Bytes of last-level cache the CPUs this process may run on can fill, from sysfs; None when unknown.
+
+    The highest-level data or unified cache of each usable CPU, each distinct instance (its `shared_cpu_list`)
+    counted once: on a CPU with several L3 slices, threads on different slices can hold the sum.
     """
-    best: tuple[int, int] | None = None
-    try:
-        for index in caches.glob("index*"):
-            if (index / "type").read_text().strip() == "Instruction":
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    instances: dict[tuple[int, str], int] = {}
+    for cpu in cpus:
+        best: tuple[int, str, int] | None = None
+        for index in (sys_cpu / f"cpu{cpu}" / "cache").glob("index*"):
+            try:
+                if (index / "type").read_text().strip() not in ("Data", "Unified"):
+                    continue
+                level = int((index / "level").read_text())
+                size = _cache_size_bytes((index / "size").read_text())
+                shared = (index / "shared_cpu_list").read_text().strip()
+            except (OSError, ValueError):
                 continue
-            level = int((index / "level").read_text())
-            text = (index / "size").read_text().strip().upper()
-            size = int(text.rstrip("KMG")) * _SIZE_UNITS[text[len(text.rstrip("KMG")) :]]
-            if best is None or level > best[0]:
-                best = (level, size)
-    except (OSError, ValueError, KeyError):
+            if size is not None and (best is None or level > best[0]):
+                best = (level, shared, size)
+        if best is not None:
+            instances[best[:2]] = best[2]
+    if not instances:
         return None
-    return best[1] if best else None
+    top = max(level for level, _ in instances)
+    return sum(size for (level, _), size in instances.items() if level == top)
 
 
 def threading_layer() -> str | None:

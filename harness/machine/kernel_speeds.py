@@ -7,11 +7,13 @@ a whole model ago); the warm time is the median of back-to-back calls (the compu
 bytes each kernel reads per call; the floor is the read bandwidth measured by this command, not assumed.
 """
 
+import numba
+
 from engine.constants import layer_matrix_shapes
 from engine.kernels import bench
 from engine.kernels.cpu import has_avx2, has_permw, has_vnni
 from engine.model import set_threads
-from harness.machine.bandwidth import measure_read_bandwidth
+from harness.machine.bandwidth import probe_in_child
 from harness.progress import SILENT, Progress
 
 FAMILIES = ("i2s", "tq2_0", "tl1", "tl2", "logits")
@@ -36,8 +38,8 @@ def measure_kernels(
     vocab, hidden = logits_shape
     set_threads(threads)
     variants = ["auto", "portable"] if portable else ["auto"]
-    with progress.status("measuring read bandwidth"):
-        bandwidth = measure_read_bandwidth()
+    with progress.status("measuring read bandwidth (a child process)"):
+        bandwidth = probe_in_child(numba.get_num_threads()).median_gbps
     evict = bench.eviction_buffer(evict_mb << 20)
     rows = []
     for family in families:

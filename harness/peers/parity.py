@@ -102,12 +102,20 @@ class EngineImpl:
     """The engine: decode one token at a time (the GEMV path every generated token takes)."""
 
     def __init__(
-        self, path: Path, act_quant: str, logits: str, threads: int | None, kernel: str = "auto"
+        self,
+        path: Path,
+        act_quant: str,
+        logits: str,
+        threads: int | None,
+        kernel: str = "auto",
+        retune: bool = False,
     ) -> None:
         if act_quant not in ACT_QUANT_MODES:
             raise HarnessError(f"unknown activation quantization {act_quant!r}; choose {ACT_QUANT_MODES}")
         try:
-            loaded = load_and_warm(path, kernel=kernel, threads=threads, logits=logits, act_quant=act_quant)
+            loaded = load_and_warm(
+                path, kernel=kernel, threads=threads, logits=logits, act_quant=act_quant, retune=retune
+            )
         except EngineError as exc:
             raise HarnessError(f"engine cannot load {path}: {exc}") from None
         self.model = loaded.model
@@ -294,8 +302,10 @@ def run_parity(
     corpus: Sequence[str] = TOKENIZER_CORPUS,
     threads: int | None = None,
     kernel: str = "auto",
+    retune: bool = False,
 ) -> dict[str, Any]:
-    """Compare the engine (once per activation-quantization mode) with a reference on one model.
+    """Compare the engine (once per activation-quantization mode) with a reference on one model;
+    `retune` times the families of `kernel="auto"` again before the first engine loads.
 
     The whole report as a JSON-ready dict; `passed` holds when the tokenizer agrees fully and the mode that
     quantizes activations as the reference does (llama.cpp: `block256`, transformers: `token`; else every
@@ -307,7 +317,10 @@ def run_parity(
     if unknown or not act_quants:
         raise HarnessError(f"activation quantization must be among {', '.join(ACT_QUANT_MODES)}")
     peer = peer_for(reference, Path(model), threads)
-    engines = {mode: EngineImpl(peer.engine_path, mode, logits, threads, kernel) for mode in act_quants}
+    engines = {
+        mode: EngineImpl(peer.engine_path, mode, logits, threads, kernel, retune and i == 0)  # one tuning
+        for i, mode in enumerate(act_quants)
+    }
     first = next(iter(engines.values()))
     cfg = first.model.config
     tok = first.model.tokenizer

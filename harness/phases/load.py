@@ -30,10 +30,18 @@ def load_and_warm(
     logits: str = "int8",
     act_quant: str = "token",
     on_warning: Callable[[str], None] | None = None,
+    retune: bool = False,
 ) -> LoadedModel:
-    """Load `path` (each near-miss note of the loader goes to `on_warning`), then prepare every kernel."""
+    """Load `path` (each near-miss note of the loader goes to `on_warning`), then prepare every kernel;
+    `retune` times the kernel families of `kernel="auto"` again instead of reading the cached verdicts."""
     model = load_model(
-        path, kernel=kernel, threads=threads, strict=strict, logits=logits, act_quant=act_quant
+        path,
+        kernel=kernel,
+        threads=threads,
+        strict=strict,
+        logits=logits,
+        act_quant=act_quant,
+        retune=retune and kernel == "auto",
     )
     if on_warning is not None:
         for warning in model.file.warnings:

@@ -9,10 +9,13 @@ from typing import Any
 
 import numba
 
+from engine import kernel_choice
 from engine.generate import SamplingParams
 from engine.kernel_choice import Selection
 from engine.loader import ModelFile
 from engine.model import Model
+from harness.machine import noise
+from harness.machine.bandwidth import Floor
 from harness.machine.host import environment_facts, harness_facts, host_facts, peak_rss_bytes
 from harness.receipts.digest import FileDigest, finalize, token_digest
 from harness.receipts.files import utc_timestamp
@@ -57,27 +60,73 @@ def model_section(mf: ModelFile, path_label: str, digest: FileDigest) -> dict[st
 
 
 def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: set[str]) -> dict[str, Any]:
-    """The family per matrix shape, and the instruction-set variant of each kernel that ran."""
+    """The family per matrix shape, the instruction-set variant of each kernel that ran, and for `auto` how
+    each family was chosen (engine.kernel_choice): every round's timings, the verdict and its reason."""
     per_shape = []
     for key, family in sorted(selection.kernels.items()):
         rows, cols = key.split(":", 1)[1].split("x")
         per_shape.append({"shape": [int(rows), int(cols)], "kernel": family})
-    return {
+    section: dict[str, Any] = {
         "requested": selection.mode,
         "per_shape": per_shape,
         "variants": {k: v for k, v in sorted(variants.items()) if k in ran},
     }
+    if selection.mode == "auto":
+        section["tuning"] = {
+            "method": (
+                f"{kernel_choice.ROUNDS} interleaved rounds per shape, median per family; another family "
+                f"than {kernel_choice.DEFAULT_FAMILY} only if faster in every round and by "
+                f"{kernel_choice.MIN_GAIN:.0%} in the median; spread > {kernel_choice.MAX_SPREAD:.0%} keeps "
+                f"{kernel_choice.DEFAULT_FAMILY}, uncached"
+            ),
+            "retuned": selection.retuned,
+            "seconds": selection.seconds,
+            "cache_key": dict(selection.cache_key),
+            "shapes": [_shape_tuning(key, selection) for key in sorted(selection.shapes)],
+        }
+    return section
 
 
-def bandwidth_section(read_gbps: float, model: Model, tokens_per_second: float) -> dict[str, Any]:
-    """Decode speed against the memory floor: weight bytes read per token over measured read bandwidth."""
-    floor = read_gbps * 1e9 / model.weight_bytes_per_token
+def _shape_tuning(key: str, selection: Selection) -> dict[str, Any]:
+    flavor, dims = key.split(":", 1)
+    rows, cols = dims.split("x")
+    timing = selection.shapes[key]
+    return {
+        "flavor": flavor,
+        "shape": [int(rows), int(cols)],
+        "kernel": timing.choice,
+        "reason": timing.reason,
+        "noisy": timing.noisy,
+        "cached": selection.cached.get(key, False),
+        "calls_per_round": timing.calls_per_round,
+        "rounds_seconds": {f: list(r) for f, r in timing.rounds.items()},
+        "median_seconds": timing.median,
+        "spread": timing.spread,
+        "unsupported": dict(timing.errors),
+    }
+
+
+def bandwidth_section(floor: Floor, model: Model, tokens_per_second: float) -> dict[str, Any]:
+    """Decode speed against the memory floor: weight bytes read per token over measured read bandwidth, with
+    the probes' every pass and whether they agreed."""
+    read_gbps = floor.read_gbps
+    decode_floor = read_gbps * 1e9 / model.weight_bytes_per_token
     return {
         "read_gbps": read_gbps,
         "weight_bytes_per_token": model.weight_bytes_per_token,
-        "decode_floor_tok_s": floor,
-        "ratio_to_floor": tokens_per_second / floor if floor > 0 else 0.0,
+        "decode_floor_tok_s": decode_floor,
+        "ratio_to_floor": tokens_per_second / decode_floor if decode_floor > 0 else 0.0,
+        **floor.measurement(),
     }
+
+
+def noise_section(
+    usage: noise.SystemUsage | None, benchmark: dict[str, Any], floor: Floor | None
+) -> dict[str, Any]:
+    """Whether the run was noisy and why: the system over the measured phases, the benchmark's samples, and
+    the bandwidth probes' agreement."""
+    reason = floor.noisy_reason if floor is not None else None
+    return noise.assess(usage, benchmark, [reason] if reason else [])
 
 
 def _run_facts(
@@ -167,10 +216,12 @@ def build_receipt(
     output_tokens: list[int],
     strict: bool,
     jit_seconds: float,
-    read_gbps: float | None,
+    floor: Floor | None,
+    usage: noise.SystemUsage | None = None,
     peer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A finalized receipt (content digest set) for one benchmark run of `model`; `peer` is the section of
+    """A finalized receipt (content digest set) for one benchmark run of `model`; `floor` holds the bandwidth
+    probes (None: not measured), `usage` the system over the measured phases; `peer` is the section of
     another engine benchmarked interleaved on the same file (harness.peers.vs_llama_cpp)."""
     bench = phases["benchmark"]
     tps = bench["summary"]["tokens_per_second"]
@@ -192,8 +243,9 @@ def build_receipt(
         "tokens_per_second": tps,
         "output_digest": {"sha256": token_digest(output_tokens), "count": len(output_tokens)},
     }
-    if read_gbps is not None:
-        receipt["bandwidth"] = bandwidth_section(read_gbps, model, tps)
+    if floor is not None:
+        receipt["bandwidth"] = bandwidth_section(floor, model, tps)
+    receipt["noise"] = noise_section(usage, bench, floor)
     if peer is not None:
         receipt["peer"] = peer
     receipt["timestamp"] = utc_timestamp()

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from harness.comparison.compare import Comparison
+from harness.comparison.stats import POWER
 from harness.comparison.tables import cell
 
 
@@ -14,6 +15,13 @@ def _fmt_value(value: float | None, unit: str) -> str:
     if unit == "bytes":
         return f"{value / 2**20:.1f} MiB"
     return f"{value:.4g}"
+
+
+def _fmt_mde(mde: float | None) -> str:
+    """The minimum detectable effect: '-' without a test, 'none' when no change could be detected."""
+    if mde is None or mde != mde:
+        return "-"
+    return "none" if mde == float("inf") else f"{mde * 100:.1f} %"
 
 
 def comparison_frame(comp: Comparison) -> pd.DataFrame:
@@ -31,6 +39,7 @@ def comparison_frame(comp: Comparison) -> pd.DataFrame:
                 "NEW/BASE": cell(j.ratio if j.ratio == j.ratio else None),
                 "95% CI": ci,
                 "p": "-" if j.p_value is None else f"{j.p_value:.3g}",
+                "MDE": _fmt_mde(j.mde),
                 "verdict": j.verdict.value,
             }
         )
@@ -46,7 +55,19 @@ def header(comp: Comparison, sep: str = "\n") -> str:
         [
             f"BASE {comp.base_label}",
             f"NEW  {comp.new_label}",
-            f"medians (latency: percentiles), ↑/↓ better; threshold {comp.threshold * 100:g} %, "
-            f"alpha {comp.alpha:g}{forced}",
+            f"medians (decode: steps/s; latency: percentiles), ↑/↓ better; threshold "
+            f"{comp.threshold * 100:g} %, alpha {comp.alpha:g}{forced}",
+            detectable_line(comp),
         ]
+    )
+
+
+def detectable_line(comp: Comparison) -> str:
+    """The pair's minimum detectable effect on decode speed, in words."""
+    mde = comp.detectable()
+    if mde is None or mde != mde or mde == float("inf"):
+        return "minimum detectable effect on decode tok/s: none (too few samples to detect any change)"
+    return (
+        f"minimum detectable effect on decode tok/s: {mde * 100:.1f} % (a change this large is significant "
+        f"{POWER:.0%} of the time at alpha {comp.alpha:g}; a verdict also needs the threshold)"
     )

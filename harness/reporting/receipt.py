@@ -214,6 +214,7 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
         for line in result.lines():
             if not line.startswith("NOT CHECKED") or result.ok:
                 console.print(Text(f"  {line}"))
+    _noise_warning(receipt, console)
     model = _get(receipt, "model")
     console.print(
         _kv_table(
@@ -327,6 +328,11 @@ def _run_rows(receipt: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("peak_rss_bytes", "peak RSS", _bytes(_get(receipt, "peak_rss_bytes"))),
         (
             "bandwidth",
+            "bandwidth probes (median GB/s; spread, before/after disagreement)",
+            _probes_text(receipt),
+        ),
+        (
+            "bandwidth",
             "bandwidth (GB/s, floor tok/s, ratio)",
             ", ".join(
                 _num(_get(receipt, "bandwidth", k), ".3g")
@@ -342,6 +348,34 @@ def _run_rows(receipt: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     phase_receipt = receipt_kind(receipt) not in (BENCHMARK, "none")
     return [(label, value) for key, label, value in rows if not phase_receipt or key in receipt]
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _noise_warning(receipt: Mapping[str, Any], console: Console) -> None:
+    """A noisy run says so before any figure, with every reason; warnings follow in either case."""
+    noise = _get(receipt, "noise")
+    if not isinstance(noise, Mapping):
+        return
+    if noise.get("noisy") is True:
+        console.print(
+            "[yellow]WARNING: noisy run[/yellow]: its timings are unreliable; compare calls them inconclusive"
+        )
+        for reason in _strings(noise.get("reasons")):
+            console.print(Text(f"  - {reason}"))
+    for warning in _strings(noise.get("warnings")):
+        console.print(Text(f"  note: {warning}"))
+
+
+def _probes_text(receipt: Mapping[str, Any]) -> str:
+    """Each bandwidth probe's median, then the spread of all passes and the before/after disagreement."""
+    probes = _get(receipt, "bandwidth", "probes")
+    probes = probes if isinstance(probes, list) else []
+    medians = " / ".join(_num(_get(p, "median_gbps"), ".3g") for p in probes) or "-"
+    spread = _num(_get(receipt, "bandwidth", "spread"), ".1%")
+    return f"{medians}; {spread}, {_num(_get(receipt, 'bandwidth', 'disagreement'), '.1%')}"
 
 
 def _peer_table(receipt: Mapping[str, Any], peer: Mapping[str, Any]) -> Table:

@@ -11,7 +11,7 @@ A sweep runs its combinations one after the other, each complete (warm-up, then 
 in the order of `BenchmarkRequest.combinations()`. A loaded model serves the following combinations while
 that is exact: the same file, kernel mode and strictness (and, for `--kernel auto`, whose choice is timed on
 the thread count, the same threads); the thread count is set before each run. The model file is hashed once.
-The bandwidth reading after one combination is the reading before the next.
+The bandwidth probe after one combination is the probe before the next.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from engine.model import Model, set_threads
 from engine.strict import resolve_strict
 from harness.comparison.compare import Comparison, compare
 from harness.comparison.runs import run_row, runs_frame, verdict
-from harness.machine.bandwidth import measure_read_bandwidth
+from harness.machine import noise
+from harness.machine.bandwidth import Floor, Probe, probe_in_child
 from harness.peers.llama_cpp import reference_file
 from harness.peers.vs_llama_cpp import LlamaCppRunner, peer_section
 from harness.phases.benchmark import run_benchmark
@@ -90,12 +91,12 @@ def run_benchmark_session(request: BenchmarkRequest, progress: Progress = SILENT
     first = plans[0]
     source = models.source(first)
     _activate_threads(first.request.threads)
-    read_gbps = None
+    before = None
     if request.bandwidth:
-        with progress.status("measuring read bandwidth"):
-            read_gbps = measure_read_bandwidth()
+        with progress.status("measuring read bandwidth (a child process)"):
+            before = probe_in_child(numba.get_num_threads())
     if first.pair is not None:  # an A/B run is never a sweep
-        return _ab_run(first, source, models, started_at, read_gbps, progress)
+        return _ab_run(first, source, models, started_at, before, progress)
     written: list[WrittenReceipt] = []
     comparison = None
     for i, plan in enumerate(plans):
@@ -104,7 +105,7 @@ def run_benchmark_session(request: BenchmarkRequest, progress: Progress = SILENT
         if i > 0:
             started_at, source = utc_timestamp(), models.source(plan)
             _activate_threads(plan.request.threads)
-        one, comparison, read_gbps = _single_run(plan, source, models, started_at, read_gbps, progress)
+        one, comparison, before = _single_run(plan, source, models, started_at, before, progress)
         written.append(one)
     return BenchmarkOutcome(tuple(written), comparison)
 
@@ -142,7 +143,7 @@ class _Models:
         return self._sources[key]
 
     def loaded(
-        self, source: ModelSource, kernel: str, threads: int | None, strict: bool | None
+        self, source: ModelSource, kernel: str, threads: int | None, strict: bool | None, retune: bool
     ) -> LoadedModel:
         """The model loaded with its kernels ready: the previous run's when it is the same, else a new one."""
         key = (source.path, kernel, strict, threads if kernel == "auto" else None)
@@ -151,7 +152,7 @@ class _Models:
             return self._loaded[1]
         self._loaded = None  # released before the next one is loaded
         self.load_started_at = utc_timestamp()
-        loaded = ready_model(source, kernel, threads, strict, self.progress)
+        loaded = ready_model(source, kernel, threads, strict, self.progress, retune)
         self._loaded = (key, loaded)
         return loaded
 
@@ -180,7 +181,8 @@ class _Run:
         loaded: LoadedModel,
         phases: dict[str, Any],
         output: list[int],
-        read_gbps: float | None,
+        floor: Floor | None,
+        usage: noise.SystemUsage,
         peer: dict[str, Any] | None = None,
         side: ab.Side | None = None,
     ) -> WrittenReceipt:
@@ -198,7 +200,8 @@ class _Run:
             output_tokens=output,
             strict=resolve_strict(_strict(r)),
             jit_seconds=loaded.jit_seconds,
-            read_gbps=read_gbps,
+            floor=floor,
+            usage=usage,
             peer=peer,
         )
         facts = ModelFacts(str(self.source.path), dict(self.facts), loaded.model.weight_bytes_per_token)
@@ -218,12 +221,12 @@ def _single_run(
     source: ModelSource,
     models: _Models,
     started_at: str,
-    read_gbps: float | None,
+    before: Probe | None,
     progress: Progress,
-) -> tuple[WrittenReceipt, Comparison | None, float | None]:
-    """One run's receipt, its comparison with --compare-to, and the bandwidth reading taken after it."""
+) -> tuple[WrittenReceipt, Comparison | None, Probe | None]:
+    """One run's receipt, its comparison with --compare-to, and the bandwidth probe taken after it."""
     r = plan.request
-    loaded = models.loaded(source, r.kernel, r.threads, _strict(r))
+    loaded = models.loaded(source, r.kernel, r.threads, _strict(r), r.retune)
     # a receipt reports its model's load and JIT time, so it starts no later than that load (sweeps share one)
     started_at = min(started_at, models.load_started_at)
     run = _Run(plan, source, started_at, loaded.model, models)
@@ -232,9 +235,11 @@ def _single_run(
         with progress.status(f"loading {source.path} into llama.cpp"):
             threads = r.threads or numba.config.NUMBA_NUM_THREADS
             runner = LlamaCppRunner(source.path, len(run.ids) + r.tokens + 1, threads)
+    start = noise.snapshot()
     phases, output, peer = _phases(plan, loaded.model, run.ids, runner, run.digest.sha256, progress)
-    after = _bandwidth_after(read_gbps, progress)
-    written = run.write(loaded, phases, output, _floor_reading(read_gbps, after), peer)
+    usage = noise.usage_between(start, noise.snapshot())
+    floor = _bandwidth_again(before, progress)
+    written = run.write(loaded, phases, output, floor, usage, peer)
     comparison = None
     if plan.base is not None:
         comparison = compare(
@@ -245,7 +250,7 @@ def _single_run(
             threshold=r.threshold,
             verified=(None, written.verification),
         )
-    return written, comparison, after
+    return written, comparison, floor.probes[-1] if floor is not None else None
 
 
 def _phases(
@@ -302,7 +307,7 @@ def _ab_run(
     source: ModelSource,
     models: _Models,
     started_at: str,
-    read_gbps: float | None,
+    before: Probe | None,
     progress: Progress,
 ) -> BenchmarkOutcome:
     """Load each side once, run the interleaved rounds, write and verify a receipt each, compare B with A."""
@@ -311,9 +316,10 @@ def _ab_run(
     loaded = []
     for side in plan.pair:
         progress.note(f"side {side.describe()}")
-        loaded.append(ready_model(source, side.kernel, side.threads, _strict(r), progress))
+        loaded.append(ready_model(source, side.kernel, side.threads, _strict(r), progress, r.retune))
     run = _Run(plan, source, started_at, loaded[0].model, models)
     progress.note("A/B: phases 1 and 2 are not run; rounds alternate A B, each side on its own loaded model")
+    start = noise.snapshot()
     with progress.tasks() as board:
         task = board.add_task("A/B rounds", total=2 * (r.warmup + r.repetitions))
         results = ab.interleave(
@@ -325,11 +331,12 @@ def _ab_run(
             r.warmup,
             lambda done, _t: board.update(task, completed=done),
         )
-    read_gbps = _floor_reading(read_gbps, _bandwidth_after(read_gbps, progress))
+    usage = noise.usage_between(start, noise.snapshot())
+    floor = _bandwidth_again(before, progress)
     written = []
     for side, one, (section, output) in zip(plan.pair, loaded, results, strict=True):
         side.activate()  # the receipt records the thread count this side ran with
-        written.append(run.write(one, {"benchmark": section}, output, read_gbps, side=side))
+        written.append(run.write(one, {"benchmark": section}, output, floor, usage, side=side))
     (side_a, side_b), (a, b) = plan.pair, written
     comparison = compare(
         a.receipt,
@@ -344,20 +351,13 @@ def _ab_run(
     return BenchmarkOutcome(tuple(written), comparison)
 
 
-def _bandwidth_after(before: float | None, progress: Progress) -> float | None:
-    """The read bandwidth measured after a run (when it was measured before it)."""
+def _bandwidth_again(before: Probe | None, progress: Progress) -> Floor | None:
+    """The probes before and after the measured phases (same threads as the first): their passes pooled make
+    the floor, and a disagreement between them marks the run noisy (harness.machine.bandwidth)."""
     if before is None:
         return None
-    with progress.status("measuring read bandwidth again"):
-        return measure_read_bandwidth()
-
-
-def _floor_reading(before: float | None, after: float | None) -> float | None:
-    """The higher of the readings before and after the run: one probe can land on a neighbour's burst of
-    memory traffic (seen here: 15.9 GB/s once, 28.4-28.8 otherwise); the floor is what the machine can do."""
-    if before is None or after is None:
-        return None
-    return max(before, after)
+    with progress.status("measuring read bandwidth again (a child process)"):
+        return Floor((before, probe_in_child(before.threads)))
 
 
 def _llama_cpp_file(source: ModelSource, progress: Progress) -> ModelSource:

@@ -27,7 +27,7 @@ from harness.receipts.digest import file_digest
 from harness.receipts.files import utc_timestamp, write_receipt
 from harness.receipts.verify import VerificationResult, verify
 from harness.runtime import interrupts
-from harness.session.model import model_source, ready_model
+from harness.session.model import check_retune, model_source, ready_model
 
 PHASES = ("probe", "timing")
 
@@ -43,6 +43,7 @@ class PhaseRequest:
     arch: str = "bitnet-b1.58"
     model_seed: int = 0
     kernel: str = "auto"
+    retune: bool = False
     threads: int | None = None
     strict_loader: bool = False
     receipts_dir: Path | None = None
@@ -58,6 +59,7 @@ class PhaseRequest:
             raise HarnessError(
                 f"--kernel: unknown kernel {self.kernel!r}; choose from {', '.join(KERNEL_MODES)}"
             )
+        check_retune(self.retune, [self.kernel])
         for option, value in (("--steps", self.steps), ("--prompt-tokens", self.prompt_tokens or 1)):
             if value < 1:
                 raise HarnessError(f"{option} must be >= 1 (got {value})")
@@ -88,7 +90,7 @@ def run_phase_session(request: PhaseRequest, progress: Progress = SILENT) -> Pha
         request.model, request.preset, request.fmt, request.arch, request.model_seed, progress
     )
     strict = True if request.strict_loader else None
-    loaded = ready_model(source, request.kernel, request.threads, strict, progress)
+    loaded = ready_model(source, request.kernel, request.threads, strict, progress, request.retune)
     model = loaded.model
     workload: dict[str, Any] = {}
     if request.phase == "probe":

@@ -30,6 +30,7 @@ from harness.peers.llama_cpp import llama_cpp_missing
 from harness.receipts.files import load_checked
 from harness.receipts.signing import load_private_key
 from harness.session.ab import Side, parse_sides
+from harness.session.model import check_retune
 
 # The axes a sweep varies, outermost first: a combination's model file and kernels stay loaded while the
 # inner axes change (threads are set per run), so consecutive runs share them.
@@ -57,7 +58,7 @@ class BenchmarkRequest:
     tokens: int | tuple[int, ...] = 128
     prompt: str | None = None
     prompt_tokens: int | None | tuple[int, ...] = 32
-    repetitions: int = 3
+    repetitions: int = 5
     warmup: int = 1
     temperature: float = 0.0
     top_k: int = 0
@@ -65,6 +66,7 @@ class BenchmarkRequest:
     seed: int = 0
     threads: int | None | tuple[int, ...] = None
     kernel: str | tuple[str, ...] = "auto"
+    retune: bool = False
     probe_phase: bool = True
     timing_phase: bool = True
     timing_steps: int = 3
@@ -91,7 +93,10 @@ class BenchmarkRequest:
         combos = self.combinations()
         if len(combos) > 1:
             _check_sweep(self)
-        return [c.validate() for c in combos]
+        validated = [c.validate() for c in combos]
+        used = [k for p in validated for k in ([s.kernel for s in p.pair] if p.pair else [p.request.kernel])]
+        check_retune(self.retune, used)  # a sweep may retune while some of its combinations use auto
+        return validated
 
     def validate(self) -> BenchmarkPlan:
         """The plan this request asks for; HarnessError (or EngineError) naming the first problem found."""

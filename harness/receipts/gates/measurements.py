@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.constants import ARCH_BITNET, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
 from harness.errors import HarnessError
+from harness.machine.bandwidth import DISAGREEMENT_LIMIT, LLC_MULTIPLE, MIN_PROBE_BYTES
 from harness.receipts.checks import ABS_TOL, REL_TOL, Check, close
 from harness.receipts.digest import content_digest
 from harness.receipts.expectations import MATMULS_PER_LAYER, format_kernels, matrix_shapes
@@ -373,6 +374,8 @@ def bandwidth(c: Check) -> None:
             bw["decode_floor_tok_s"],
             "Recompute the floor from the measured bandwidth.",
         )
+    if "probes" in bw:
+        _check_probes(c, bw)
     model = r["model"]
     weights = _matrix_weights(model)
     low = int(weights * MIN_TERNARY_BYTES)
@@ -393,6 +396,46 @@ def bandwidth(c: Check) -> None:
             bw["ratio_to_floor"],
             "Recompute the ratio from the measured throughput.",
         )
+
+
+def _check_probes(c: Check, bw: Mapping[str, Any]) -> None:
+    """The floor is the median of every recorded pass; each probe's buffer was beyond the cache; the noisy
+    flag follows from the probes' disagreement (harness.machine.bandwidth)."""
+    probes = bw["probes"]
+    pooled = [s for p in probes for s in p["samples_gbps"]]
+    if not pooled:
+        c.fail("bandwidth probes with timed passes", "none", "The floor must come from recorded passes.")
+        return
+    for name, claimed, value in [
+        ("read_gbps", bw["read_gbps"], statistics.median(pooled)),
+        *(
+            (f"probes[{i}].median_gbps", p["median_gbps"], statistics.median(p["samples_gbps"]))
+            for i, p in enumerate(probes)
+            if p["samples_gbps"]
+        ),
+    ]:
+        if not close(claimed, value):
+            c.fail(
+                f"{name} = {value:.6g} (the median of the passes)", claimed, "Recompute it from the passes."
+            )
+    llc = c.receipt["host"].get("llc_bytes") or 0
+    least = max(MIN_PROBE_BYTES, LLC_MULTIPLE * llc)
+    small = [p["buffer_bytes"] for p in probes if p["buffer_bytes"] < least]
+    if small:
+        c.fail(
+            f"probe buffers of at least {least} bytes (1 GiB and {LLC_MULTIPLE}x the last-level cache)",
+            small,
+            "A buffer the cache can hold measures the cache, not memory.",
+        )
+    medians = [statistics.median(p["samples_gbps"]) for p in probes if p["samples_gbps"]]
+    if len(medians) >= 2 and "noisy" in bw:
+        disagree = (max(medians) - min(medians)) / max(medians) > DISAGREEMENT_LIMIT
+        if bw["noisy"] != disagree:
+            c.fail(
+                f"bandwidth.noisy = {disagree} (probes disagreeing by more than {DISAGREEMENT_LIMIT:.0%})",
+                bw["noisy"],
+                "The noisy flag follows from the probes; it cannot be set or cleared by hand.",
+            )
 
 
 def bandwidth_floor(c: Check) -> None:
