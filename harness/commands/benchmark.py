@@ -61,8 +61,8 @@ CompareToOpt = Annotated[
     str | None,
     typer.Option(
         "--compare-to",
-        help="Then compare against an archived receipt in --receipts-dir (a path, latest, latest~N, "
-        "commit prefix, YYYY-MM-DD; resolved before the run) and exit with compare's codes.",
+        help="Then compare against an archived receipt in --archive, else --receipts-dir (a path, latest, "
+        "latest~N, commit prefix, YYYY-MM-DD; resolved before the run) and exit with compare's codes.",
     ),
 ]
 AbKernelOpt = Annotated[
@@ -75,6 +75,14 @@ AbKernelOpt = Annotated[
 ]
 AbThreadsOpt = Annotated[
     str | None, typer.Option("--ab-threads", help="A/B run of two thread counts, e.g. 1,2 (as --ab-kernel).")
+]
+SharedArchiveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--archive",
+        help="A shared archive (a folder or an fsspec URL such as s3://bucket/prefix): the verified receipt "
+        "is added to it, and --compare-to resolves there.",
+    ),
 ]
 VsLlamaCppOpt = Annotated[
     bool,
@@ -116,6 +124,7 @@ def benchmark(
         bool, typer.Option("--bandwidth/--no-bandwidth", help="Measure read bandwidth for the decode floor.")
     ] = True,
     receipts_dir: ReceiptsDirOpt = Path("receipts"),
+    archive: SharedArchiveOpt = None,
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
     compare_to: CompareToOpt = None,

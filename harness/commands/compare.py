@@ -13,7 +13,6 @@ from harness.comparison import archive
 from harness.comparison.compare import EXIT_ERROR, EXIT_OK, REASON_KEYS, comparability, compare
 from harness.comparison.stats import ALPHA, THRESHOLD
 from harness.comparison.tables import OutputFormat
-from harness.receipts.files import load_checked
 
 AlphaOpt = Annotated[float, typer.Option("--alpha", help="Significance level of the Mann-Whitney test.")]
 ForceOpt = Annotated[
@@ -55,21 +54,21 @@ def compare_cmd(
 
     Exit 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
     """
-    base_path, new_path = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
-    base_r, new_r = load_checked(base_path), load_checked(new_path)
+    base_sel, new_sel = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
+    base_r, new_r = base_sel.receipt, new_sel.receipt
     if comparability_only:
         reasons = comparability(base_r, new_r, ignore or (), same_output=True)
         for reason in reasons:
             typer.echo(f"not comparable ({reason.key}): {reason.message}", err=True)
         if not reasons:
             skipped = f" (not checked: {', '.join(ignore)})" if ignore else ""
-            typer.echo(f"comparable and verified: {new_path} against {base_path}{skipped}")
+            typer.echo(f"comparable and verified: {new_sel.location} against {base_sel.location}{skipped}")
         raise typer.Exit(EXIT_ERROR if reasons else EXIT_OK)
     comp = compare(
         base_r,
         new_r,
-        base_label=str(base_path),
-        new_label=str(new_path),
+        base_label=base_sel.location,
+        new_label=new_sel.location,
         threshold=threshold / 100.0,
         alpha=alpha,
         force=force,

@@ -31,6 +31,12 @@ def history_cmd(
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="Only runs with this many threads.")
     ] = None,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine", help="Only this machine (a host fingerprint id or prefix; `archive machines`)."
+        ),
+    ] = None,
     chart: Annotated[
         Path | None, typer.Option("--chart", help="Also write a .png or .svg chart (needs the plot extra).")
     ] = None,
@@ -39,13 +45,19 @@ def history_cmd(
     """A metric over the archive by date and commit with each receipt's noise band, as a table and a chart
     (a terminal chart; PNG/SVG with --chart when matplotlib is installed)."""
     m = metric(metric_key)
-    table = history.frame(archive.usable(archive_dir), m, model=model, threads=threads)
+    table = history.frame(archive.usable(archive_dir), m, model=model, threads=threads, machine=machine)
     if table.empty:
         raise HarnessError(f"no receipt in {archive_dir} has {m.label} samples (after the filters)")
     if chart is not None:
         written = history.write_chart(table, m, chart)
         typer.echo(f"chart: {written}", err=True)
     emit_frame(table, fmt, f"{m.label} over {archive_dir}")
+    mixed = table["machine"].nunique()
+    if mixed > 1:
+        typer.echo(
+            f"note: {mixed} machines in this history; --machine ID keeps one (see `archive machines`)",
+            err=True,
+        )
     if fmt is OutputFormat.rich:
         for line in history.terminal_chart(table, m):
             Console().print(Text(line))

@@ -63,7 +63,12 @@ TimeoutOpt = Annotated[
     typer.Option("--timeout", min=0.001, help="Stop with an error after this many seconds."),
 ]
 ArchiveOpt = Annotated[
-    Path, typer.Option("--archive", help="Archive folder (top-level *.json receipts).", file_okay=False)
+    str,
+    typer.Option(
+        "--archive",
+        help="Archive: a folder (its top-level *.json receipts) or an fsspec URL such as s3://bucket/prefix "
+        "(extra archive-s3).",
+    ),
 ]
 OutputFormatOpt = Annotated[
     OutputFormat, typer.Option("--format", help="rich table, md (markdown), csv or json.")

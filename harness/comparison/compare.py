@@ -23,6 +23,7 @@ from harness.comparison.stats import (
 )
 from harness.comparison.tables import records
 from harness.errors import HarnessError
+from harness.machine.fingerprint import differences, machine_of
 from harness.receipts.verify import VerificationResult, verify
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -33,6 +34,7 @@ REASON_KEYS = (
     "preset",
     "threads",
     "cpu_model",
+    "machine",
     "workload",
     "output",
 )
@@ -109,6 +111,8 @@ def comparability(
         a, b = _get(base, *path), _get(new, *path)
         if a != b or a is _MISSING:
             out.append(Reason(key, f"{'.'.join(path)} differs: BASE {_show(a)}, NEW {_show(b)}"))
+    if "machine" not in skip:
+        out.extend(_machine_reason(base, new))
     if "workload" not in skip:
         wa, wb = _workload(base), _workload(new)
         diff = [k for k in wa if wa[k] != wb[k] or wa[k] is _MISSING]
@@ -118,6 +122,23 @@ def comparability(
     if same_output and "output" not in skip and (note := output_note(base, new)):
         out.append(Reason("output", note))
     return out
+
+
+def _machine_reason(base: Mapping[str, Any], new: Mapping[str, Any]) -> list[Reason]:
+    """The host fingerprints differ beyond the CPU model (its own check): cores, instruction-set flags or
+    memory, i.e. the two runs are not from one machine (harness.machine.fingerprint)."""
+    a, b = machine_of(base), machine_of(new)
+    facts = [k for k in differences(a, b) if k != "cpu_model"]
+    if not facts:
+        return []
+    fa, fb = a.facts(), b.facts()
+    shown = "; ".join(f"{k}: BASE {fa[k]!r}, NEW {fb[k]!r}" for k in facts if k != "isa_flags")
+    if "isa_flags" in facts:
+        only_base = sorted(set(fa["isa_flags"]) - set(fb["isa_flags"]))
+        only_new = sorted(set(fb["isa_flags"]) - set(fa["isa_flags"]))
+        flags = f"isa_flags: only BASE {' '.join(only_base) or '-'}, only NEW {' '.join(only_new) or '-'}"
+        shown = f"{shown}; {flags}" if shown else flags
+    return [Reason("machine", f"machine {a.id} vs {b.id} differs ({shown})")]
 
 
 def output_note(base: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:

@@ -1,7 +1,8 @@
 """Everything a benchmark run is asked to do, checked completely before any work starts.
 
 `BenchmarkRequest` holds every option of `benchmark`; `validate()` finds every conflict between them and every
-bad value (a missing signing key, llama.cpp not installed, a selector naming no archived receipt) and returns
+bad value (a missing signing key, llama.cpp not installed, a selector naming no archived receipt, an archive
+URL no installed filesystem reads) and returns
 the `BenchmarkPlan` the session runs, so nothing is written or measured for a run that would be refused.
 """
 
@@ -16,9 +17,9 @@ from engine.generate import SamplingParams
 from engine.model import KERNEL_MODES
 from harness.comparison.archive import resolve
 from harness.comparison.stats import THRESHOLD
+from harness.comparison.store import open_store
 from harness.errors import HarnessError
 from harness.peers.llama_cpp import llama_cpp_missing
-from harness.receipts.files import load_checked
 from harness.receipts.signing import key_from_env
 from harness.session.ab import Side, parse_sides
 
@@ -48,6 +49,8 @@ class BenchmarkRequest:
     timing_steps: int = 3
     bandwidth: bool = True
     receipts_dir: Path = Path("receipts")
+    archive: str | None = None  # a shared archive (folder or fsspec URL): --compare-to resolves there, and
+    # the verified receipt is added to it
     strict_loader: bool = False
     compare_to: str | None = None
     ab_kernel: str | None = None
@@ -77,9 +80,11 @@ class BenchmarkRequest:
         if (pair is not None or self.compare_to is not None) and not 0 < self.threshold < 1:
             raise HarnessError(f"--threshold must be a fraction in (0, 1) (got {self.threshold})")
         base = None
+        if self.archive is not None:
+            open_store(self.archive)  # a URL no installed filesystem reads fails now, not after the run
         if self.compare_to is not None:
-            base_path = resolve(self.compare_to, self.receipts_dir)
-            base = BaseReceipt(base_path, load_checked(base_path))
+            chosen = resolve(self.compare_to, self.archive if self.archive is not None else self.receipts_dir)
+            base = BaseReceipt(chosen.location, chosen.receipt)
         if pair is not None and self.sign:
             raise HarnessError("--sign signs a single run's receipt; drop it for --ab-kernel/--ab-threads")
         if self.model is not None and not self.model.is_file():
@@ -92,7 +97,7 @@ class BenchmarkRequest:
 class BaseReceipt:
     """The archived receipt `--compare-to` named, resolved and read before the run."""
 
-    path: Path
+    location: str
     receipt: dict[str, Any]
 
 
