@@ -98,7 +98,8 @@ def test_archive_list_formats(filled: dict[str, Path]) -> None:
     assert csv.code == 0
     table = pd.read_csv(io.StringIO(csv.stdout))
     assert list(table.columns) == [
-        "date", "commit", "model", "threads", "decode tok/s", "prefill tok/s", "verification", "machine", "file"
+        "date", "commit", "model", "threads", "decode tok/s", "prefill tok/s", "verification", "machine",
+        "file",
     ]  # fmt: skip
     assert list(table["decode tok/s"][:4]) == pytest.approx([100, 110, 120, 130])
     assert list(table["verification"][:4]) == ["verified"] * 4
