@@ -3,6 +3,7 @@
 import hashlib
 import json
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,14 @@ def test_harness_facts_fit_the_schema():
 
 def test_git_facts_outside_a_checkout(tmp_path):
     assert host.git_facts(tmp_path) == (None, None)
+
+
+def test_git_facts_of_the_harness_checkout_name_its_head():
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("the harness is not a git checkout here")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert host.git_facts()[0] == head.stdout.strip()
 
 
 def test_peak_rss_is_positive():

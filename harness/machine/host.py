@@ -98,7 +98,7 @@ def _git(root: Path, *args: str) -> str | None:
 
 def git_facts(root: Path | None = None) -> tuple[str | None, bool | None]:
     """(HEAD commit, dirty) of the harness checkout; (None, None) when it is not the top of a git checkout."""
-    root = (root or Path(__file__).resolve().parent.parent).resolve()
+    root = (root or Path(__file__).resolve().parents[2]).resolve()
     top = _git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != root:
         return None, None
