@@ -34,6 +34,7 @@ from harness.commands.options import (
     ReceiptsDirOpt,
     SeedOpt,
     StrictOpt,
+    SummaryMdOpt,
     TemperatureOpt,
     ThreadsOpt,
     ThresholdOpt,
@@ -41,10 +42,11 @@ from harness.commands.options import (
     TopKOpt,
     TopPOpt,
 )
-from harness.commands.render import render_comparison
+from harness.commands.render import Reports, render_comparison
 from harness.comparison.stats import THRESHOLD
 from harness.comparison.tables import OutputFormat
 from harness.reporting.receipt import render
+from harness.reporting.summary import RunReceipt, benchmark_markdown
 from harness.runtime.limits import resource_limits
 from harness.session.benchmark import BenchmarkOutcome, run_benchmark_session
 from harness.session.request import BenchmarkRequest
@@ -140,15 +142,17 @@ def benchmark(
     ] = None,
     max_memory: MaxMemoryOpt = None,
     timeout: TimeoutOpt = None,
+    summary_md: SummaryMdOpt = None,
 ) -> None:
     """Phase 3, the full benchmark: prefill and decode speed, time to first token, latency distribution.
 
     Load and JIT time are measured apart from the timed repetitions. The receipt is written atomically under
     --receipts-dir, verified, and reported.
     """
-    options = dict(locals())  # every parameter but the three below is a BenchmarkRequest field of that name
-    for name in ("as_json", "max_memory", "timeout"):
+    options = dict(locals())  # every parameter but the four below is a BenchmarkRequest field of that name
+    for name in ("as_json", "max_memory", "timeout", "summary_md"):
         del options[name]
+    reports = Reports(None, summary_md)
     options["threshold"] = threshold / 100.0
     request = BenchmarkRequest(**{k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
     with resource_limits(max_memory, timeout):
@@ -157,7 +161,21 @@ def benchmark(
             typer.echo(json.dumps(_json(outcome), indent=2))
         else:
             _show(outcome)
+    reports.write(None, benchmark_markdown(_summary_receipts(outcome), outcome.comparison))
     raise typer.Exit(outcome.exit_code)
+
+
+def _summary_receipts(outcome: BenchmarkOutcome) -> list[RunReceipt]:
+    return [
+        RunReceipt(
+            f"side {w.side.describe()}" if w.side else "receipt",
+            str(w.path),
+            w.receipt,
+            w.verification,
+            w.archived,
+        )
+        for w in outcome.receipts
+    ]
 
 
 def _json(outcome: BenchmarkOutcome) -> dict[str, Any]:
@@ -183,6 +201,8 @@ def _json(outcome: BenchmarkOutcome) -> dict[str, Any]:
         out["comparison"] = outcome.comparison.to_dict()
     if one.signature is not None:
         out["signature"] = str(one.signature)
+    if one.archived is not None:
+        out["archived"] = one.archived
     return out
 
 
@@ -195,6 +215,8 @@ def _show(outcome: BenchmarkOutcome) -> None:
         (one,) = outcome.receipts
         render(one.receipt, Console(), one.verification)
         typer.echo(f"receipt: {one.path}")
+        if one.archived is not None:
+            typer.echo(f"archived: {one.archived}")
         if one.signature is not None:
             typer.echo(f"signature: {one.signature}")
     if outcome.comparison is not None:

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from harness.commands.options import ArchiveOpt, OutputFormatOpt, ThresholdOpt
-from harness.commands.render import render_comparison
+from harness.commands.options import ArchiveOpt, JunitOpt, OutputFormatOpt, SummaryMdOpt, ThresholdOpt
+from harness.commands.render import Reports, render_comparison
 from harness.comparison import archive
-from harness.comparison.compare import EXIT_ERROR, EXIT_OK, REASON_KEYS, comparability, compare
+from harness.comparison.compare import EXIT_ERROR, EXIT_OK, REASON_KEYS, Comparison, comparability, compare
 from harness.comparison.stats import ALPHA, THRESHOLD
 from harness.comparison.tables import OutputFormat
+from harness.reporting.junit import comparison_junit
+from harness.reporting.summary import comparability_markdown, comparison_markdown
 
 AlphaOpt = Annotated[float, typer.Option("--alpha", help="Significance level of the Mann-Whitney test.")]
 ForceOpt = Annotated[
@@ -48,21 +50,29 @@ def compare_cmd(
         ),
     ] = False,
     fmt: OutputFormatOpt = OutputFormat.rich,
+    junit: JunitOpt = None,
+    summary_md: SummaryMdOpt = None,
 ) -> None:
     """Compare two receipts metric by metric: medians, NEW/BASE with a bootstrap 95 % interval, Mann-Whitney
     p-value and a verdict that needs both significance and a change beyond --threshold.
 
-    Exit 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
+    Exit 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive. --junit FILE writes one
+    JUnit test case per metric; with $GITHUB_STEP_SUMMARY set (or --summary-md FILE) a markdown summary,
+    regressions first, is appended.
     """
+    reports = Reports(junit, summary_md)
     base_sel, new_sel = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
     base_r, new_r = base_sel.receipt, new_sel.receipt
     if comparability_only:
         reasons = comparability(base_r, new_r, ignore or (), same_output=True)
         for reason in reasons:
             typer.echo(f"not comparable ({reason.key}): {reason.message}", err=True)
+        skipped = f" (not checked: {', '.join(ignore)})" if ignore else ""
+        verdict = "not comparable" if reasons else f"comparable and verified{skipped}"
         if not reasons:
-            skipped = f" (not checked: {', '.join(ignore)})" if ignore else ""
             typer.echo(f"comparable and verified: {new_sel.location} against {base_sel.location}{skipped}")
+        only = Comparison(base_sel.location, new_sel.location, threshold / 100.0, alpha, reasons)
+        reports.write(comparison_junit(only), comparability_markdown(only, verdict))
         raise typer.Exit(EXIT_ERROR if reasons else EXIT_OK)
     comp = compare(
         base_r,
@@ -75,4 +85,5 @@ def compare_cmd(
         ignore=ignore or (),
     )
     render_comparison(comp, fmt)
+    reports.write(comparison_junit(comp), f"### compare\n\n{comparison_markdown(comp)}")
     raise typer.Exit(comp.exit_code)

@@ -76,6 +76,18 @@ OutputFormatOpt = Annotated[
 ThresholdOpt = Annotated[
     float, typer.Option("--threshold", min=0.0, help="Smallest change in percent that counts (default 5).")
 ]
+JunitOpt = Annotated[
+    Path | None,
+    typer.Option("--junit", help="Also write the result as JUnit XML to this file.", dir_okay=False),
+]
+SummaryMdOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary-md",
+        help="Append a markdown summary to this file (done anyway to $GITHUB_STEP_SUMMARY when it is set).",
+        dir_okay=False,
+    ),
+]
 
 
 def strict_flag(strict_loader: bool) -> bool | None:

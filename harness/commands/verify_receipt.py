@@ -15,12 +15,15 @@ from typing import Annotated, Any
 import typer
 
 from engine.errors import EngineError
-from harness.commands.options import StrictOpt, strict_flag
-from harness.commands.render import fail_unusable
+from harness.commands.options import JunitOpt, StrictOpt, SummaryMdOpt, strict_flag
+from harness.commands.render import Reports, fail_unusable
 from harness.errors import HarnessError
 from harness.receipts.files import load_checked
 from harness.receipts.signing import SignatureError, key_from_env, key_id, not_an_envelope, verify_signed
 from harness.receipts.verify import ReplayFn, VerificationResult, verify
+from harness.reporting.gates import gate_records
+from harness.reporting.junit import signature_junit, unusable_junit, verification_junit
+from harness.reporting.summary import problem_markdown, verification_markdown
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
@@ -42,21 +45,36 @@ def verify_receipt(
         str | None,
         typer.Option("--key-env", help="Require a valid signature by the key in this environment variable."),
     ] = None,
+    junit: JunitOpt = None,
+    summary_md: SummaryMdOpt = None,
 ) -> None:
-    """Check a receipt: the signature (with --key-env), the schema, then every honesty gate."""
+    """Check a receipt: the signature (with --key-env), the schema, then every honesty gate.
+
+    --junit FILE writes one JUnit test case per gate; with $GITHUB_STEP_SUMMARY set (or --summary-md FILE)
+    a markdown summary is appended.
+    """
+    reports = Reports(junit, summary_md)
     signature: dict[str, Any] | None = None
     try:
         body = None
         if key_env is not None:
-            body, signature = _signed_body(path, key_env, as_json)
+            body, signature = _signed_body(path, key_env, as_json, reports)
         receipt = load_checked(path, body) if body is not None else load_checked(not_an_envelope(path))
         model_path, replay_fn = model, None
         if replay:
             model_path, replay_fn = _replay(receipt, model, strict_flag(strict_loader))
         result = verify(receipt, model_path=model_path, replay=replay_fn)
     except (HarnessError, EngineError) as exc:
+        reports.write(
+            unusable_junit(str(path), str(exc)), problem_markdown(str(path), "unusable input", str(exc))
+        )
         fail_unusable(str(exc), as_json, path, EXIT_UNUSABLE)
         return
+    signed = None if signature is None else f"OK (HMAC-SHA256, key id {signature['keyid']})"
+    reports.write(
+        verification_junit(str(path), gate_records(result), result.ok),
+        verification_markdown(str(path), receipt, result, signed),
+    )
     if as_json:
         extra = {} if signature is None else {"signature": signature}
         typer.echo(json.dumps({"path": str(path), **result.to_dict(), **extra}, indent=2))
@@ -94,12 +112,13 @@ def _replay(receipt: Mapping[str, Any], model: Path | None, strict: bool | None)
     return model_path, replay
 
 
-def _signed_body(path: Path, key_env: str, as_json: bool) -> tuple[bytes, dict[str, Any]]:
+def _signed_body(path: Path, key_env: str, as_json: bool, reports: Reports) -> tuple[bytes, dict[str, Any]]:
     """The signed receipt bytes and the signature facts; a bad signature prints its failure and exits 1."""
     key = key_from_env(key_env)
     try:
         body, envelope = verify_signed(path, key)
     except SignatureError as exc:
+        reports.write(signature_junit(str(path), str(exc)), problem_markdown(str(path), "INVALID", str(exc)))
         if as_json:
             failed = {"ok": False, "error": str(exc)}
             typer.echo(json.dumps({"path": str(path), "valid": False, "signature": failed}))

@@ -7,51 +7,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.receipts.expectations import is_ternary
-from harness.receipts.verify import VerificationResult, is_fallback, is_gpu
-
-_NOTABLE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "fma", "f16c", "neon", "asimd")
-
-
-def _get(obj: object, *keys: str | int) -> Any:
-    """obj[k1][k2]... or None when any step is missing or not a container."""
-    for key in keys:
-        if isinstance(obj, Mapping) and isinstance(key, str):
-            obj = obj.get(key)
-        elif isinstance(obj, list) and isinstance(key, int) and -len(obj) <= key < len(obj):
-            obj = obj[key]
-        else:
-            return None
-    return obj
-
-
-def _num(value: object, fmt: str = ",.4g") -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "-" if value is None else str(value)[:80]
-    return format(value, fmt)
-
-
-def _seconds(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _num(value)
-    if value < 1e-3:
-        return f"{value * 1e6:.1f} us"
-    if value < 1:
-        return f"{value * 1e3:.2f} ms"
-    return f"{value:.3f} s"
-
-
-def _bytes(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _num(value)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.2f} {unit}"
-    return f"{value} B"
-
-
-def _text(value: object, limit: int = 100) -> str:
-    return "-" if value is None else str(value)[:limit]
+from harness.receipts.verify import VerificationResult
+from harness.reporting.values import byte_size, field, kernel_kind, notable_flags, number, seconds, shown
 
 
 def _add_row(table: Table, *cells: str) -> None:
@@ -68,18 +25,10 @@ def _kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def _kind(kernel_id: str) -> str:
-    if is_gpu(kernel_id):
-        return "gpu"
-    if is_fallback(kernel_id):
-        return "fallback"
-    return "ternary" if is_ternary(kernel_id) else "op"
-
-
 def _kernels_table(receipt: Mapping[str, Any]) -> Table:
-    counts = _get(receipt, "kernel_counts")
+    counts = field(receipt, "kernel_counts")
     counts = counts if isinstance(counts, Mapping) else {}
-    listed = _get(receipt, "kernels")
+    listed = field(receipt, "kernels")
     listed = [str(k) for k in listed] if isinstance(listed, list) else []
     table = Table(title="Kernels (execution trace)", title_justify="left")
     for col in ("id", "kind", "listed", "calls", "rows", "elements"):
@@ -89,39 +38,39 @@ def _kernels_table(receipt: Mapping[str, Any]) -> Table:
         _add_row(
             table,
             kid,
-            _kind(kid),
+            kernel_kind(kid),
             "yes" if kid in listed else "no",
-            _num(_get(row, "calls"), ","),
-            _num(_get(row, "rows"), ","),
-            _num(_get(row, "elements"), ","),
+            number(field(row, "calls"), ","),
+            number(field(row, "rows"), ","),
+            number(field(row, "elements"), ","),
         )
     return table
 
 
 def _percentile_row(name: str, pct: object) -> list[str]:
-    return [name, _seconds(_get(pct, "p50")), _seconds(_get(pct, "p90")), _seconds(_get(pct, "p99"))]
+    return [name, seconds(field(pct, "p50")), seconds(field(pct, "p90")), seconds(field(pct, "p99"))]
 
 
 def _phase_tables(receipt: Mapping[str, Any]) -> list[Table]:
     tables = []
-    candidates = _get(receipt, "phases", "probe", "candidates")
+    candidates = field(receipt, "phases", "probe", "candidates")
     if isinstance(candidates, list):
         table = Table(title="Probe: kernel candidates per shape", title_justify="left")
         for col in ("shape", "kernel", "max abs error", "GB/s", "GMAC/s", "samples"):
             table.add_column(col)
         for cand in candidates:
-            samples = _get(cand, "seconds")
+            samples = field(cand, "seconds")
             _add_row(
                 table,
-                _text(_get(cand, "shape")),
-                _text(_get(cand, "kernel")),
-                _num(_get(cand, "max_abs_error"), ".3g"),
-                _num(_get(cand, "gbps"), ".2f"),
-                _num(_get(cand, "gmacs"), ".2f"),
+                shown(field(cand, "shape")),
+                shown(field(cand, "kernel")),
+                number(field(cand, "max_abs_error"), ".3g"),
+                number(field(cand, "gbps"), ".2f"),
+                number(field(cand, "gmacs"), ".2f"),
                 str(len(samples)) if isinstance(samples, list) else "-",
             )
         tables.append(table)
-    timing = _get(receipt, "phases", "timing", "percentiles")
+    timing = field(receipt, "phases", "timing", "percentiles")
     if isinstance(timing, Mapping):
         table = Table(title="Timing: decode step stages", title_justify="left")
         for col in ("stage", "p50", "p90", "p99"):
@@ -129,20 +78,20 @@ def _phase_tables(receipt: Mapping[str, Any]) -> list[Table]:
         for stage in ("embed", "forward", "logits", "sample", "total"):
             _add_row(table, *_percentile_row(stage, timing.get(stage)))
         tables.append(table)
-    bench = _get(receipt, "phases", "benchmark")
+    bench = field(receipt, "phases", "benchmark")
     if isinstance(bench, Mapping):
         reps = bench.get("repetitions")
         table = Table(
             title=Text(
                 f"Benchmark: {len(reps) if isinstance(reps, list) else '-'} repetitions, "
-                f"{_text(bench.get('warmup_repetitions'))} warm-up"
+                f"{shown(bench.get('warmup_repetitions'))} warm-up"
             ),
             title_justify="left",
         )
         for col in ("measure", "p50", "p90", "p99"):
             table.add_column(col)
         for name in ("prefill_seconds", "ttft_seconds", "decode_latency_seconds"):
-            _add_row(table, *_percentile_row(name, _get(bench, "summary", name)))
+            _add_row(table, *_percentile_row(name, field(bench, "summary", name)))
         tables.append(table)
     return tables
 
@@ -150,8 +99,8 @@ def _phase_tables(receipt: Mapping[str, Any]) -> list[Table]:
 def render(receipt: Mapping[str, Any], console: Console, result: VerificationResult | None = None) -> None:
     """Print the whole report; `result` adds the verification verdict and its failures."""
     title = (
-        f"receipt {_text(_get(receipt, 'schema_version'))}  {_text(_get(receipt, 'timestamp'))}  "
-        f"compute={_text(_get(receipt, 'compute_path'))}  backend={_text(_get(receipt, 'backend'))}"
+        f"receipt {shown(field(receipt, 'schema_version'))}  {shown(field(receipt, 'timestamp'))}  "
+        f"compute={shown(field(receipt, 'compute_path'))}  backend={shown(field(receipt, 'backend'))}"
     )
     console.rule(Text(title))
     if result is not None:
@@ -161,82 +110,81 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
             console.print(f"[red]INVALID[/red]: {len(result.failures)} failures")
             for failure in result.failures:
                 console.print(f"  {failure.line()}", markup=False)
-    model = _get(receipt, "model")
+    model = field(receipt, "model")
     console.print(
         _kv_table(
             "Model",
             [
-                ("path", _text(_get(model, "path"))),
-                ("sha256", _text(_get(model, "sha256"))),
-                ("size", _bytes(_get(model, "size_bytes"))),
+                ("path", shown(field(model, "path"))),
+                ("sha256", shown(field(model, "sha256"))),
+                ("size", byte_size(field(model, "size_bytes"))),
                 (
                     "architecture / format",
-                    f"{_text(_get(model, 'architecture'))} / {_text(_get(model, 'format'))}",
+                    f"{shown(field(model, 'architecture'))} / {shown(field(model, 'format'))}",
                 ),
-                ("preset (seed)", f"{_text(_get(model, 'preset'))} ({_text(_get(model, 'preset_seed'))})"),
+                ("preset (seed)", f"{shown(field(model, 'preset'))} ({shown(field(model, 'preset_seed'))})"),
                 (
                     "layers / hidden / ffn",
-                    " / ".join(_text(_get(model, k)) for k in ("n_layers", "hidden", "ffn")),
+                    " / ".join(shown(field(model, k)) for k in ("n_layers", "hidden", "ffn")),
                 ),
                 (
                     "heads / kv heads / head dim",
-                    " / ".join(_text(_get(model, k)) for k in ("n_heads", "n_kv_heads", "head_dim")),
+                    " / ".join(shown(field(model, k)) for k in ("n_heads", "n_kv_heads", "head_dim")),
                 ),
-                ("tensors per format", _text(_get(model, "tensors_per_format"), 200)),
+                ("tensors per format", shown(field(model, "tensors_per_format"), 200)),
             ],
         )
     )
-    host = _get(receipt, "host")
-    flags = _get(host, "cpu_flags")
-    flags = [f for f in _NOTABLE_FLAGS if isinstance(flags, list) and f in flags]
+    host = field(receipt, "host")
+    flags = notable_flags(receipt)
     console.print(
         _kv_table(
             "Host",
             [
-                ("cpu", f"{_text(_get(host, 'cpu_model'))} ({_text(_get(host, 'cores'))} cores)"),
+                ("cpu", f"{shown(field(host, 'cpu_model'))} ({shown(field(host, 'cores'))} cores)"),
                 ("notable flags", " ".join(flags) or "-"),
-                ("memory", _bytes(_get(host, "memory_bytes"))),
-                ("os", _text(_get(host, "os"))),
+                ("memory", byte_size(field(host, "memory_bytes"))),
+                ("os", shown(field(host, "os"))),
                 (
                     "python / numba / llvmlite / numpy",
-                    " / ".join(_text(_get(host, k)) for k in ("python", "numba", "llvmlite", "numpy")),
+                    " / ".join(shown(field(host, k)) for k in ("python", "numba", "llvmlite", "numpy")),
                 ),
-                ("threading layer", _text(_get(host, "threading_layer"))),
+                ("threading layer", shown(field(host, "threading_layer"))),
             ],
         )
     )
-    harness = _get(receipt, "harness")
-    dirty = _get(harness, "git_dirty")
+    harness = field(receipt, "harness")
+    dirty = field(harness, "git_dirty")
     console.print(
         _kv_table(
             "Run",
             [
                 (
                     "tokens requested / generated",
-                    " / ".join(_text(_get(receipt, k)) for k in ("tokens_requested", "tokens_generated")),
+                    " / ".join(shown(field(receipt, k)) for k in ("tokens_requested", "tokens_generated")),
                 ),
-                ("decode tokens/s", _num(_get(receipt, "tokens_per_second"), ".2f")),
-                ("prompt tokens", _text(_get(receipt, "prompt", "token_count"))),
-                ("sampling", _text(_get(receipt, "sampling"))),
-                ("seed / threads", f"{_text(_get(receipt, 'seed'))} / {_text(_get(receipt, 'threads'))}"),
-                ("deterministic", _text(_get(receipt, "deterministic"))),
-                ("kernel choice", _text(_get(receipt, "kernel_choice", "requested"))),
-                ("kernel variants", _text(_get(receipt, "kernel_choice", "variants"))),
+                ("decode tokens/s", number(field(receipt, "tokens_per_second"), ".2f")),
+                ("prompt tokens", shown(field(receipt, "prompt", "token_count"))),
+                ("sampling", shown(field(receipt, "sampling"))),
+                ("seed / threads", f"{shown(field(receipt, 'seed'))} / {shown(field(receipt, 'threads'))}"),
+                ("deterministic", shown(field(receipt, "deterministic"))),
+                ("kernel choice", shown(field(receipt, "kernel_choice", "requested"))),
+                ("kernel variants", shown(field(receipt, "kernel_choice", "variants"))),
                 (
                     "load / jit",
-                    f"{_seconds(_get(receipt, 'load_seconds'))} / {_seconds(_get(receipt, 'jit_seconds'))}",
+                    f"{seconds(field(receipt, 'load_seconds'))} / {seconds(field(receipt, 'jit_seconds'))}",
                 ),
-                ("peak RSS", _bytes(_get(receipt, "peak_rss_bytes"))),
+                ("peak RSS", byte_size(field(receipt, "peak_rss_bytes"))),
                 (
                     "bandwidth (GB/s, floor tok/s, ratio)",
                     ", ".join(
-                        _num(_get(receipt, "bandwidth", k), ".3g")
+                        number(field(receipt, "bandwidth", k), ".3g")
                         for k in ("read_gbps", "decode_floor_tok_s", "ratio_to_floor")
                     ),
                 ),
                 (
                     "harness",
-                    f"{_text(_get(harness, 'version'))} {_text(_get(harness, 'git_commit'))}"
+                    f"{shown(field(harness, 'version'))} {shown(field(harness, 'git_commit'))}"
                     f"{' (dirty)' if dirty is True else ''}",
                 ),
             ],
@@ -245,37 +193,37 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
     console.print(_kernels_table(receipt))
     for table in _phase_tables(receipt):
         console.print(table)
-    parity = _get(receipt, "parity")
+    parity = field(receipt, "parity")
     if isinstance(parity, Mapping):
-        console.print(_kv_table("Parity", [(str(k), _text(v)) for k, v in parity.items()]))
-    peer = _get(receipt, "peer")
+        console.print(_kv_table("Parity", [(str(k), shown(v)) for k, v in parity.items()]))
+    peer = field(receipt, "peer")
     if isinstance(peer, Mapping):
         console.print(_peer_table(receipt, peer))
 
 
 def _peer_table(receipt: Mapping[str, Any], peer: Mapping[str, Any]) -> Table:
     """This engine beside the peer that ran the same file interleaved with it."""
-    prompt_tokens = _get(receipt, "prompt", "token_count")
-    table = Table(title=f"Beside {_text(_get(peer, 'engine'))} ({_text(_get(peer, 'version'))}), same file")
+    prompt_tokens = field(receipt, "prompt", "token_count")
+    table = Table(title=f"Beside {shown(field(peer, 'engine'))} ({shown(field(peer, 'version'))}), same file")
     for name in ("", "decode tok/s", "prefill tok/s (median)", "ttft (median)"):
         table.add_column(name, justify="left" if not name else "right")
     for label, bench in (
-        ("this engine", _get(receipt, "phases", "benchmark")),
-        ("peer", _get(peer, "benchmark")),
+        ("this engine", field(receipt, "phases", "benchmark")),
+        ("peer", field(peer, "benchmark")),
     ):
-        prefill = _get(bench, "summary", "prefill_seconds", "p50")
+        prefill = field(bench, "summary", "prefill_seconds", "p50")
         prefill_tps = prompt_tokens / prefill if isinstance(prefill, float) and prefill > 0 else None
         table.add_row(
             label,
-            _num(_get(bench, "summary", "tokens_per_second"), ".2f"),
-            _num(prefill_tps, ".2f"),
-            _seconds(_get(bench, "summary", "ttft_seconds", "p50")),
+            number(field(bench, "summary", "tokens_per_second"), ".2f"),
+            number(prefill_tps, ".2f"),
+            seconds(field(bench, "summary", "ttft_seconds", "p50")),
         )
     table.add_row(
         "ratio (engine / peer)",
-        _num(_get(peer, "decode_ratio"), ".2f"),
-        _num(_get(peer, "prefill_ratio"), ".2f"),
+        number(field(peer, "decode_ratio"), ".2f"),
+        number(field(peer, "prefill_ratio"), ".2f"),
         "",
     )
-    table.caption = f"peer settings: {_text(_get(peer, 'settings'))}"
+    table.caption = f"peer settings: {shown(field(peer, 'settings'))}"
     return table
