@@ -226,3 +226,25 @@ def test_a_writer_killed_mid_upload_leaves_nothing(tmp_path: Path, bucket: str, 
     assert res.code == 0 and "archived:" in res.stdout
     (only,) = _objects(s3_endpoint, bucket).values()
     assert only == src.read_bytes() and verify(load_receipt(src)).ok
+
+
+@pytest.mark.slow
+def test_benchmark_archives_into_s3_and_compares_against_it(
+    tmp_path: Path, bucket: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner's whole step: benchmark, add the verified receipt to the shared archive, compare with the
+    newest receipt there (resolved before the run)."""
+    monkeypatch.setenv("BITNET_HARNESS_CACHE", str(tmp_path / "cache"))
+    url = f"s3://{bucket}/fleet"
+    args = ["benchmark", "--preset", "tiny", "--threads", "1", "--tokens", "8", "--prompt-tokens", "4"]
+    args += ["--repetitions", "4", "--no-probe", "--no-timing", "--no-bandwidth", "--archive", url, "--json"]
+    first = invoke(APP, [*args, "--receipts-dir", tmp_path / "a"])
+    assert first.code == 0, first.stderr
+    archived = json.loads(first.stdout)["archived"]
+    assert archived.startswith(f"{url}/")
+    second = invoke(APP, [*args, "--receipts-dir", tmp_path / "b", "--compare-to", "latest"])
+    assert second.code in (0, 1, 3), second.stderr
+    out = json.loads(second.stdout)
+    assert out["comparison"]["base"] == archived  # `latest` in the shared archive, before this run
+    stored = _objects(s3_endpoint, bucket)
+    assert len(stored) == 2 and Path(out["path"]).read_bytes() in stored.values()

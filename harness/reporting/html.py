@@ -44,12 +44,13 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 .card .big{font-size:26px;font-weight:650}.card .what{color:#5a6272;font-size:12px}
 table{border-collapse:collapse;background:#fff;margin:6px 0 12px;font-size:13px}
 th,td{border:1px solid #d5d9e0;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.kv th{width:260px}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:700}.not_checked{color:#9a6700}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
 @media(max-width:900px){.grid{grid-template-columns:1fr}}
-svg.chart{width:100%;height:auto;background:#fff;border:1px solid #d5d9e0;border-radius:6px}
+svg.chart{width:100%;max-width:760px;height:auto;background:#fff;border:1px solid #d5d9e0;
+  border-radius:6px}
 svg text{font-size:11px;fill:#3b4252}svg .bar{fill:#4c78a8}svg .axis{stroke:#8a93a3}
 svg .line{fill:none;stroke:#4c78a8;stroke-width:1.5}svg .band{stroke:#4c78a8;stroke-width:3;opacity:.35}
 svg .point{fill:#4c78a8}svg .current{fill:#e45756}
@@ -363,8 +364,7 @@ def _history(history: History | None, location: str) -> str:
         for row in table.to_dict("records")
     ]
     chart = svg.series(points, title=f"{m.label} over the archive", unit=m.unit)
-    table_html = _table(("date", "commit", "value", "noise band", "n", "file"), rows, (2, 4))
-    return f'{intro}<div class="grid"><div>{chart}</div><div>{table_html}</div></div>'
+    return intro + chart + _table(("date", "commit", "value", "noise band", "n", "file"), rows, (2, 3, 4))
 
 
 def render_html(
