@@ -157,10 +157,7 @@ def benchmark(
     request = BenchmarkRequest(**{k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
     with resource_limits(max_memory, timeout):
         outcome = run_benchmark_session(request, ConsoleProgress())
-        if as_json:
-            typer.echo(json.dumps(_json(outcome), indent=2))
-        else:
-            _show(outcome)
+        _show(outcome, as_json)
     reports.write(None, benchmark_markdown(_summary_receipts(outcome), outcome.comparison))
     raise typer.Exit(outcome.exit_code)
 
@@ -206,7 +203,10 @@ def _json(outcome: BenchmarkOutcome) -> dict[str, Any]:
     return out
 
 
-def _show(outcome: BenchmarkOutcome) -> None:
+def _show(outcome: BenchmarkOutcome, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(_json(outcome), indent=2))
+        return
     if outcome.ab:
         for w in outcome.receipts:
             state = "verified" if w.verification.ok else "FAILED verification"

@@ -6,7 +6,9 @@ token-latency percentiles, the p10-p90 of the seeded bootstrap distribution of t
 one value and no band.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,6 +57,18 @@ def band(x: np.ndarray, m: Metric, seed: int = SEED) -> tuple[float, float]:
     return value, value
 
 
+def samples_and_band(receipt: Mapping[str, Any], m: Metric) -> tuple[np.ndarray, float, float] | None:
+    """A receipt's samples of metric m and their noise band; None when it has none (or they are malformed)."""
+    try:
+        x = samples(receipt, m)
+    except HarnessError:
+        return None
+    if x.size == 0:
+        return None
+    low, high = band(x, m)
+    return x, low, high
+
+
 def frame(
     entries: list[Entry],
     m: Metric,
@@ -76,13 +90,10 @@ def frame(
             continue
         if machine is not None and not (e.machine or "").startswith(machine.lower()):
             continue
-        try:
-            x = samples(r, m)
-        except HarnessError:
+        banded = samples_and_band(r, m)
+        if banded is None:
             continue
-        if x.size == 0:
-            continue
-        low, high = band(x, m)
+        x, low, high = banded
         rows.append(
             {
                 "date": e.moment.strftime("%Y-%m-%d %H:%M"),

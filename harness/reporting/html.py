@@ -22,8 +22,9 @@ from harness.reporting.gates import FAIL, NOT_CHECKED, PASS, gate_records
 from harness.reporting.values import (
     byte_size,
     field,
+    host_facts,
     kernel_kind,
-    notable_flags,
+    model_facts,
     number,
     seconds,
     shown,
@@ -173,43 +174,8 @@ def _run(receipt: Mapping[str, Any]) -> str:
 
 
 def _host(receipt: Mapping[str, Any]) -> str:
-    host = field(receipt, "host")
     machine = machine_of(receipt)
-    return _kv(
-        [
-            ("cpu", f"{shown(field(host, 'cpu_model'))} ({shown(field(host, 'cores'))} cores)"),
-            ("machine fingerprint", f"{machine.id} ({machine.label})"),
-            ("notable flags", " ".join(notable_flags(receipt)) or "-"),
-            ("memory", byte_size(field(host, "memory_bytes"))),
-            ("os", shown(field(host, "os"))),
-            (
-                "python / numba / llvmlite / numpy",
-                " / ".join(shown(field(host, k)) for k in ("python", "numba", "llvmlite", "numpy")),
-            ),
-            ("threading layer", shown(field(host, "threading_layer"))),
-        ]
-    )
-
-
-def _model(receipt: Mapping[str, Any]) -> str:
-    model = field(receipt, "model")
-    return _kv(
-        [
-            ("path", shown(field(model, "path"), 300)),
-            ("sha256", shown(field(model, "sha256"))),
-            ("size", byte_size(field(model, "size_bytes"))),
-            (
-                "architecture / format",
-                f"{shown(field(model, 'architecture'))} / {shown(field(model, 'format'))}",
-            ),
-            ("preset (seed)", f"{shown(field(model, 'preset'))} ({shown(field(model, 'preset_seed'))})"),
-            (
-                "layers / hidden / ffn / vocab",
-                " / ".join(shown(field(model, k)) for k in ("n_layers", "hidden", "ffn", "vocab_size")),
-            ),
-            ("tensors per format", shown(field(model, "tensors_per_format"), 200)),
-        ]
-    )
+    return _kv([*host_facts(receipt), ("machine fingerprint", f"{machine.id} ({machine.label})")])
 
 
 def _kernels(receipt: Mapping[str, Any]) -> str:
@@ -375,7 +341,7 @@ def render_html(
     sections = [
         ("Run", _run(receipt)),
         ("Host", _host(receipt)),
-        ("Model", _model(receipt)),
+        ("Model", _kv(model_facts(receipt))),
         ("Kernels (execution trace)", _kernels(receipt)),
         ("Latency distribution", _latency(receipt)),
         ("Phases", _phases(receipt)),

@@ -8,7 +8,16 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.receipts.verify import VerificationResult
-from harness.reporting.values import byte_size, field, kernel_kind, notable_flags, number, seconds, shown
+from harness.reporting.values import (
+    byte_size,
+    field,
+    host_facts,
+    kernel_kind,
+    model_facts,
+    number,
+    seconds,
+    shown,
+)
 
 
 def _add_row(table: Table, *cells: str) -> None:
@@ -110,49 +119,8 @@ def render(receipt: Mapping[str, Any], console: Console, result: VerificationRes
             console.print(f"[red]INVALID[/red]: {len(result.failures)} failures")
             for failure in result.failures:
                 console.print(f"  {failure.line()}", markup=False)
-    model = field(receipt, "model")
-    console.print(
-        _kv_table(
-            "Model",
-            [
-                ("path", shown(field(model, "path"))),
-                ("sha256", shown(field(model, "sha256"))),
-                ("size", byte_size(field(model, "size_bytes"))),
-                (
-                    "architecture / format",
-                    f"{shown(field(model, 'architecture'))} / {shown(field(model, 'format'))}",
-                ),
-                ("preset (seed)", f"{shown(field(model, 'preset'))} ({shown(field(model, 'preset_seed'))})"),
-                (
-                    "layers / hidden / ffn",
-                    " / ".join(shown(field(model, k)) for k in ("n_layers", "hidden", "ffn")),
-                ),
-                (
-                    "heads / kv heads / head dim",
-                    " / ".join(shown(field(model, k)) for k in ("n_heads", "n_kv_heads", "head_dim")),
-                ),
-                ("tensors per format", shown(field(model, "tensors_per_format"), 200)),
-            ],
-        )
-    )
-    host = field(receipt, "host")
-    flags = notable_flags(receipt)
-    console.print(
-        _kv_table(
-            "Host",
-            [
-                ("cpu", f"{shown(field(host, 'cpu_model'))} ({shown(field(host, 'cores'))} cores)"),
-                ("notable flags", " ".join(flags) or "-"),
-                ("memory", byte_size(field(host, "memory_bytes"))),
-                ("os", shown(field(host, "os"))),
-                (
-                    "python / numba / llvmlite / numpy",
-                    " / ".join(shown(field(host, k)) for k in ("python", "numba", "llvmlite", "numpy")),
-                ),
-                ("threading layer", shown(field(host, "threading_layer"))),
-            ],
-        )
-    )
+    console.print(_kv_table("Model", model_facts(receipt)))
+    console.print(_kv_table("Host", host_facts(receipt)))
     harness = field(receipt, "harness")
     dirty = field(harness, "git_dirty")
     console.print(

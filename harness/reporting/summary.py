@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from harness.comparison.compare import Comparison
-from harness.comparison.history import band
-from harness.comparison.metrics import METRICS, samples
+from harness.comparison.history import samples_and_band
+from harness.comparison.metrics import METRICS
 from harness.comparison.stats import Verdict
 from harness.comparison.tables import markdown
 from harness.errors import HarnessError
@@ -56,13 +56,10 @@ def speed_frame(receipt: Mapping[str, Any]) -> pd.DataFrame:
     """Each metric of one receipt: its statistic, noise band (p10-p90) and sample count."""
     rows = []
     for m in METRICS:
-        try:
-            x = samples(receipt, m)
-        except HarnessError:
+        banded = samples_and_band(receipt, m)
+        if banded is None:
             continue
-        if x.size == 0:
-            continue
-        low, high = band(x, m)
+        x, low, high = banded
         spread = "-" if low == high else f"{value_text(low, m.unit)} – {value_text(high, m.unit)}"
         rows.append(
             {

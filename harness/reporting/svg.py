@@ -29,7 +29,11 @@ def _ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
 
 
 def histogram(values: Sequence[float], *, title: str, unit: str, markers: dict[str, float]) -> str:
-    """Counts of `values` in up to 40 bins, with a labelled vertical line per marker (e.g. p50, p99)."""
+    """Counts of `values` in up to 40 bins, with a labelled vertical line per marker (e.g. p50, p99).
+
+    Latencies have long tails (one slow step among hundreds fast ones): when the largest value is more than
+    20 times the smallest the axis is logarithmic and the bins equally wide on it, so both ends stay visible.
+    """
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return _frame(
@@ -39,12 +43,15 @@ def histogram(values: Sequence[float], *, title: str, unit: str, markers: dict[s
     lo, hi = float(x.min()), float(x.max())
     if hi == lo:
         lo, hi = lo * 0.95, hi * 1.05 + 1e-12
-    counts, edges = np.histogram(x, bins=bins, range=(lo, hi))
+    log = lo > 0 and hi / lo > 20
+    edges = np.geomspace(lo, hi, bins + 1) if log else np.linspace(lo, hi, bins + 1)
+    counts, _ = np.histogram(x, bins=edges)
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
     top = max(int(counts.max()), 1)
+    to_axis = np.log10 if log else float
 
     def sx(v: float) -> float:
-        return _LEFT + (v - lo) / (hi - lo) * plot_w
+        return _LEFT + (to_axis(v) - to_axis(lo)) / (to_axis(hi) - to_axis(lo)) * plot_w
 
     def sy(c: float) -> float:
         return _TOP + plot_h - c / top * plot_h
@@ -56,23 +63,26 @@ def histogram(values: Sequence[float], *, title: str, unit: str, markers: dict[s
                 f'<rect class="bar" x="{sx(a):.1f}" y="{sy(c):.1f}" width="{max(sx(b) - sx(a) - 1, 1):.1f}" '
                 f'height="{sy(0) - sy(c):.1f}"><title>{_fmt(a)}-{_fmt(b)} {escape(unit)}: {c}</title></rect>'
             )
-    for v in _ticks(lo, hi):
+    for v in np.geomspace(lo, hi, 5) if log else _ticks(lo, hi):
         body.append(
             f'<text x="{sx(v):.1f}" y="{HEIGHT - _BOTTOM + 16}" text-anchor="middle">{_fmt(v)}</text>'
         )
     body.append(f'<text x="{_LEFT - 8}" y="{_TOP + 10}" text-anchor="end">{top}</text>')
     body.append(f'<text x="{_LEFT - 8}" y="{sy(0):.1f}" text-anchor="end">0</text>')
+    scale = ", log scale" if log else ""
     body.append(
         f'<text x="{_LEFT + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle">'
-        f"{escape(unit)} (count per bin)</text>"
+        f"{escape(unit)}{scale} (count per bin)</text>"
     )
     for i, (name, v) in enumerate(markers.items()):
         if lo <= v <= hi:
             colour = _MARKER_COLOURS[i % len(_MARKER_COLOURS)]
+            right = sx(v) > _LEFT + plot_w * 0.8  # label on the left of lines near the right edge
+            tx, anchor = (sx(v) - 3, "end") if right else (sx(v) + 3, "start")
             body.append(
                 f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{_TOP}" y2="{sy(0):.1f}" stroke="{colour}" '
-                f'stroke-dasharray="4 3"/><text x="{sx(v) + 3:.1f}" y="{_TOP + 12 + 14 * i}" fill="{colour}">'
-                f"{escape(name)} {_fmt(v)}</text>"
+                f'stroke-dasharray="4 3"/><text x="{tx:.1f}" y="{_TOP + 12 + 14 * i}" fill="{colour}" '
+                f'text-anchor="{anchor}">{escape(name)} {_fmt(v)}</text>'
             )
     return _frame(body, title)
 

@@ -63,3 +63,38 @@ def notable_flags(receipt: Mapping[str, Any]) -> list[str]:
     """The host's CPU flags that matter to the kernels, in a fixed order."""
     flags = field(receipt, "host", "cpu_flags")
     return [f for f in NOTABLE_FLAGS if isinstance(flags, list) and f in flags]
+
+
+def model_facts(receipt: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The receipt's model as (label, text) rows."""
+    model = field(receipt, "model")
+
+    def joined(*keys: str) -> str:
+        return " / ".join(shown(field(model, k)) for k in keys)
+
+    return [
+        ("path", shown(field(model, "path"), 300)),
+        ("sha256", shown(field(model, "sha256"))),
+        ("size", byte_size(field(model, "size_bytes"))),
+        ("architecture / format", joined("architecture", "format")),
+        ("preset (seed)", f"{shown(field(model, 'preset'))} ({shown(field(model, 'preset_seed'))})"),
+        ("layers / hidden / ffn / vocab", joined("n_layers", "hidden", "ffn", "vocab_size")),
+        ("heads / kv heads / head dim", joined("n_heads", "n_kv_heads", "head_dim")),
+        ("tensors per format", shown(field(model, "tensors_per_format"), 200)),
+    ]
+
+
+def host_facts(receipt: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The receipt's host as (label, text) rows."""
+    host = field(receipt, "host")
+    return [
+        ("cpu", f"{shown(field(host, 'cpu_model'))} ({shown(field(host, 'cores'))} cores)"),
+        ("notable flags", " ".join(notable_flags(receipt)) or "-"),
+        ("memory", byte_size(field(host, "memory_bytes"))),
+        ("os", shown(field(host, "os"))),
+        (
+            "python / numba / llvmlite / numpy",
+            " / ".join(shown(field(host, k)) for k in ("python", "numba", "llvmlite", "numpy")),
+        ),
+        ("threading layer", shown(field(host, "threading_layer"))),
+    ]
