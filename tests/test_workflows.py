@@ -95,3 +95,27 @@ def test_ci_workflow_runs_the_product_end_to_end() -> None:
         "uses: ./.github/workflows/benchmark.yml",
     ):
         assert needed in " ".join(text.split()), needed
+
+
+def _yaml_examples() -> list[tuple[str, str]]:
+    """(where, text) of every ```yaml block of the README and docs/ci.md that defines jobs."""
+    out = []
+    for doc in (ROOT / "README.md", ROOT / "docs" / "ci.md"):
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.S)):
+            if "jobs:" in block:
+                out.append((f"{doc.name}#{i}", block))
+    return out
+
+
+EXAMPLES = _yaml_examples()
+
+
+@pytest.mark.parametrize(("where", "block"), EXAMPLES, ids=[where for where, _ in EXAMPLES])
+def test_documented_examples_pass_actionlint(tmp_path: Path, where: str, block: str) -> None:
+    """A caller's workflow as the docs show it (a jobs-only example gets a trigger) lints clean."""
+    text = block if re.search(r"^on:", block, flags=re.M) else f"name: example\non: [pull_request]\n{block}"
+    path = tmp_path / ".github" / "workflows" / "example.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    done = _actionlint(path)
+    assert done.returncode == 0 and done.stdout == "", (where, done.stdout + done.stderr)
