@@ -208,3 +208,20 @@ def test_benchmark_writes_its_summary_when_github_step_summary_is_set(
     decode = [line for line in text.splitlines() if line.startswith("| decode tok/s")]
     assert decode and decode[0].endswith("| 3 |")  # three repetitions behind the median and its band
     assert os.path.basename(out["path"]) in text
+
+
+def test_a_bad_signature_is_one_failed_signature_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.receipts.signing import sign_receipt_file
+
+    monkeypatch.setenv("CI_REPORTS_TEST_KEY", "k" * 32)
+    path = write(tmp_path / "r", bench_receipt(speeds([100.0] * 3), when=day(1)))
+    sign_receipt_file(path, "CI_REPORTS_TEST_KEY")
+    path.write_bytes(path.read_bytes().replace(b'"seed": 0', b'"seed": 1'))  # changed after signing
+    out = tmp_path / "verify.xml"
+    res = invoke(APP, ["verify-receipt", "--path", path, "--key-env", "CI_REPORTS_TEST_KEY", "--junit", out])
+    assert res.code == 1
+    (case,) = _cases(_junit(out)).values()
+    (failure,) = case.result
+    assert case.name == "signature" and isinstance(failure, Failure) and "valid signature" in failure.message

@@ -158,7 +158,7 @@ def benchmark(
     with resource_limits(max_memory, timeout):
         outcome = run_benchmark_session(request, ConsoleProgress())
         _show(outcome, as_json)
-    reports.write(None, benchmark_markdown(_summary_receipts(outcome), outcome.comparison))
+    reports.write(None, lambda: benchmark_markdown(_summary_receipts(outcome), outcome.comparison))
     raise typer.Exit(outcome.exit_code)
 
 

@@ -72,7 +72,7 @@ def compare_cmd(
         if not reasons:
             typer.echo(f"comparable and verified: {new_sel.location} against {base_sel.location}{skipped}")
         only = Comparison(base_sel.location, new_sel.location, threshold / 100.0, alpha, reasons)
-        reports.write(comparison_junit(only), comparability_markdown(only, verdict))
+        reports.write(lambda: comparison_junit(only), lambda: comparability_markdown(only, verdict))
         raise typer.Exit(EXIT_ERROR if reasons else EXIT_OK)
     comp = compare(
         base_r,
@@ -85,5 +85,5 @@ def compare_cmd(
         ignore=ignore or (),
     )
     render_comparison(comp, fmt)
-    reports.write(comparison_junit(comp), f"### compare\n\n{comparison_markdown(comp)}")
+    reports.write(lambda: comparison_junit(comp), lambda: f"### compare\n\n{comparison_markdown(comp)}")
     raise typer.Exit(comp.exit_code)

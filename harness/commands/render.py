@@ -1,6 +1,7 @@
 """Output shared by several commands: tables in the chosen format, a comparison, an unusable-input line."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -63,11 +64,12 @@ class Reports:
         self.summaries = summary_targets(summary_md)
         check_targets([*self.summaries, *([junit] if junit is not None else [])])
 
-    def write(self, xml: JUnitXml | None, text: str) -> None:
+    def write(self, xml: Callable[[], JUnitXml] | None, text: Callable[[], str]) -> None:
+        """Build and write what was asked for (nothing is built otherwise: a summary bootstraps intervals)."""
         if self.junit is not None and xml is not None:
-            write_junit(xml, self.junit)
+            write_junit(xml(), self.junit)
         if self.summaries:
-            append_summary(text, self.summaries)
+            append_summary(text(), self.summaries)
 
 
 def fail_unusable(message: str, as_json: bool, path: Path, code: int = 2) -> None:

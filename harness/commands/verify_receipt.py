@@ -65,15 +65,17 @@ def verify_receipt(
             model_path, replay_fn = _replay(receipt, model, strict_flag(strict_loader))
         result = verify(receipt, model_path=model_path, replay=replay_fn)
     except (HarnessError, EngineError) as exc:
+        message = str(exc)
         reports.write(
-            unusable_junit(str(path), str(exc)), problem_markdown(str(path), "unusable input", str(exc))
+            lambda: unusable_junit(str(path), message),
+            lambda: problem_markdown(str(path), "unusable input", message),
         )
-        fail_unusable(str(exc), as_json, path, EXIT_UNUSABLE)
+        fail_unusable(message, as_json, path, EXIT_UNUSABLE)
         return
     signed = None if signature is None else f"OK (HMAC-SHA256, key id {signature['keyid']})"
     reports.write(
-        verification_junit(str(path), gate_records(result), result.ok),
-        verification_markdown(str(path), receipt, result, signed),
+        lambda: verification_junit(str(path), gate_records(result), result.ok),
+        lambda: verification_markdown(str(path), receipt, result, signed),
     )
     if as_json:
         extra = {} if signature is None else {"signature": signature}
@@ -118,7 +120,11 @@ def _signed_body(path: Path, key_env: str, as_json: bool, reports: Reports) -> t
     try:
         body, envelope = verify_signed(path, key)
     except SignatureError as exc:
-        reports.write(signature_junit(str(path), str(exc)), problem_markdown(str(path), "INVALID", str(exc)))
+        message = str(exc)
+        reports.write(
+            lambda: signature_junit(str(path), message),
+            lambda: problem_markdown(str(path), "INVALID", message),
+        )
         if as_json:
             failed = {"ok": False, "error": str(exc)}
             typer.echo(json.dumps({"path": str(path), "valid": False, "signature": failed}))
