@@ -127,9 +127,10 @@ class Outcome:
     stderr: str
 
 
-def invoke(app: typer.Typer, args: Sequence[str]) -> Outcome:
-    """Run a command as harness.cli.main does: a HarnessError/EngineError is one `error:` line and exit 2."""
-    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+def invoke(app: typer.Typer, args: Sequence[str], env: dict[str, str] | None = None) -> Outcome:
+    """Run a command as harness.cli.main does: a HarnessError/EngineError is one `error:` line and exit 2.
+    `env` adds environment variables for the call."""
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})})
     if isinstance(result.exception, HarnessError | EngineError):
         return Outcome(2, result.stdout, f"error: {result.exception}")
     if result.exception is not None and not isinstance(result.exception, SystemExit):

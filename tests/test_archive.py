@@ -40,30 +40,30 @@ def filled(tmp_path: Path) -> dict[str, Path]:
 
 def test_scan_orders_by_timestamp_and_keeps_broken_files_last(filled: dict[str, Path]) -> None:
     entries = archive.scan(filled["folder"])
-    names = [e.path for e in entries]
-    assert names[:4] == [filled["d1"], filled["d2a"], filled["d2b"], filled["d3"]]
-    assert names[4].name == "broken.json" and entries[4].error and "not valid JSON" in entries[4].error
+    names = [e.location for e in entries]
+    assert names[:4] == [str(filled[k]) for k in ("d1", "d2a", "d2b", "d3")]
+    assert entries[4].name == "broken.json" and entries[4].error and "not valid JSON" in entries[4].error
     assert len(entries) == 5  # baseline/ and phases/ are not part of the archive listing
 
 
 def test_scan_orders_by_the_receipt_timestamp_not_the_file_name(tmp_path: Path) -> None:
     late = write_raw(tmp_path / "a_late.json", bench_receipt(speeds([1] * 3), when=day(9)))
     early = write_raw(tmp_path / "z_early.json", bench_receipt(speeds([1] * 3), when=day(1)))
-    assert [e.path for e in archive.usable(tmp_path)] == [early, late]
+    assert [e.location for e in archive.usable(tmp_path)] == [str(early), str(late)]
 
 
 def test_selectors(filled: dict[str, Path]) -> None:
     folder = filled["folder"]
-    assert archive.resolve(str(filled["d1"]), folder) == filled["d1"]
-    assert archive.resolve("latest", folder) == filled["d3"]
-    assert archive.resolve("latest~0", folder) == filled["d3"]
-    assert archive.resolve("latest~1", folder) == filled["d2b"]
-    assert archive.resolve("latest~3", folder) == filled["d1"]
-    assert archive.resolve("2025-01-02", folder) == filled["d2b"]  # newest on that day
-    assert archive.resolve("2025-01-01", folder) == filled["d1"]
-    assert archive.resolve(COMMIT[:7], folder) == filled["d2a"]  # newest of that commit
-    assert archive.resolve(OTHER[:12], folder) == filled["d3"]
-    assert archive.resolve(OTHER.upper()[:8], folder) == filled["d3"]
+    assert archive.resolve(str(filled["d1"]), folder).location == str(filled["d1"])
+    assert archive.resolve("latest", folder).location == str(filled["d3"])
+    assert archive.resolve("latest~0", folder).location == str(filled["d3"])
+    assert archive.resolve("latest~1", folder).location == str(filled["d2b"])
+    assert archive.resolve("latest~3", folder).location == str(filled["d1"])
+    assert archive.resolve("2025-01-02", folder).location == str(filled["d2b"])  # newest on that day
+    assert archive.resolve("2025-01-01", folder).location == str(filled["d1"])
+    assert archive.resolve(COMMIT[:7], folder).location == str(filled["d2a"])  # newest of that commit
+    assert archive.resolve(OTHER[:12], folder).location == str(filled["d3"])
+    assert archive.resolve(OTHER.upper()[:8], folder).location == str(filled["d3"])
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_ambiguous_commit_prefix(tmp_path: Path) -> None:
     write(tmp_path, bench_receipt(speeds([1] * 3), when=day(2), commit="abcd" + "1" * 36))
     with pytest.raises(HarnessError, match="ambiguous"):
         archive.resolve("abcd", tmp_path)
-    assert archive.resolve("abcd1", tmp_path).exists()
+    assert Path(archive.resolve("abcd1", tmp_path).location).exists()
 
 
 def test_missing_archive_folder(tmp_path: Path) -> None:
@@ -100,7 +100,8 @@ def test_archive_list_formats(filled: dict[str, Path]) -> None:
     assert csv.code == 0
     table = pd.read_csv(io.StringIO(csv.stdout))
     assert list(table.columns) == [
-        "date", "commit", "kind", "model", "threads", "decode tok/s", "prefill tok/s", "verification", "file"
+        "date", "commit", "kind", "model", "threads", "decode tok/s", "prefill tok/s", "verification",
+        "machine", "file",
     ]  # fmt: skip
     assert list(table["kind"][:4]) == ["benchmark"] * 4
     assert list(table["decode tok/s"][:4]) == pytest.approx([100, 110, 120, 130])
@@ -134,12 +135,12 @@ def test_phase_receipts_are_listed_with_their_kind_but_never_selected(filled: di
         row = by_file[path.name]
         assert row["kind"] == phase and row["verification"] == "verified"
         assert row["decode tok/s"] is None
-    assert archive.resolve("latest", folder) == filled["d3"]
-    assert archive.resolve("2025-01-03", folder) == filled["d3"]
-    assert archive.resolve(COMMIT[:7], folder) == filled["d2a"]
-    assert archive.resolve(str(phase_paths["probe"]), folder) == phase_paths["probe"]
+    assert archive.resolve("latest", folder).location == str(filled["d3"])
+    assert archive.resolve("2025-01-03", folder).location == str(filled["d3"])
+    assert archive.resolve(COMMIT[:7], folder).location == str(filled["d2a"])
+    assert archive.resolve(str(phase_paths["probe"]), folder).location == str(phase_paths["probe"])
     added, copied = archive.add(phase_paths["timing"], folder / "elsewhere")
-    assert copied and added.name == phase_paths["timing"].name
+    assert copied and Path(added).name == phase_paths["timing"].name
 
 
 def test_archive_list_flags_a_receipt_that_no_longer_verifies(tmp_path: Path) -> None:
@@ -165,9 +166,11 @@ def test_archive_add(tmp_path: Path) -> None:
     from harness.receipts.digest import finalize
 
     other = write_raw(tmp_path / "incoming" / "clash.json", finalize(clash))
-    refused = invoke(APP, ["archive", "add", other, "--archive", folder])
-    assert refused.code == 2 and "never overwritten" in refused.stderr
-    assert stored[0].read_bytes() == src.read_bytes()
+    beside = invoke(APP, ["archive", "add", other, "--archive", folder])  # same name, other receipt
+    assert beside.code == 0 and stored[0].name.replace(".json", "_2.json") in beside.stdout
+    assert stored[0].read_bytes() == src.read_bytes()  # never replaced
+    assert (folder / stored[0].name.replace(".json", "_2.json")).read_bytes() == other.read_bytes()
+    assert "already archived" in invoke(APP, ["archive", "add", other, "--archive", folder]).stdout
 
 
 def test_archive_add_refuses_invalid_receipts(tmp_path: Path) -> None:
@@ -205,7 +208,7 @@ def test_prune_tolerates_a_file_removed_meanwhile(
     filled: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = archive.prune_plan(filled["folder"], 1)
-    plan[0].unlink()
+    Path(plan[0].location).unlink()
     monkeypatch.setattr(archive, "prune_plan", lambda folder, keep: plan)
     assert archive.prune(filled["folder"], 1) == plan
     assert filled["d3"].exists()

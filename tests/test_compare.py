@@ -85,6 +85,7 @@ NON_COMPARABLE = {
     "preset": lambda r: r["model"].__setitem__("preset", "small"),
     "threads": lambda r: r.__setitem__("threads", 1),
     "cpu_model": lambda r: r["host"].__setitem__("cpu_model", "Other CPU"),
+    "machine": lambda r: r["host"].__setitem__("cores", 64),
     "workload": lambda r: r.__setitem__("seed", 5),
 }
 
@@ -203,9 +204,9 @@ def test_comparability_only_mode(tmp_path: Path) -> None:
     b, n = _pair(tmp_path, 100, 10, edit=elsewhere)
     strict = invoke(APP, ["compare", b, n, "--comparability-only"])
     assert strict.code == EXIT_ERROR and "cpu_model" in strict.stderr and "threads" in strict.stderr
-    ok = invoke(
-        APP, ["compare", b, n, "--comparability-only", "--ignore", "cpu_model", "--ignore", "threads"]
-    )
+    assert "machine" in strict.stderr  # 4 cores, not 2: another machine
+    ignored = ["--ignore", "cpu_model", "--ignore", "threads", "--ignore", "machine"]
+    ok = invoke(APP, ["compare", b, n, "--comparability-only", *ignored])
     assert ok.code == EXIT_OK  # a 10x slower run is fine here: speed is not judged
     assert "comparable and verified" in ok.stdout
 
@@ -222,7 +223,7 @@ def test_comparability_only_mode(tmp_path: Path) -> None:
     )
     assert res.code == EXIT_ERROR and "not comparable (output)" in res.stderr
     # in a speed comparison different tokens are a note, not a refusal
-    assert compare(load_receipt(b2), load_receipt(n2), ignore=["cpu_model", "threads"]).notes
+    assert compare(load_receipt(b2), load_receipt(n2), ignore=["cpu_model", "threads", "machine"]).notes
 
 
 def test_peak_rss_from_one_process_is_not_judged() -> None:

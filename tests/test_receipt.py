@@ -3,6 +3,7 @@
 import hashlib
 import json
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +211,6 @@ def test_git_facts_outside_a_checkout(tmp_path):
 
 def test_git_facts_name_the_harness_checkout():
     """The default root is the checkout that holds harness/ (a signature binds the receipt to this commit)."""
-    import subprocess
     from pathlib import Path
 
     root = Path(host.__file__).resolve().parents[2]

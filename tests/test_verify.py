@@ -780,7 +780,7 @@ def test_the_family_kernel_table_is_what_the_engine_prepares(fmt):
 
 
 def _with_probes(medians, buffer_bytes=1 << 30, noisy=None):
-    """The factory receipt with bandwidth probes of three passes around each median, read_gbps their median."""
+    """The factory receipt with probes of three passes around each median; read_gbps their median."""
 
     def edit(r):
         probes = [

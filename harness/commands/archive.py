@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     group.command("list")(archive_list)
     group.command("add")(archive_add)
     group.command("prune")(archive_prune)
+    group.command("machines")(archive_machines)
     app.add_typer(group, name="archive")
 
 
@@ -29,12 +30,21 @@ def archive_list(
     emit_frame(frame, fmt, f"{len(frame)} receipts in {archive_dir}")
 
 
+def archive_machines(
+    archive_dir: ArchiveOpt = archive.DEFAULT_ARCHIVE, fmt: OutputFormatOpt = OutputFormat.rich
+) -> None:
+    """The machines in the archive, one row per host fingerprint (CPU model, cores, instruction-set flags,
+    memory): the ids `history --machine` takes."""
+    frame = archive.machines(archive.scan(archive_dir))
+    emit_frame(frame, fmt, f"{len(frame)} machines in {archive_dir}")
+
+
 def archive_add(
     receipt: Annotated[Path, typer.Argument(help="Receipt file to validate and copy in.")],
     archive_dir: ArchiveOpt = archive.DEFAULT_ARCHIVE,
 ) -> None:
-    """Validate a receipt (schema and every honesty gate) and copy it into the archive under its canonical
-    name; an archived file is never overwritten."""
+    """Validate a receipt (schema and every honesty gate) and store it in the archive under its canonical
+    name; an archived receipt is never replaced (a name taken by another receipt gets a _2, _3... suffix)."""
     target, copied = archive.add(receipt, archive_dir)
     typer.echo(f"archived: {target}" if copied else f"already archived: {target}")
 
@@ -47,6 +57,6 @@ def archive_prune(
     """Delete the oldest archived receipts beyond the newest N; subfolders (baseline/) are never touched."""
     doomed = archive.prune_plan(archive_dir, keep) if dry_run else archive.prune(archive_dir, keep)
     verb = "would delete" if dry_run else "deleted"
-    for path in doomed:
-        typer.echo(f"{verb}: {path}")
+    for entry in doomed:
+        typer.echo(f"{verb}: {entry.location}")
     typer.echo(f"{verb} {len(doomed)} receipts; kept the newest {keep}")

@@ -38,6 +38,7 @@ from harness.commands.options import (
     RetuneOpt,
     SeedOpt,
     StrictOpt,
+    SummaryMdOpt,
     TemperatureOpt,
     ThresholdOpt,
     TimeoutOpt,
@@ -48,12 +49,13 @@ from harness.commands.options import (
     sweep_axis,
     sweep_option,
 )
-from harness.commands.render import render_comparison
+from harness.commands.render import Reports, render_comparison
 from harness.comparison.runs import compact_frame
 from harness.comparison.stats import THRESHOLD
 from harness.comparison.tables import OutputFormat, TableFormat, frame_text, records
 from harness.errors import HarnessError
 from harness.reporting.receipt import render
+from harness.reporting.summary import RunReceipt, benchmark_markdown
 from harness.reporting.tables import rich_table
 from harness.runtime.limits import resource_limits
 from harness.session.benchmark import BenchmarkOutcome, run_benchmark_session
@@ -149,8 +151,8 @@ CompareToOpt = Annotated[
     str | None,
     typer.Option(
         "--compare-to",
-        help="Then compare against an archived receipt in --receipts-dir (a path, latest, latest~N, "
-        "commit prefix, YYYY-MM-DD; resolved before the run) and exit with compare's codes.",
+        help="Then compare against an archived receipt in --archive, else --receipts-dir (a path, latest, "
+        "latest~N, commit prefix, YYYY-MM-DD; resolved before the run) and exit with compare's codes.",
     ),
 ]
 AbKernelOpt = Annotated[
@@ -163,6 +165,14 @@ AbKernelOpt = Annotated[
 ]
 AbThreadsOpt = Annotated[
     str | None, typer.Option("--ab-threads", help="A/B run of two thread counts, e.g. 1,2 (as --ab-kernel).")
+]
+SharedArchiveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--archive",
+        help="A shared archive (a folder or an fsspec URL such as s3://bucket/prefix): the verified receipt "
+        "is added to it, and --compare-to resolves there.",
+    ),
 ]
 VsLlamaCppOpt = Annotated[
     bool,
@@ -205,6 +215,7 @@ def benchmark(
         bool, typer.Option("--bandwidth/--no-bandwidth", help="Measure read bandwidth for the decode floor.")
     ] = True,
     receipts_dir: ReceiptsDirOpt = Path("receipts"),
+    archive: SharedArchiveOpt = None,
     strict_loader: StrictOpt = False,
     as_json: JsonOpt = False,
     compare_to: CompareToOpt = None,
@@ -224,6 +235,7 @@ def benchmark(
     output: OutputOpt = None,
     max_memory: MaxMemoryOpt = None,
     timeout: TimeoutOpt = None,
+    summary_md: SummaryMdOpt = None,
 ) -> None:
     """Phase 3, the full benchmark: prefill and decode speed, time to first token, latency distribution.
 
@@ -232,6 +244,7 @@ def benchmark(
     """
     request = _request(dict(locals()))
     table = _table_format(output_format, output, as_json)
+    reports = Reports(None, summary_md)
     with resource_limits(max_memory, timeout):
         outcome = run_benchmark_session(request, ConsoleProgress())
         if output is not None and table is not None:
@@ -242,10 +255,11 @@ def benchmark(
             typer.echo(frame_text(outcome.summary(), table.value, _title(outcome)), nl=False)
         else:
             _show(outcome)
+    reports.write(None, lambda: benchmark_markdown(_summary_receipts(outcome), outcome.comparison))
     raise typer.Exit(outcome.exit_code)
 
 
-_NOT_REQUEST_FIELDS = ("as_json", "max_memory", "timeout", "output_format", "output")
+_NOT_REQUEST_FIELDS = ("as_json", "max_memory", "timeout", "output_format", "output", "summary_md")
 _AXIS_DEFAULTS = {f.name: f.default for f in fields(BenchmarkRequest) if f.name in SWEEP_AXES}
 
 
@@ -289,6 +303,19 @@ def _write_summary(outcome: BenchmarkOutcome, table: TableFormat, output: Path) 
     typer.echo(f"summary: {output}", err=True)
 
 
+def _summary_receipts(outcome: BenchmarkOutcome) -> list[RunReceipt]:
+    return [
+        RunReceipt(
+            f"side {w.side.describe()}" if w.side else "receipt",
+            str(w.path),
+            w.receipt,
+            w.verification,
+            w.archived,
+        )
+        for w in outcome.receipts
+    ]
+
+
 def _json(outcome: BenchmarkOutcome) -> dict[str, Any]:
     if len(outcome.receipts) > 1 and not outcome.ab:  # a sweep: the receipts are in their files
         runs = [{"path": str(w.path), "verification": w.verification.to_dict()} for w in outcome.receipts]
@@ -315,6 +342,8 @@ def _json(outcome: BenchmarkOutcome) -> dict[str, Any]:
         out["comparison"] = outcome.comparison.to_dict()
     if one.signature is not None:
         out["signature"] = str(one.signature)
+    if one.archived is not None:
+        out["archived"] = one.archived
     return out
 
 
@@ -329,6 +358,8 @@ def _show(outcome: BenchmarkOutcome) -> None:
         (one,) = outcome.receipts
         render(one.receipt, Console(), one.verification)
         typer.echo(f"receipt: {one.path}")
+        if one.archived is not None:
+            typer.echo(f"archived: {one.archived}")
         if one.signature is not None:
             typer.echo(f"signature: {one.signature}")
     if outcome.comparison is not None:

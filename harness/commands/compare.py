@@ -9,20 +9,22 @@ from typing import Annotated
 
 import typer
 
-from harness.commands.options import ArchiveOpt, OutputFormatOpt, ThresholdOpt
-from harness.commands.render import render_comparison
+from harness.commands.options import ArchiveOpt, JunitOpt, OutputFormatOpt, SummaryMdOpt, ThresholdOpt
+from harness.commands.render import Reports, render_comparison
 from harness.comparison import archive
 from harness.comparison.compare import (
     EXIT_ERROR,
     EXIT_OK,
     REASON_KEYS,
+    Comparison,
     comparability,
     compare,
     require_verified,
 )
 from harness.comparison.stats import ALPHA, THRESHOLD
 from harness.comparison.tables import OutputFormat
-from harness.receipts.files import load_checked
+from harness.reporting.junit import comparison_junit
+from harness.reporting.summary import comparability_markdown, comparison_markdown
 
 AlphaOpt = Annotated[float, typer.Option("--alpha", help="Significance level of the Mann-Whitney test.")]
 ForceOpt = Annotated[
@@ -62,28 +64,39 @@ def compare_cmd(
         ),
     ] = False,
     fmt: OutputFormatOpt = OutputFormat.rich,
+    junit: JunitOpt = None,
+    summary_md: SummaryMdOpt = None,
 ) -> None:
     """Compare two receipts metric by metric: medians, NEW/BASE with a bootstrap 95 % interval, Mann-Whitney
     p-value and a verdict that needs both significance and a change beyond --threshold.
 
-    Exit 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
+    Exit 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive. --junit FILE writes one
+    JUnit test case per metric; with $GITHUB_STEP_SUMMARY set (or --summary-md FILE) a markdown summary,
+    regressions first, is appended.
     """
-    base_path, new_path = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
-    base_r, new_r = load_checked(base_path), load_checked(new_path)
-    verified = (require_verified(base_r, f"BASE {base_path}"), require_verified(new_r, f"NEW {new_path}"))
+    reports = Reports(junit, summary_md)
+    base_sel, new_sel = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
+    base_r, new_r = base_sel.receipt, new_sel.receipt
+    verified = (
+        require_verified(base_r, f"BASE {base_sel.location}"),
+        require_verified(new_r, f"NEW {new_sel.location}"),
+    )
     if comparability_only:
         reasons = comparability(base_r, new_r, ignore or (), same_output=True, verified=verified)
         for reason in reasons:
             typer.echo(f"not comparable ({reason.key}): {reason.message}", err=True)
+        skipped = f" (not checked: {', '.join(ignore)})" if ignore else ""
+        verdict = "not comparable" if reasons else f"comparable and verified{skipped}"
         if not reasons:
-            skipped = f" (not checked: {', '.join(ignore)})" if ignore else ""
-            typer.echo(f"comparable and verified: {new_path} against {base_path}{skipped}")
+            typer.echo(f"comparable and verified: {new_sel.location} against {base_sel.location}{skipped}")
+        only = Comparison(base_sel.location, new_sel.location, threshold / 100.0, alpha, reasons)
+        reports.write(lambda: comparison_junit(only), lambda: comparability_markdown(only, verdict))
         raise typer.Exit(EXIT_ERROR if reasons else EXIT_OK)
     comp = compare(
         base_r,
         new_r,
-        base_label=str(base_path),
-        new_label=str(new_path),
+        base_label=base_sel.location,
+        new_label=new_sel.location,
         threshold=threshold / 100.0,
         alpha=alpha,
         force=force,
@@ -91,4 +104,5 @@ def compare_cmd(
         verified=verified,
     )
     render_comparison(comp, fmt)
+    reports.write(lambda: comparison_junit(comp), lambda: f"### compare\n\n{comparison_markdown(comp)}")
     raise typer.Exit(comp.exit_code)

@@ -35,6 +35,12 @@ def history_cmd(
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="Only runs with this many threads.")
     ] = None,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine", help="Only this machine (a host fingerprint id or prefix; `archive machines`)."
+        ),
+    ] = None,
     chart: Annotated[
         Path | None, typer.Option("--chart", help="Also write a .png or .svg chart (needs the plot extra).")
     ] = None,
@@ -46,13 +52,19 @@ def history_cmd(
     entries, refused = archive.verified(archive.usable(archive_dir))
     for line in refused:
         typer.echo(f"warning: skipped {line}", err=True)
-    table = history.frame(entries, m, model=model, threads=threads)
+    table = history.frame(entries, m, model=model, threads=threads, machine=machine)
     if table.empty:
         raise HarnessError(f"no receipt in {archive_dir} has {m.label} samples (after the filters)")
     if chart is not None:
         written = history.write_chart(table, m, chart)
         typer.echo(f"chart: {written}", err=True)
     emit_frame(table, fmt, f"{m.label} over {archive_dir}")
+    mixed = table["machine"].nunique()
+    if mixed > 1:
+        typer.echo(
+            f"note: {mixed} machines in this history; --machine ID keeps one (see `archive machines`)",
+            err=True,
+        )
     if fmt is OutputFormat.rich:
         for line in history.terminal_chart(table, m):
             Console().print(Text(line))

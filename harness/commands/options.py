@@ -74,13 +74,30 @@ TimeoutOpt = Annotated[
     typer.Option("--timeout", min=0.001, help="Stop with an error after this many seconds."),
 ]
 ArchiveOpt = Annotated[
-    Path, typer.Option("--archive", help="Archive folder (top-level *.json receipts).", file_okay=False)
+    str,
+    typer.Option(
+        "--archive",
+        help="Archive: a folder (its top-level *.json receipts) or an fsspec URL such as s3://bucket/prefix "
+        "(extra archive-s3).",
+    ),
 ]
 OutputFormatOpt = Annotated[
     OutputFormat, typer.Option("--format", help="rich table, md (markdown), csv or json.")
 ]
 ThresholdOpt = Annotated[
     float, typer.Option("--threshold", min=0.0, help="Smallest change in percent that counts (default 5).")
+]
+JunitOpt = Annotated[
+    Path | None,
+    typer.Option("--junit", help="Also write the result as JUnit XML to this file.", dir_okay=False),
+]
+SummaryMdOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary-md",
+        help="Append a markdown summary to this file (done anyway to $GITHUB_STEP_SUMMARY when it is set).",
+        dir_okay=False,
+    ),
 ]
 
 

@@ -1,16 +1,20 @@
 """Output shared by several commands: tables in the chosen format, a comparison, an unusable-input line."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import typer
+from junitparser import JUnitXml
 from rich.console import Console
 from rich.text import Text
 
 from harness.comparison.compare import Comparison
-from harness.comparison.tables import OutputFormat, dumps, frame_text, markdown
+from harness.comparison.tables import OutputFormat, dumps, frame_text
 from harness.reporting.comparison import comparison_frame, header
+from harness.reporting.junit import write_junit
+from harness.reporting.summary import append_summary, check_targets, comparison_markdown, summary_targets
 from harness.reporting.tables import rich_table
 
 
@@ -45,15 +49,29 @@ def render_comparison(comp: Comparison, fmt: OutputFormat, console: Console | No
         return
     notes = [*comp.unreliable, *comp.notes]
     if fmt is OutputFormat.md:
-        head = f"**Verdict: {comp.overall}**<br>{header(comp, '<br>')}"
-        lines = [head, "", markdown(comparison_frame(comp))]
-        lines += ["", *(f"- {n}" for n in notes)] if notes else []
-        typer.echo("\n".join(lines))
+        typer.echo(comparison_markdown(comp))
         return
     console.print(rich_table(comparison_frame(comp), header(comp)))
     for note in notes:
         console.print(Text(f"note: {note}"))
     console.print(Text(f"verdict: {comp.overall}"))
+
+
+class Reports:
+    """The files a command writes beside its output: JUnit XML (--junit) and markdown summaries
+    (--summary-md and $GITHUB_STEP_SUMMARY). Their folders are checked when the command starts."""
+
+    def __init__(self, junit: Path | None, summary_md: Path | None) -> None:
+        self.junit = junit
+        self.summaries = summary_targets(summary_md)
+        check_targets([*self.summaries, *([junit] if junit is not None else [])])
+
+    def write(self, xml: Callable[[], JUnitXml] | None, text: Callable[[], str]) -> None:
+        """Build and write what was asked for (nothing is built otherwise: a summary bootstraps intervals)."""
+        if self.junit is not None and xml is not None:
+            write_junit(xml(), self.junit)
+        if self.summaries:
+            append_summary(text(), self.summaries)
 
 
 def fail_unusable(message: str, as_json: bool, path: Path, code: int = 2) -> None:

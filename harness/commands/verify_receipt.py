@@ -15,13 +15,16 @@ from typing import Annotated
 import typer
 
 from engine.errors import EngineError
-from harness.commands.options import StrictOpt, strict_flag
-from harness.commands.render import fail_unusable
+from harness.commands.options import JunitOpt, StrictOpt, SummaryMdOpt, strict_flag
+from harness.commands.render import Reports, fail_unusable
 from harness.errors import HarnessError
 from harness.receipts.checks import Evidence
 from harness.receipts.files import MAX_RECEIPT_BYTES, load_checked, read_regular_file
 from harness.receipts.signing import check_signature, not_an_envelope
 from harness.receipts.verify import VerificationResult, verify
+from harness.reporting.gates import gate_records
+from harness.reporting.junit import unusable_junit, verification_junit
+from harness.reporting.summary import problem_markdown, verification_markdown
 from harness.session.evidence import gather
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
@@ -72,9 +75,16 @@ def verify_receipt(
     require_signature: RequireOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     strict_loader: StrictOpt = False,
+    junit: JunitOpt = None,
+    summary_md: SummaryMdOpt = None,
 ) -> None:
     """Check a receipt: the schema and every honesty gate; with evidence, the model file, a replay, a
-    signature. The verdict names the level reached and what was not checked."""
+    signature. The verdict names the level reached and what was not checked.
+
+    --junit FILE writes one JUnit test case per gate; with $GITHUB_STEP_SUMMARY set (or --summary-md FILE)
+    a markdown summary is appended.
+    """
+    reports = Reports(junit, summary_md)
     try:
         if require_signature and public_key is None:
             raise HarnessError("--require-signature needs --public-key FILE")
@@ -94,8 +104,19 @@ def verify_receipt(
         evidence = replace(evidence, attestation=attestation, require_signature=require_signature)
         result = verify(receipt, evidence)
     except (HarnessError, EngineError) as exc:
-        fail_unusable(str(exc), as_json, path, EXIT_UNUSABLE)
+        message = str(exc)
+        reports.write(
+            lambda: unusable_junit(str(path), message),
+            lambda: problem_markdown(str(path), "unusable input", message),
+        )
+        fail_unusable(message, as_json, path, EXIT_UNUSABLE)
         return
+    att = evidence.attestation
+    signed = f"OK (Ed25519 key {att.key_id[:16]})" if att is not None and att.ok else None
+    reports.write(
+        lambda: verification_junit(str(path), gate_records(result), result.ok),
+        lambda: verification_markdown(str(path), receipt, result, signed),
+    )
     if as_json:
         typer.echo(json.dumps({"path": str(path), **result.to_dict()}, indent=2))
     else:

@@ -1,5 +1,5 @@
-"""The receipt archive: a folder whose top-level *.json files are receipts; its subfolders (baseline/)
-are not part of it.
+"""The receipt archive: one object per receipt in a store, a folder or an fsspec URL such as s3://bucket/prefix
+(harness.comparison.store). In a folder the archive is its top-level *.json files (not phases/, baseline/).
 
 Selectors name one archived receipt: a file path, `latest`, `latest~N`, a commit prefix (newest receipt of
 that commit) or a UTC date YYYY-MM-DD (newest receipt of that day). Order is by the receipt's own timestamp.
@@ -7,7 +7,6 @@ The archive also holds phase receipts (`probe`, `timing`); they are listed with 
 names one: the other selectors pick benchmark receipts, the ones `compare` and `history` judge.
 """
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,26 +16,36 @@ from typing import Any
 
 import pandas as pd
 
-from engine.atomic import atomic_write
 from harness.comparison.metrics import BY_KEY, value
 from harness.comparison.runs import verdict
+from harness.comparison.store import NameTaken, ReceiptStore, open_store
 from harness.errors import HarnessError
-from harness.receipts.files import load_checked, load_receipt, parse_timestamp, receipt_filename
+from harness.machine.fingerprint import machine_of
+from harness.receipts.files import (
+    MAX_RECEIPT_BYTES,
+    load_checked,
+    parse_receipt_bytes,
+    parse_timestamp,
+    read_regular_file,
+    receipt_filename,
+)
 from harness.receipts.kind import BENCHMARK, receipt_kind
-from harness.receipts.signing import is_envelope_path
-from harness.receipts.verify import verify
+from harness.receipts.verify import VerificationResult, verify
 
-DEFAULT_ARCHIVE = Path("receipts")
+DEFAULT_ARCHIVE = "receipts"
 _LATEST = re.compile(r"latest(?:~(\d+))?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _COMMIT = re.compile(r"[0-9a-f]{4,40}")
+_MAX_NAME_ATTEMPTS = 100
+Where = str | Path | ReceiptStore
 
 
 @dataclass(frozen=True)
 class Entry:
-    """An archived receipt file: parsed, or with the one-line reason it could not be used."""
+    """An archived receipt object: parsed, or with the one-line reason it could not be used."""
 
-    path: Path
+    name: str
+    location: str
     receipt: dict[str, Any] | None
     moment: datetime | None
     error: str | None = None
@@ -45,68 +54,85 @@ class Entry:
     def commit(self) -> str | None:
         return (self.receipt or {}).get("harness", {}).get("git_commit")
 
+    @property
+    def machine(self) -> str | None:
+        return machine_of(self.receipt).id if self.receipt is not None else None
 
-def _entry(path: Path) -> Entry:
+
+@dataclass(frozen=True)
+class Selected:
+    """The receipt a selector named: where it is (a path or an archive location) and its parsed contents."""
+
+    location: str
+    receipt: dict[str, Any]
+
+
+def _entry(store: ReceiptStore, name: str) -> Entry:
+    location = store.location(name)
     try:
-        receipt = load_receipt(path)
+        receipt = parse_receipt_bytes(store.read(name), location)
         moment = parse_timestamp(str(receipt.get("timestamp")))
     except HarnessError as exc:
-        return Entry(path, None, None, str(exc))
-    return Entry(path, receipt, moment)
+        return Entry(name, location, None, None, str(exc))
+    return Entry(name, location, receipt, moment)
 
 
-def scan(folder: Path) -> list[Entry]:
-    """Every top-level *.json file of the archive, oldest first; unusable files last, with their reason."""
-    if not folder.is_dir():
-        raise HarnessError(f"archive folder {folder} does not exist")
-    files = [p for p in sorted(folder.glob("*.json")) if p.is_file() and not is_envelope_path(p)]
-    entries = [_entry(p) for p in files]
-    good = sorted((e for e in entries if e.moment is not None), key=lambda e: (e.moment, e.path.name))
+def scan(where: Where) -> list[Entry]:
+    """Every receipt object of the archive, oldest first; unusable ones last, with their reason."""
+    store = open_store(where)
+    entries = [_entry(store, name) for name in store.names()]
+    good = sorted((e for e in entries if e.moment is not None), key=lambda e: (e.moment, e.name))
     return good + [e for e in entries if e.moment is None]
 
 
-def usable(folder: Path) -> list[Entry]:
+def usable(where: Where) -> list[Entry]:
     """The archive's receipts that parse, oldest first."""
-    return [e for e in scan(folder) if e.receipt is not None]
+    return [e for e in scan(where) if e.receipt is not None]
 
 
-def benchmarks(folder: Path) -> list[Entry]:
+def benchmarks(where: Where) -> list[Entry]:
     """The archive's benchmark receipts that parse, oldest first (what the selectors choose from)."""
-    return [e for e in usable(folder) if e.receipt is not None and receipt_kind(e.receipt) == BENCHMARK]
+    return [e for e in usable(where) if e.receipt is not None and receipt_kind(e.receipt) == BENCHMARK]
 
 
-def resolve(selector: str, folder: Path = DEFAULT_ARCHIVE) -> Path:
-    """The receipt file a selector names (HarnessError with the reason when none or several do)."""
+def _checked(store: ReceiptStore, entry: Entry) -> Selected:
+    """The selected entry read again with the schema-version check every receipt reader applies."""
+    return Selected(entry.location, load_checked(entry.location, store.read(entry.name)))
+
+
+def resolve(selector: str, where: Where = DEFAULT_ARCHIVE) -> Selected:
+    """The receipt a selector names (HarnessError with the reason when none or several do)."""
     as_path = Path(selector)
     if as_path.is_file():
-        return as_path
+        return Selected(str(as_path), load_checked(as_path))
+    store = open_store(where)
     if match := _LATEST.fullmatch(selector):
         back = int(match.group(1) or 0)
-        entries = benchmarks(folder)
+        entries = benchmarks(store)
         if back >= len(entries):
             raise HarnessError(
-                f"{selector}: the archive {folder} holds only {len(entries)} benchmark receipts"
+                f"{selector}: the archive {store.url} holds only {len(entries)} benchmark receipts"
             )
-        return entries[-1 - back].path
+        return _checked(store, entries[-1 - back])
     if _DATE.fullmatch(selector):
         try:
             day = datetime.strptime(selector, "%Y-%m-%d").date()
         except ValueError:
             raise HarnessError(f"{selector} is not a valid date (YYYY-MM-DD)") from None
-        on_day = [e for e in benchmarks(folder) if e.moment is not None and e.moment.date() == day]
+        on_day = [e for e in benchmarks(store) if e.moment is not None and e.moment.date() == day]
         if not on_day:
-            raise HarnessError(f"no benchmark receipt in {folder} was written on {selector} (UTC)")
-        return on_day[-1].path
+            raise HarnessError(f"no benchmark receipt in {store.url} was written on {selector} (UTC)")
+        return _checked(store, on_day[-1])
     if _COMMIT.fullmatch(selector.lower()):
-        hits = [e for e in benchmarks(folder) if (e.commit or "").startswith(selector.lower())]
+        hits = [e for e in benchmarks(store) if (e.commit or "").startswith(selector.lower())]
         commits = {e.commit for e in hits}
         if len(commits) > 1:
             shown = ", ".join(sorted(c[:12] for c in commits if c))
             raise HarnessError(f"commit prefix {selector} is ambiguous ({shown}); give more digits")
         if hits:
-            return hits[-1].path
+            return _checked(store, hits[-1])
     raise HarnessError(
-        f"{selector!r} is not a file and matches no benchmark receipt in {folder} "
+        f"{selector!r} is not a file and matches no benchmark receipt in {store.url} "
         "(selectors: a path, latest, latest~N, a commit prefix, YYYY-MM-DD)"
     )
 
@@ -119,7 +145,7 @@ def verified(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
     """The entries that pass verification, and one line per refused one naming its failing gate."""
     kept, refused = [], []
     for e in entries:
-        line = None if e.receipt is None else verify(e.receipt).refusal(e.path.name)
+        line = None if e.receipt is None else verify(e.receipt).refusal(e.name)
         if line is None:
             kept.append(e)
         else:
@@ -143,7 +169,8 @@ def table(entries: list[Entry]) -> pd.DataFrame:
                     "decode tok/s": None,
                     "prefill tok/s": None,
                     "verification": f"unreadable: {e.error}",
-                    "file": e.path.name,
+                    "machine": None,
+                    "file": e.name,
                 }
             )
             continue
@@ -158,7 +185,8 @@ def table(entries: list[Entry]) -> pd.DataFrame:
                 "decode tok/s": _metric_or_none(r, "decode_tok_s"),
                 "prefill tok/s": _metric_or_none(r, "prefill_tok_s"),
                 "verification": verdict_text(r),
-                "file": e.path.name,
+                "machine": e.machine,
+                "file": e.name,
             }
         )
     columns = [
@@ -170,6 +198,7 @@ def table(entries: list[Entry]) -> pd.DataFrame:
         "decode tok/s",
         "prefill tok/s",
         "verification",
+        "machine",
         "file",
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -182,45 +211,87 @@ def _metric_or_none(receipt: Mapping[str, Any], key: str) -> float | None:
         return None
 
 
-def add(source: Path, folder: Path) -> tuple[Path, bool]:
-    """Validate a receipt and copy its bytes into the archive under its canonical name.
+def add(source: Path, where: Where) -> tuple[str, bool]:
+    """Validate a receipt file and store its bytes in the archive; see add_bytes."""
+    data = read_regular_file(source, MAX_RECEIPT_BYTES)
+    return add_bytes(data, load_checked(source, data), where, str(source))
 
-    Returns (archived path, copied). An identical file already there is not copied again; a different file
-    under the same name is refused (archived receipts are never overwritten).
+
+def add_bytes(
+    data: bytes,
+    receipt: Mapping[str, Any],
+    where: Where,
+    label: str,
+    verified: VerificationResult | None = None,
+) -> tuple[str, bool]:
+    """Store a verified receipt's exact bytes under its canonical name; returns (location, stored).
+
+    The archive never replaces an object: a name another receipt holds makes this one take the next free
+    `_2`, `_3`... name (as two benchmarks writing in the same microsecond do), and the very same bytes already
+    archived under one of those names are "already archived" (stored False). A receipt failing verification is
+    refused before anything is written; `verified` is that receipt's verification when the caller has it.
     """
-    receipt = load_checked(source)
-    line = verify(receipt).refusal(str(source))
+    result = verified if verified is not None else verify(receipt)
+    line = result.refusal(label)
     if line is not None:
         raise HarnessError(f"{line}; not archived")
-    data = source.read_bytes()
-    target = folder / receipt_filename(receipt)
-    if target.exists():
-        if target.read_bytes() == data:
-            return target, False
-        raise HarnessError(
-            f"{target} exists with different contents; archived receipts are never overwritten"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target, exclusive=True) as fh:
-        fh.write(data)
-    return target, True
+    store = open_store(where)
+    name = receipt_filename(receipt)
+    for attempt in range(1, _MAX_NAME_ATTEMPTS + 1):
+        candidate = name if attempt == 1 else f"{name[: -len('.json')]}_{attempt}.json"
+        try:
+            store.create(candidate, data)
+        except NameTaken:
+            if store.read(candidate) == data:
+                return store.location(candidate), False
+            continue
+        return store.location(candidate), True
+    raise HarnessError(f"{store.url}: {_MAX_NAME_ATTEMPTS} receipts already use the name {name}")
 
 
-def prune_plan(folder: Path, keep: int) -> list[Path]:
+def prune_plan(where: Where, keep: int) -> list[Entry]:
     """The receipts `prune --keep N` would delete: the oldest beyond the newest `keep` (top level only)."""
     if keep < 1:
         raise HarnessError(f"--keep must be >= 1 (got {keep})")
-    dated = [e for e in scan(folder) if e.moment is not None]
-    return [e.path for e in dated[: max(0, len(dated) - keep)]]
+    dated = [e for e in scan(where) if e.moment is not None]
+    return dated[: max(0, len(dated) - keep)]
 
 
-def prune(folder: Path, keep: int) -> list[Path]:
-    """Delete the planned files one unlink each; the plan is fixed before the first deletion, so a receipt
-    written meanwhile is never touched, and subfolders (baseline/ and any other) are never looked into."""
-    doomed = prune_plan(folder, keep)
-    for path in doomed:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue  # removed concurrently: the goal holds
+def prune(where: Where, keep: int) -> list[Entry]:
+    """Delete the planned objects one at a time; the plan is fixed before the first deletion, so a receipt
+    written meanwhile is never touched, and subfolders (baseline/, phases/) are never looked into."""
+    store = open_store(where)
+    doomed = prune_plan(store, keep)
+    for entry in doomed:
+        store.delete(entry.name)  # gone already (removed concurrently) is fine: the goal holds
     return doomed
+
+
+def machines(entries: list[Entry]) -> pd.DataFrame:
+    """`archive machines`: one row per host fingerprint in the archive, with its receipts' date range."""
+    seen: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if e.receipt is None or e.moment is None:
+            continue
+        m = machine_of(e.receipt)
+        row = seen.setdefault(
+            m.id,
+            {
+                "machine": m.id,
+                "cpu": m.cpu_model,
+                "cores": m.cores,
+                "memory GiB": m.memory_gib,
+                "isa flags": " ".join(m.isa_flags),
+                "receipts": 0,
+                "first": e.moment,
+                "last": e.moment,
+            },
+        )
+        row["receipts"] += 1
+        row["first"], row["last"] = min(row["first"], e.moment), max(row["last"], e.moment)
+    rows = [
+        {**r, "first": r["first"].strftime("%Y-%m-%d %H:%M"), "last": r["last"].strftime("%Y-%m-%d %H:%M")}
+        for r in seen.values()
+    ]
+    columns = ["machine", "cpu", "cores", "memory GiB", "isa flags", "receipts", "first", "last"]
+    return pd.DataFrame(rows, columns=columns)

@@ -26,6 +26,7 @@ from harness.comparison.stats import (
 )
 from harness.comparison.tables import records
 from harness.errors import HarnessError
+from harness.machine.fingerprint import differences, machine_of
 from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.verify import VerificationResult, verify
 
@@ -37,6 +38,7 @@ REASON_KEYS = (
     "preset",
     "threads",
     "cpu_model",
+    "machine",
     "workload",
     "output",
 )
@@ -125,6 +127,8 @@ def comparability(
     ]
     for side, kind in phase_receipts:
         out.append(Reason("workload", f"{side} is a {kind} receipt; compare judges benchmark receipts"))
+    if "machine" not in skip:
+        out.extend(_machine_reason(base, new))
     if "workload" not in skip and not phase_receipts:
         wa, wb = _workload(base), _workload(new)
         diff = [k for k in wa if wa[k] != wb[k] or wa[k] is _MISSING]
@@ -143,6 +147,23 @@ def noise_reasons(receipt: Mapping[str, Any]) -> list[str] | None:
         return None
     reasons = noise.get("reasons")
     return [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no reason given"]
+
+
+def _machine_reason(base: Mapping[str, Any], new: Mapping[str, Any]) -> list[Reason]:
+    """The host fingerprints differ beyond the CPU model (its own check): cores, instruction-set flags or
+    memory, i.e. the two runs are not from one machine (harness.machine.fingerprint)."""
+    a, b = machine_of(base), machine_of(new)
+    facts = [k for k in differences(a, b) if k != "cpu_model"]
+    if not facts:
+        return []
+    fa, fb = a.facts(), b.facts()
+    shown = "; ".join(f"{k}: BASE {fa[k]!r}, NEW {fb[k]!r}" for k in facts if k != "isa_flags")
+    if "isa_flags" in facts:
+        only_base = sorted(set(fa["isa_flags"]) - set(fb["isa_flags"]))
+        only_new = sorted(set(fb["isa_flags"]) - set(fa["isa_flags"]))
+        flags = f"isa_flags: only BASE {' '.join(only_base) or '-'}, only NEW {' '.join(only_new) or '-'}"
+        shown = f"{shown}; {flags}" if shown else flags
+    return [Reason("machine", f"machine {a.id} vs {b.id} differs ({shown})")]
 
 
 def output_note(base: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:

@@ -7,7 +7,9 @@ bootstrap distribution (harness.comparison.stats, the design `compare` judges th
 and no band.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,19 @@ from harness.errors import HarnessError
 
 BAND = (10.0, 90.0)
 _CHART_SUFFIXES = (".png", ".svg")
-COLUMNS = ["date", "commit", "model", "threads", "cpu", "n", "value", "band low", "band high", "file"]
+COLUMNS = [
+    "date",
+    "commit",
+    "model",
+    "threads",
+    "cpu",
+    "machine",
+    "n",
+    "value",
+    "band low",
+    "band high",
+    "file",
+]
 
 
 def band(
@@ -38,10 +52,28 @@ def band(
     return value, value
 
 
+def samples_and_band(receipt: Mapping[str, Any], m: Metric) -> tuple[np.ndarray, float, float] | None:
+    """A receipt's samples of metric m and their noise band; None when it has none (or they are malformed)."""
+    try:
+        x = samples(receipt, m)
+    except HarnessError:
+        return None
+    if x.size == 0:
+        return None
+    low, high = band(x, m, groups(receipt, m) if m.kind == PER_TOKEN else None)
+    return x, low, high
+
+
 def frame(
-    entries: list[Entry], m: Metric, *, model: str | None = None, threads: int | None = None
+    entries: list[Entry],
+    m: Metric,
+    *,
+    model: str | None = None,
+    threads: int | None = None,
+    machine: str | None = None,
 ) -> pd.DataFrame:
-    """One row per archived receipt (oldest first) with the metric, its band and what it ran on."""
+    """One row per archived receipt (oldest first) with the metric, its band and what it ran on; `machine`
+    keeps the receipts of one host fingerprint (an id or a prefix of one, see harness.machine.fingerprint)."""
     rows = []
     for e in entries:
         r = e.receipt
@@ -51,13 +83,12 @@ def frame(
         name = info.get("preset") or Path(str(info.get("path", "?"))).stem
         if (model is not None and name != model) or (threads is not None and r.get("threads") != threads):
             continue
-        try:
-            x = samples(r, m)
-        except HarnessError:
+        if machine is not None and not (e.machine or "").startswith(machine.lower()):
             continue
-        if x.size == 0:
+        banded = samples_and_band(r, m)
+        if banded is None:
             continue
-        low, high = band(x, m, groups(r, m) if m.kind == PER_TOKEN else None)
+        x, low, high = banded
         rows.append(
             {
                 "date": e.moment.strftime("%Y-%m-%d %H:%M"),
@@ -65,11 +96,12 @@ def frame(
                 "model": name,
                 "threads": r.get("threads"),
                 "cpu": (r.get("host") or {}).get("cpu_model"),
+                "machine": e.machine,
                 "n": int(x.size),
                 "value": float(m.statistic(x)),
                 "band low": low,
                 "band high": high,
-                "file": e.path.name,
+                "file": e.name,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -88,19 +120,19 @@ def terminal_chart(table: pd.DataFrame, m: Metric, width: int = 36) -> list[str]
 
     better = "higher" if m.higher_is_better else "lower"
     lines = [f"{m.label} ({m.unit}; {better} is better; ● value, ├─┤ noise band), axis {lo:.4g} .. {hi:.4g}"]
-    for row in table.itertuples(index=False):
+    for row in table.to_dict("records"):
         canvas = [" "] * width
-        a, b = col(row[7]), col(row[8])
+        a, b = col(row["band low"]), col(row["band high"])
         for i in range(a, b + 1):
             canvas[i] = "─"
         canvas[a], canvas[b] = "├", "┤"
-        canvas[col(row[6])] = "●"
-        lines.append(f"{row[0]} {row[1][:8]:<8} │{''.join(canvas)}│ {row[6]:.4g}")
+        canvas[col(row["value"])] = "●"
+        lines.append(f"{row['date']} {row['commit'][:8]:<8} │{''.join(canvas)}│ {row['value']:.4g}")
     return lines
 
 
 def write_chart(table: pd.DataFrame, m: Metric, path: Path) -> Path:
-    """Write a PNG or SVG chart (values and noise band per model/threads/cpu series) with matplotlib."""
+    """Write a PNG or SVG chart (values and noise band per model/threads/machine series) with matplotlib."""
     if path.suffix.lower() not in _CHART_SUFFIXES:
         raise HarnessError(f"--chart {path}: give a .png or .svg file name")
     try:
@@ -116,9 +148,9 @@ def write_chart(table: pd.DataFrame, m: Metric, path: Path) -> Path:
         raise HarnessError("no archived receipt has this metric; nothing to chart")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(table) + 3), 4.0))
     x = np.arange(len(table))
-    for key, group in table.groupby(["model", "threads", "cpu"], dropna=False, sort=False):
+    for key, group in table.groupby(["model", "threads", "machine"], dropna=False, sort=False):
         idx = x[group.index.to_numpy()]
-        label = f"{key[0]}, {key[1]} threads, {key[2]}"
+        label = f"{key[0]}, {key[1]} threads, machine {key[2]}"
         values = group["value"].to_numpy()
         spread = [values - group["band low"].to_numpy(), group["band high"].to_numpy() - values]
         ax.errorbar(idx, values, yerr=spread, marker="o", capsize=4, label=label)

@@ -7,7 +7,8 @@ from harness.comparison.stats import POWER
 from harness.comparison.tables import cell
 
 
-def _fmt_value(value: float | None, unit: str) -> str:
+def value_text(value: float | None, unit: str) -> str:
+    """A metric's value in readable units (ms for seconds, MiB for bytes)."""
     if value is None or value != value:
         return "-"
     if unit == "s":
@@ -34,8 +35,8 @@ def comparison_frame(comp: Comparison) -> pd.DataFrame:
             {
                 "metric": f"{m.label} {'↑' if m.higher_is_better else '↓'}",
                 "n": f"{j.n_base}/{j.n_new}",
-                "BASE": _fmt_value(j.base, m.unit),
-                "NEW": _fmt_value(j.new, m.unit),
+                "BASE": value_text(j.base, m.unit),
+                "NEW": value_text(j.new, m.unit),
                 "NEW/BASE": cell(j.ratio if j.ratio == j.ratio else None),
                 "95% CI": ci,
                 "p": "-" if j.p_value is None else f"{j.p_value:.3g}",

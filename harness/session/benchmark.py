@@ -4,8 +4,9 @@ Modes: a plain run (probe, timing, benchmark phases, one receipt); a sweep (a pl
 the request's lists, each with its own receipt); `vs_llama_cpp` (llama.cpp's rounds interleaved with the
 engine's, its figures in the receipt's `peer`); an A/B run (two configurations interleaved, a receipt each, B
 compared against A); `compare_to` (the new receipt compared against an archived one); `sign_key` (a signed
-in-toto attestation beside the receipt). Nothing here prints: progress goes to the caller's `Progress`, and
-the outcome says what to show and which exit code the run earns.
+in-toto attestation beside the receipt); `archive` (the verified receipt added to a shared archive, a folder
+or an object store, where `compare_to` also resolves). Nothing here prints: progress goes to the caller's
+`Progress`, and the outcome says what to show and which exit code the run earns.
 
 A sweep runs its combinations one after the other, each complete (warm-up, then its measured repetitions),
 in the order of `BenchmarkRequest.combinations()`. A loaded model serves the following combinations while
@@ -25,6 +26,7 @@ import pandas as pd
 
 from engine.model import Model, set_threads
 from engine.strict import resolve_strict
+from harness.comparison.archive import add_bytes
 from harness.comparison.compare import Comparison, compare
 from harness.comparison.runs import run_row, runs_frame, verdict
 from harness.machine import noise
@@ -40,7 +42,7 @@ from harness.progress import SILENT, Progress
 from harness.receipts.build import build_receipt, model_section
 from harness.receipts.checks import Evidence, ModelFacts
 from harness.receipts.digest import FileDigest, file_digest
-from harness.receipts.files import utc_timestamp, write_receipt
+from harness.receipts.files import MAX_RECEIPT_BYTES, read_regular_file, utc_timestamp, write_receipt
 from harness.receipts.signing import sign_receipt_file
 from harness.receipts.verify import VerificationResult, verify
 from harness.runtime import interrupts
@@ -51,13 +53,15 @@ from harness.session.request import BenchmarkPlan, BenchmarkRequest
 
 @dataclass(frozen=True)
 class WrittenReceipt:
-    """A receipt the run wrote: where, its verification, its signature envelope, the A/B side it measured."""
+    """A receipt the run wrote: where, its verification, its signature envelope, the A/B side it measured,
+    and where the shared archive holds it (None without --archive or when it failed verification)."""
 
     receipt: dict[str, Any]
     path: Path
     verification: VerificationResult
     signature: Path | None = None
     side: ab.Side | None = None
+    archived: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,11 @@ class _Run:
         path = write_receipt(receipt, r.receipts_dir, schema_checked=result.schema_ok)
         key = self.plan.signing_key
         envelope = sign_receipt_file(path, key) if key is not None else None
-        return WrittenReceipt(receipt, path, result, envelope, side)
+        archived = None
+        if r.archive is not None and result.ok:
+            data = read_regular_file(path, MAX_RECEIPT_BYTES)
+            archived, _ = add_bytes(data, receipt, r.archive, str(path), verified=result)
+        return WrittenReceipt(receipt, path, result, envelope, side, archived)
 
 
 def _strict(request: BenchmarkRequest) -> bool | None:
@@ -245,7 +253,7 @@ def _single_run(
         comparison = compare(
             plan.base.receipt,
             written.receipt,
-            base_label=str(plan.base.path),
+            base_label=plan.base.location,
             new_label=str(written.path),
             threshold=r.threshold,
             verified=(None, written.verification),

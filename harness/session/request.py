@@ -1,9 +1,9 @@
 """Everything a benchmark run is asked to do, checked completely before any work starts.
 
 `BenchmarkRequest` holds every option of `benchmark`; `validate()` finds every conflict between them and every
-bad value (an unreadable signing key, llama.cpp not installed, a selector naming no archived receipt) and
-returns the `BenchmarkPlan` the session runs, so nothing is written or measured for a run that would be
-refused.
+bad value (an unreadable signing key, llama.cpp not installed, a selector naming no archived receipt, an
+archive URL no installed filesystem reads) and returns the `BenchmarkPlan` the session runs, so nothing is
+written or measured for a run that would be refused.
 
 A sweep is a request whose axes (SWEEP_AXES: model, format, kernel, threads, prompt tokens, tokens) hold
 tuples of values, as llama-bench's `-p 128,512 -n 32,128 -t 1,2`: `combinations()` expands it into one
@@ -25,9 +25,9 @@ from engine.generate import SamplingParams
 from engine.model import KERNEL_MODES
 from harness.comparison.archive import resolve
 from harness.comparison.stats import THRESHOLD
+from harness.comparison.store import open_store
 from harness.errors import HarnessError
 from harness.peers.llama_cpp import llama_cpp_missing
-from harness.receipts.files import load_checked
 from harness.receipts.signing import load_private_key
 from harness.session.ab import Side, parse_sides
 from harness.session.model import check_retune
@@ -72,6 +72,8 @@ class BenchmarkRequest:
     timing_steps: int = 3
     bandwidth: bool = True
     receipts_dir: Path = Path("receipts")
+    archive: str | None = None  # a shared archive (folder or fsspec URL): --compare-to resolves there, and
+    # the verified receipt is added to it
     strict_loader: bool = False
     compare_to: str | None = None
     ab_kernel: str | None = None
@@ -119,9 +121,11 @@ class BenchmarkRequest:
         if (pair is not None or self.compare_to is not None) and not 0 < self.threshold < 1:
             raise HarnessError(f"--threshold must be a fraction in (0, 1) (got {self.threshold})")
         base = None
+        if self.archive is not None:
+            open_store(self.archive)  # a URL no installed filesystem reads fails now, not after the run
         if self.compare_to is not None:
-            base_path = resolve(self.compare_to, self.receipts_dir)
-            base = BaseReceipt(base_path, load_checked(base_path))
+            chosen = resolve(self.compare_to, self.archive if self.archive is not None else self.receipts_dir)
+            base = BaseReceipt(chosen.location, chosen.receipt)
         if pair is not None and signing_key is not None:
             raise HarnessError(
                 "--sign-key signs a single run's receipt; drop it for --ab-kernel/--ab-threads"
@@ -136,7 +140,7 @@ class BenchmarkRequest:
 class BaseReceipt:
     """The archived receipt `--compare-to` named, resolved and read before the run."""
 
-    path: Path
+    location: str
     receipt: dict[str, Any]
 
 
