@@ -15,6 +15,7 @@ from engine.generate import Sampler, SamplingParams, generate
 from engine.model import load_model
 from engine.synth import ensure_preset_model
 from harness.commands import run
+from harness.errors import HarnessError
 
 
 @pytest.fixture(scope="module")
@@ -162,4 +163,5 @@ def test_run_command_streams_text_and_speed(tmp_path: Path, monkeypatch: pytest.
 
 def test_run_command_reports_bad_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["run", "--model", str(tmp_path / "missing.gguf"), "-n", "2"])
-    assert isinstance(result.exception, EngineError)
+    assert isinstance(result.exception, EngineError | HarnessError)
+    assert "missing.gguf" in str(result.exception)

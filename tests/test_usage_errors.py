@@ -23,6 +23,7 @@ BAD_VALUES = {
     "archive list": (["--format", "xml"], "invalid value for '--format'"),
     "archive add": ([], "missing argument 'receipt'"),
     "archive prune": (["--keep", "0"], "invalid value for '--keep'"),
+    "archive machines": (["--format", "xml"], "invalid value for '--format'"),
     "compare": (["a.json", "b.json", "--threshold", "lots"], "invalid value for '--threshold'"),
     "history": (["--threads", "0"], "invalid value for '--threads'"),
     "parity": (["--model", "m.gguf", "--reference", "vllm"], "invalid value for '--reference'"),

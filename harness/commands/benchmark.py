@@ -247,16 +247,23 @@ def benchmark(
     reports = Reports(None, summary_md)
     with resource_limits(max_memory, timeout):
         outcome = run_benchmark_session(request, ConsoleProgress())
-        if output is not None and table is not None:
-            _write_summary(outcome, table, output)
-        if as_json:
-            typer.echo(json.dumps(_json(outcome), indent=2))
-        elif table is not None and output is None:
-            typer.echo(frame_text(outcome.summary(), table.value, _title(outcome)), nl=False)
-        else:
-            _show(outcome)
+        _present(outcome, table, output, as_json)
     reports.write(None, lambda: benchmark_markdown(_summary_receipts(outcome), outcome.comparison))
     raise typer.Exit(outcome.exit_code)
+
+
+def _present(
+    outcome: BenchmarkOutcome, table: TableFormat | None, output: Path | None, as_json: bool
+) -> None:
+    """The summary table into --output, then JSON, the table on stdout, or the report."""
+    if output is not None and table is not None:
+        _write_summary(outcome, table, output)
+    if as_json:
+        typer.echo(json.dumps(_json(outcome), indent=2))
+    elif table is not None and output is None:
+        typer.echo(frame_text(outcome.summary(), table.value, _title(outcome)), nl=False)
+    else:
+        _show(outcome)
 
 
 _NOT_REQUEST_FIELDS = ("as_json", "max_memory", "timeout", "output_format", "output", "summary_md")

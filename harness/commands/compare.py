@@ -77,10 +77,9 @@ def compare_cmd(
     reports = Reports(junit, summary_md)
     base_sel, new_sel = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
     base_r, new_r = base_sel.receipt, new_sel.receipt
-    verified = (
-        require_verified(base_r, f"BASE {base_sel.location}"),
-        require_verified(new_r, f"NEW {new_sel.location}"),
-    )
+    sides = (("BASE", base_sel), ("NEW", new_sel))
+    base_v, new_v = (require_verified(s.receipt, f"{side} {s.location}") for side, s in sides)
+    verified = (base_v, new_v)
     if comparability_only:
         reasons = comparability(base_r, new_r, ignore or (), same_output=True, verified=verified)
         for reason in reasons:

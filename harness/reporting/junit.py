@@ -1,8 +1,9 @@
 """JUnit XML (the Jenkins / Ant format CI systems read) for `verify-receipt --junit` and `compare --junit`.
 
-verify-receipt: one test case per gate (its class names the gate's level of assurance); a failed gate is a <failure> whose message says what was expected and
-what was found (every finding in the text), a gate that was not checked is <skipped> with the reason, and an
-unusable receipt is a single test case with an <error>. compare: a `comparability` case (a <failure> listing
+verify-receipt: one test case per gate (its class names the gate's level of assurance); a failed gate is a
+<failure> whose message says what was expected and what was found (every finding in the text), a gate that was
+not checked is <skipped> with the reason, a warning passes with its findings as output, and an unusable
+receipt is a single test case with an <error>. compare: a `comparability` case (a <failure> listing
 the reasons when the pair is refused), then one case per metric: a regression is a <failure>, an inconclusive
 or unjudged metric is <skipped>, an improvement or no change passes. Built with junitparser.
 """
