@@ -326,6 +326,82 @@ def i2s_blk_gemm_avx2(w, d, q, s, out, qsum, cols, counts, plan):
                 _store_blk_tokens(out, r, t, _row_blk_tokens1(w, d, r, q, t, qsum), 1, s)
 
 
+# ---------------------------------------------------------------- grouped GEMVs (one parallel region)
+# Matrices that read the same activations (Q, K, V; gate, up) as one parallel loop over all their row tiles:
+# `ws` / `outs` are tuples of the members' arrays, `tiles` int64[n + 1] the members' first tile in the loop
+# (tiles[m + 1] - tiles[m] = rows_m // ROW_TILE), `s` float32[n] each member's activation scale. Each member
+# is computed and counted exactly as its own GEMV call would be: one call, its rows and elements on its row.
+
+
+@njit(cache=True)
+def _member(tiles, c):
+    """The member whose tiles hold loop index c."""
+    m = 0
+    while c >= tiles[m + 1]:
+        m += 1
+    return m
+
+
+@njit(cache=True)
+def _gemv_tail(w, r0, scale, q, s, out, sq, plan):
+    """Rows r0 .. of an i2s matrix one at a time (the rows after its last whole tile)."""
+    for r in range(r0, w.shape[0]):
+        out[r] = np.float32(_rows_dot1(w, r, q, plan)[0] - sq) / s * scale
+
+
+@njit(cache=True)
+def _blk_tail(w, d, r0, q, s, out, qsum, plan):
+    for r in range(r0, w.shape[0]):
+        out[r] = _rows_blk1(w, d, r, q, qsum, plan)[0] / s
+
+
+@njit(cache=True, parallel=True)
+def i2s_gemv_group_avx2(ws, scales, q, s, outs, tiles, cols, counts, plan):
+    """i2s_gemv_avx2 of every matrix in `ws` (per-tensor `scales` float32[n]) in one parallel loop."""
+    n = len(ws)
+    for m in range(n):
+        ternary._count(counts, ternary._I2S_GEMV, ws[m].shape[0], cols, 1)
+    sq = ternary._qsum_total(q)
+    for c in prange(tiles[n]):
+        g = _member(tiles, c)
+        # one assignment per line: numba 0.68 computed wrong results from a tuple unpacking here
+        w = ws[g]
+        out = outs[g]
+        sm = s[g]
+        scale = scales[g]
+        r = (c - tiles[g]) * ROW_TILE
+        a0, a1, a2, a3 = _rows_dot4(w, r, q, plan)
+        out[r] = np.float32(a0 - sq) / sm * scale
+        out[r + 1] = np.float32(a1 - sq) / sm * scale
+        out[r + 2] = np.float32(a2 - sq) / sm * scale
+        out[r + 3] = np.float32(a3 - sq) / sm * scale
+    for m in range(n):
+        _gemv_tail(ws[m], (tiles[m + 1] - tiles[m]) * ROW_TILE, scales[m], q, s[m], outs[m], sq, plan)
+
+
+@njit(cache=True, parallel=True)
+def i2s_blk_gemv_group_avx2(ws, ds, q, s, outs, tiles, qsum, cols, counts, plan):
+    """i2s_blk_gemv_avx2 of every matrix in `ws` (scales `ds`) in one parallel loop; qsum shared."""
+    n = len(ws)
+    for m in range(n):
+        ternary._count(counts, ternary._BLK_GEMV, ws[m].shape[0], cols, 1)
+    ternary._qsum_groups(q, qsum, 8)
+    for c in prange(tiles[n]):
+        g = _member(tiles, c)
+        w = ws[g]
+        d = ds[g]
+        out = outs[g]
+        sm = s[g]
+        r = (c - tiles[g]) * ROW_TILE
+        f0, f1, f2, f3 = _rows_blk4(w, d, r, q, qsum, plan)
+        out[r] = f0 / sm
+        out[r + 1] = f1 / sm
+        out[r + 2] = f2 / sm
+        out[r + 3] = f3 / sm
+    for m in range(n):
+        _blk_tail(ws[m], ds[m], (tiles[m + 1] - tiles[m]) * ROW_TILE, q, s[m], outs[m], qsum, plan)
+
+
 # ---------------------------------------------------------------- i2s_qk256 (codes through [-2, -1, 1, 2])
 @njit(cache=True, parallel=True)
 def i2s_qk256_gemv_avx2(w, q, s, out, cols, counts, plan):
@@ -435,4 +511,55 @@ def time_prefetch(
                 start = time.perf_counter()
                 run()
                 best[name][d] = max(best[name][d], data.nbytes / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+# ---------------------------------------------------------------- grouped GEMVs, measured
+GROUP_SHAPES = {"qkv": (2560, 640, 640), "gate_up": (6912, 6912)}  # rows of each member (2B-4T, 2560 cols)
+
+
+def time_grouping(rounds: int = 5, nbytes: int = _PROBE_BYTES) -> dict[str, dict[str, float]]:
+    """Best GB/s of each group of GROUP_SHAPES as separate GEMV calls and as one grouped call.
+
+    Both stream one buffer of `nbytes` as consecutive groups of 2560-column matrices (a layer's Q/K/V, or
+    gate/up, at a time, so weights come from DRAM as in decode) with the prefetch distance in SCHEDULE; the
+    two ways take turns each round and the best pass of each is kept.
+    """
+    row_bytes = _PROBE_COLS // 4
+    largest = max(sum(rows) for rows in GROUP_SHAPES.values()) * row_bytes  # at least one group of each
+    data = np.full(max(nbytes, largest) // row_bytes * row_bytes, _FILL, np.uint8)
+    w = data.reshape(-1, _PROBE_COLS // 128, 32)
+    q = np.zeros((_PROBE_COLS // 128, 4, 32), np.int8)
+    counts = Trace().counts
+    one = np.ones(3, np.float32)
+    best: dict[str, dict[str, float]] = {}
+    for name, rows in GROUP_SHAPES.items():
+        size = sum(rows)
+        starts = np.cumsum((0, *rows))
+        groups = [
+            tuple(w[g + starts[m] : g + starts[m + 1]] for m in range(len(rows)))
+            for g in range(0, w.shape[0] - size + 1, size)
+        ]
+        outs = tuple(np.zeros(r, np.float32) for r in rows)
+        tiles = (starts // ROW_TILE).astype(np.int64)
+        scales = one[: len(rows)]
+
+        def separate(ms, outs=outs):
+            for m, out in zip(ms, outs, strict=True):
+                i2s_gemv_avx2(m, np.float32(1), q, np.float32(1), out, _PROBE_COLS, counts, SCHEDULE)
+
+        def grouped(ms, outs=outs, tiles=tiles, scales=scales):
+            i2s_gemv_group_avx2(ms, scales, q, scales, outs, tiles, _PROBE_COLS, counts, SCHEDULE)
+
+        runs = {"separate": separate, "grouped": grouped}
+        best[name] = dict.fromkeys(runs, 0.0)
+        nread = len(groups) * size * row_bytes
+        for run in runs.values():
+            run(groups[0])  # compile or load, and fault the buffer in
+        for _ in range(rounds):
+            for way, run in runs.items():
+                start = time.perf_counter()
+                for ms in groups:
+                    run(ms)
+                best[name][way] = max(best[name][way], nread / (time.perf_counter() - start) / 1e9)
     return best
