@@ -293,3 +293,66 @@ def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoic
 def applied_prefetch() -> PrefetchChoice | None:
     """The prefetch choice the AVX2 kernels run with now (None before any AVX2 kernel was prepared)."""
     return _applied[0] if _applied else None
+
+
+# ---------------------------------------------------------------- AVX2 grouped GEMVs
+GROUPING_FILE = "grouping_choice.json"
+# grouped unless separate calls are faster by more than this fraction (one parallel region is the default)
+_GROUPING_TOLERANCE = 0.03
+
+
+@dataclass
+class GroupingChoice:
+    """Whether GEMVs that read the same activations (Q/K/V, gate/up) run as one call, with the evidence."""
+
+    grouped: dict[str, bool]  # "qkv" / "gate_up" -> one call
+    timings: dict[str, dict[str, float]]  # group -> "separate" / "grouped" -> best GB/s
+    threads: int
+    cached: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "grouped": dict(self.grouped),
+            "timings_gb_per_s": {k: dict(v) for k, v in self.timings.items()},
+            "threads": self.threads,
+            "cached": self.cached,
+            "seconds": self.seconds,
+        }
+
+
+_grouping: dict[str, GroupingChoice] = {}  # machine key -> its choice, measured or read in this process
+
+
+def grouping_choice(cache_dir: Path | None = None) -> GroupingChoice:
+    """Group the AVX2 GEMVs of Q/K/V and of gate/up or not, as measured on this machine (with the prefetch
+    distances of `prefetch_choice`) by `avx2.time_grouping`; cached per machine key like the prefetch."""
+    from engine.kernels import avx2
+
+    prefetch_choice(cache_dir)
+    key = machine_key()
+    if key in _grouping:
+        return _grouping[key]
+    start = time.perf_counter()
+    path = (cache_dir or default_cache_dir()) / GROUPING_FILE
+    store = _read_cache(path)
+    entry = store.get(key)
+    valid = isinstance(entry, dict) and set(entry) == set(avx2.GROUP_SHAPES)
+    valid = valid and all(
+        isinstance(v, dict)
+        and set(v) == {"separate", "grouped"}
+        and all(isinstance(x, float) for x in v.values())
+        for v in entry.values()
+    )
+    timings = {k: dict(v) for k, v in entry.items()} if valid else avx2.time_grouping()
+    if not valid:
+        store[key] = timings
+        _write_cache(path, store)
+    _grouping[key] = GroupingChoice(
+        grouped={k: v["grouped"] >= v["separate"] * (1 - _GROUPING_TOLERANCE) for k, v in timings.items()},
+        timings=timings,
+        threads=numba.get_num_threads(),
+        cached=valid,
+        seconds=time.perf_counter() - start,
+    )
+    return _grouping[key]
