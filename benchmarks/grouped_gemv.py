@@ -4,7 +4,7 @@ Two measurements, one process, A and B taking turns so that a neighbour's load f
 - kernels: the real 2B-4T shapes with random ternary weights (AVX2 i2s layout), 30 layers' worth cycled so
   the weights come from DRAM as in decode; `matvec` per member against one `matvec_group` (results checked
   equal).
-- decode: the 2b-4t i2s preset loaded twice (grouping "auto" and "off"), one decode step of each in turn;
+- decode: the 2b-4t i2s preset loaded twice (grouping "on" and "off"), one decode step of each in turn;
   process CPU seconds per step (at 1 thread they do not count time other processes held the core) and wall.
 
     python benchmarks/grouped_gemv.py --threads 1 --rounds 200 --decode-steps 40 --json
@@ -83,7 +83,7 @@ def decode(threads: int, steps: int) -> dict:
     from engine.synth import ensure_preset_model
 
     path = ensure_preset_model("2b-4t", "i2s")
-    models = {way: load_model(path, threads=threads, grouping=way) for way in ("auto", "off")}
+    models = {way: load_model(path, threads=threads, grouping=way) for way in ("on", "off")}
     for m in models.values():
         m.warmup()
         m.prefill(list(range(1, 33)))
@@ -100,8 +100,8 @@ def decode(threads: int, steps: int) -> dict:
     return {
         "cpu_seconds": {way: summary(t) for way, t in cpu.items()},
         "wall_seconds": {way: summary(t) for way, t in wall.items()},
-        "ratio_cpu": statistics.median(cpu["off"]) / statistics.median(cpu["auto"]),
-        "schedule": models["auto"].schedule().get("grouping"),
+        "ratio_cpu": statistics.median(cpu["off"]) / statistics.median(cpu["on"]),
+        "schedule": models["on"].schedule().get("grouping"),
         "loadavg": load,
     }
 
@@ -130,10 +130,10 @@ def main() -> None:
         print(f"{name} median ratio {r['ratio']:.2f}")
     if "decode" in result:
         d = result["decode"]
-        for way in ("auto", "off"):
+        for way in ("on", "off"):
             c, w = d["cpu_seconds"][way], d["wall_seconds"][way]
             print(f"decode grouping={way}: CPU {c['median'] * 1e3:.1f} ms, wall {w['median'] * 1e3:.1f} ms")
-        print(f"decode CPU ratio off/auto {d['ratio_cpu']:.3f}, load {d['loadavg']}")
+        print(f"decode CPU ratio off/on {d['ratio_cpu']:.3f}, load {d['loadavg']}")
 
 
 if __name__ == "__main__":

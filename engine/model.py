@@ -54,8 +54,9 @@ LOGITS_MODES = ("int8", "f32")
 # upstream llama.cpp quantizes activations for TQ1_0/TQ2_0 (Q8_K); a slow path kept for parity runs.
 ACT_QUANT_MODES = ("token", "block256")
 # "auto": decode runs Q/K/V and gate/up as one kernel call each where grouped kernels exist for their layout
-# and the host measured them to pay; "off": one call per matrix (the other side of an A/B comparison).
-GROUPING_MODES = ("auto", "off")
+# and the host measured them to pay; "on": wherever grouped kernels exist, unmeasured; "off": one call per
+# matrix. "on" and "off" are the two sides of an A/B comparison.
+GROUPING_MODES = ("auto", "on", "off")
 
 
 class _Buffers:
@@ -261,18 +262,18 @@ class Model:
         logits = Model._logits_int8 if logits_mode == "int8" else Model._logits_f32
         gemv, gemm = (_gemv, _gemm) if act_quant == "token" else (_Q8KProjection(),) * 2
         self._groups, self._grouping = self._grouped_gemvs(
-            weights.layers, act_quant == "token" and grouping == "auto"
+            weights.layers, grouping if act_quant == "token" else "off"
         )
         self._decode_ops = _kernels(gemv, gate_act, logits, _gemv_group if act_quant == "token" else None)
         self._prefill_ops = _kernels(gemm, gate_act, logits, None)
 
     def _grouped_gemvs(
-        self, layers: list[Layer], wanted: bool
-    ) -> tuple[list[_LayerGroups], kernel_choice.GroupingChoice | None]:
-        """Per layer, the grouped GEMVs decode runs where grouped kernels exist and the host measured them
-        to pay; with the measured choice (None when no layer has a grouped kernel)."""
+        self, layers: list[Layer], mode: str
+    ) -> tuple[list[_LayerGroups], dict[str, object] | None]:
+        """Per layer, the grouped GEMVs decode runs where grouped kernels exist and `mode` (GROUPING_MODES)
+        wants them; with how that was chosen (None when no layer has a grouped kernel)."""
         none = [_LayerGroups()] * len(layers)
-        if not wanted:
+        if mode == "off":
             return none, None
         d = self._dec
         groups = [
@@ -284,6 +285,8 @@ class Model:
         ]
         if all(g.qkv is None and g.gate_up is None for g in groups):
             return none, None
+        if mode == "on":
+            return groups, {"mode": mode}
         choice = kernel_choice.grouping_choice()
         groups = [
             _LayerGroups(
@@ -291,7 +294,7 @@ class Model:
             )
             for g in groups
         ]
-        return groups, choice
+        return groups, {"mode": mode, **choice.as_dict()}
 
     def _logit_bytes(self, weights: Weights) -> int:
         """Bytes of the embedding one logits call reads (the int8 row sums only on the VNNI path)."""
@@ -325,8 +328,9 @@ class Model:
         """How the kernels are scheduled on this host, as measured here, for the receipt.
 
         "prefetch": the AVX2 kernels' software prefetch distances with their timings (only when an AVX2
-        kernel runs); "grouping": whether decode runs Q/K/V and gate/up as one kernel call each, the timings
-        behind it and the number of layers that did (only when grouped kernels exist for the layout).
+        kernel runs); "grouping": whether decode runs Q/K/V and gate/up as one kernel call each, the mode,
+        the timings behind an "auto" choice and the number of layers that did (only when grouped kernels
+        exist for the layout).
         """
         out: dict[str, object] = {}
         prefetch = kernel_choice.applied_prefetch()
@@ -337,7 +341,7 @@ class Model:
                 "qkv": sum(g.qkv is not None for g in self._groups),
                 "gate_up": sum(g.gate_up is not None for g in self._groups),
             }
-            out["grouping"] = {**self._grouping.as_dict(), "layers": layers}
+            out["grouping"] = {**self._grouping, "layers": layers}
         return out
 
     def reset(self) -> None:

@@ -165,21 +165,26 @@ def _grouping(monkeypatch: pytest.MonkeyPatch, grouped: bool) -> None:
 
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
-@pytest.mark.parametrize(("fmt", "arch"), [("i2s", "bitnet-b1.58"), ("tq2_0", "bitnet")])
+@pytest.mark.parametrize(("fmt", "arch"), [("i2s", "bitnet-b1.58"), ("tq2_0", "bitnet"), ("tq1_0", "bitnet")])
 def test_grouped_decode_is_the_separate_decode(model_dir: Path, fmt: str, arch: str, monkeypatch) -> None:
-    """Q/K/V and gate/up as one call each: the same logits bit for bit, the same trace, grouped profile steps,
-    and the schedule says how many layers ran grouped."""
+    """Q/K/V and gate/up as one call each (measured choice, forced on): the same logits bit for bit as one
+    call per matrix, the same trace, grouped profile steps, and the schedule counts the grouped layers."""
     from engine.kernels import cpu
 
     monkeypatch.setattr(cpu, "has_vnni", lambda: False)  # the AVX2 path, which has the grouped kernels
     runs = {}
-    for grouped in (True, False):
+    for mode, grouped in (("auto", True), ("auto", False), ("on", True), ("off", False)):
         _grouping(monkeypatch, grouped)
-        m = load_model(tiny(model_dir, fmt, arch), kernel="i2s")
+        m = load_model(tiny(model_dir, fmt, arch), kernel="i2s", grouping=mode)
         n = m.config.n_layers
         schedule = m.schedule()
-        assert schedule["grouping"]["layers"] == {"qkv": n if grouped else 0, "gate_up": n if grouped else 0}
-        assert schedule["grouping"]["grouped"] == {"qkv": grouped, "gate_up": grouped}
+        if mode == "off":
+            assert "grouping" not in schedule
+        else:
+            layers = {"qkv": n if grouped else 0, "gate_up": n if grouped else 0}
+            assert schedule["grouping"]["layers"] == layers and schedule["grouping"]["mode"] == mode
+        if mode == "auto":
+            assert schedule["grouping"]["grouped"] == {"qkv": grouped, "gate_up": grouped}
         assert schedule["prefetch"] == kernel_choice.applied_prefetch().as_dict()
         m.warmup()
         logits = [m.prefill(PROMPT).copy()]
@@ -190,10 +195,12 @@ def test_grouped_decode_is_the_separate_decode(model_dir: Path, fmt: str, arch: 
         assert ("attn_qkv" in profile["kernels"]) is grouped and (
             "attn_q" in profile["kernels"]
         ) is not grouped
-        runs[grouped] = (logits, m.trace.snapshot())
-    for a, b in zip(runs[True][0], runs[False][0], strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert runs[True][1] == runs[False][1]
+        runs[mode, grouped] = (logits, m.trace.snapshot())
+    reference = runs["off", False]
+    for logits, snapshot in runs.values():
+        for a, b in zip(logits, reference[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert snapshot == reference[1]
 
 
 def test_schedule_is_empty_without_avx2_kernels(model_dir: Path) -> None:
