@@ -7,9 +7,7 @@ Every step is a numba kernel that updates `Model.trace`; decode allocates no arr
 
 `Model._forward` calls its kernels through a `_Kernels` table named by profile step. Decode and prefill differ
 only in their table (GEMV or GEMM projections); a profiled decode runs the same forward pass over a copy of
-the decode table whose calls are timed (engine/profiling.py). Where the host measured it to pay
-(`kernel_choice.grouping_choice`), decode runs Q/K/V as one kernel call and gate/up as another (profile steps
-`attn_qkv`, `ffn_gate_up`): one parallel region instead of one per matrix, same results, same trace rows.
+the decode table whose calls are timed (engine/profiling.py).
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from engine.errors import EngineError, check_choice
 from engine.kernels import matmul, matvec, quantize_activations
 from engine.kernels.actquant_blocks import QK_K, matvec_blocks, quantize_blocks
 from engine.kernels.cpu import select_logits
-from engine.kernels.layouts import GroupedGemv, group_gemv, matvec_group
 from engine.kernels.ops import (
     attention_gqa,
     embed_lookup,
@@ -53,10 +50,6 @@ LOGITS_MODES = ("int8", "f32")
 # "token": one int8 scale per token (bitnet.cpp, the fast path). "block256": one scale per 256 values, as
 # upstream llama.cpp quantizes activations for TQ1_0/TQ2_0 (Q8_K); a slow path kept for parity runs.
 ACT_QUANT_MODES = ("token", "block256")
-# "auto": decode runs Q/K/V and gate/up as one kernel call each where grouped kernels exist for their layout
-# and the host measured them to pay; "on": wherever grouped kernels exist, unmeasured; "off": one call per
-# matrix. "on" and "off" are the two sides of an A/B comparison.
-GROUPING_MODES = ("auto", "on", "off")
 
 
 class _Buffers:
@@ -95,41 +88,6 @@ def _gemm(p: Projection, x, q, s, out, counts) -> None:
     matmul(p.matrix, q, s if p.scale == 1.0 else s / p.scale, out, counts)
 
 
-@dataclass(frozen=True, slots=True)
-class _Group:
-    """Projections that read the same activations, run by one grouped GEMV into decode's buffers."""
-
-    gemv: GroupedGemv
-    scales: tuple[float, ...]  # each member's Projection.scale
-    s: np.ndarray  # float32 [members]: each member's activation scale, rewritten every call
-    # each member's output row in decode's buffers, built once: a new tuple per call would leave numba's
-    # argument handling garbage that only the cycle collector frees
-    outs: tuple[np.ndarray, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _LayerGroups:
-    """A layer's grouped GEMVs: None where its matrices run one call each."""
-
-    qkv: _Group | None = None
-    gate_up: _Group | None = None
-
-
-def _group(projections: list[Projection], outs: list[np.ndarray]) -> _Group | None:
-    gemv = group_gemv([p.matrix for p in projections])
-    if gemv is None:
-        return None
-    scales = tuple(p.scale for p in projections)
-    return _Group(gemv, scales, np.zeros(len(projections), np.float32), tuple(out[0] for out in outs))
-
-
-def _gemv_group(g: _Group, q, s, counts) -> None:
-    """Decode: every member's `_gemv` in one kernel call (the same scales, so the same results)."""
-    for i, scale in enumerate(g.scales):
-        g.s[i] = s[0] if scale == 1.0 else s[0] / scale
-    matvec_group(g.gemv, q[0], g.s, g.outs, counts)
-
-
 class _Q8KProjection:
     """act_quant="block256": quantize the float input per 256 values (Q8_K), then one block GEMV per token."""
 
@@ -158,8 +116,7 @@ class _Kernels:
 
     The stages `layer` and `logits` are Model methods taken unbound and called with the model first: a table
     of bound methods would tie the model into a reference cycle and hold its arrays until the cycle collector
-    runs. The seven projections all run the same function, under their matrix names; `attn_qkv` and
-    `ffn_gate_up` run a layer's grouped GEMVs (decode only: None in prefill's table).
+    runs. The seven projections all run the same function, under their matrix names.
     """
 
     embed: Callable  # embed_lookup
@@ -178,13 +135,10 @@ class _Kernels:
     ffn_up: Callable
     gate_act: Callable
     ffn_down: Callable
-    attn_qkv: Callable | None
-    ffn_gate_up: Callable | None
 
 
-def _kernels(project: Callable, gate_act: Callable, logits: Callable, group: Callable | None) -> _Kernels:
-    """The table of one kind of pass: `project` runs all seven projections, `gate_act` is the FFN gate,
-    `group` the grouped projections (None: every matrix its own call)."""
+def _kernels(project: Callable, gate_act: Callable, logits: Callable) -> _Kernels:
+    """The table of one kind of pass: `project` runs all seven projections, `gate_act` is the FFN gate."""
     return _Kernels(
         embed=embed_lookup,
         layer=Model._layer,
@@ -196,8 +150,6 @@ def _kernels(project: Callable, gate_act: Callable, logits: Callable, group: Cal
         residual_add=residual_add,
         gate_act=gate_act,
         **dict.fromkeys(LAYER_MATRICES, project),
-        attn_qkv=group,
-        ffn_gate_up=group,
     )
 
 
@@ -214,7 +166,6 @@ class Model:
         logits_mode: str,
         act_quant: str,
         load_seconds: float,
-        grouping: str = "auto",
     ) -> None:
         cfg = file.config
         self.file = file
@@ -261,40 +212,8 @@ class Model:
         gate_act = relu2_gate if cfg.ffn_act == "relu2" else silu_gate
         logits = Model._logits_int8 if logits_mode == "int8" else Model._logits_f32
         gemv, gemm = (_gemv, _gemm) if act_quant == "token" else (_Q8KProjection(),) * 2
-        self._groups, self._grouping = self._grouped_gemvs(
-            weights.layers, grouping if act_quant == "token" else "off"
-        )
-        self._decode_ops = _kernels(gemv, gate_act, logits, _gemv_group if act_quant == "token" else None)
-        self._prefill_ops = _kernels(gemm, gate_act, logits, None)
-
-    def _grouped_gemvs(
-        self, layers: list[Layer], mode: str
-    ) -> tuple[list[_LayerGroups], dict[str, object] | None]:
-        """Per layer, the grouped GEMVs decode runs where grouped kernels exist and `mode` (GROUPING_MODES)
-        wants them; with how that was chosen (None when no layer has a grouped kernel)."""
-        none = [_LayerGroups()] * len(layers)
-        if mode == "off":
-            return none, None
-        d = self._dec
-        groups = [
-            _LayerGroups(
-                _group([layer.attn_q, layer.attn_k, layer.attn_v], [d.q, d.k, d.v]),
-                _group([layer.ffn_gate, layer.ffn_up], [d.gate, d.up]),
-            )
-            for layer in layers
-        ]
-        if all(g.qkv is None and g.gate_up is None for g in groups):
-            return none, None
-        if mode == "on":
-            return groups, {"mode": mode}
-        choice = kernel_choice.grouping_choice()
-        groups = [
-            _LayerGroups(
-                g.qkv if choice.grouped["qkv"] else None, g.gate_up if choice.grouped["gate_up"] else None
-            )
-            for g in groups
-        ]
-        return groups, {"mode": mode, **choice.as_dict()}
+        self._decode_ops = _kernels(gemv, gate_act, logits)
+        self._prefill_ops = _kernels(gemm, gate_act, logits)
 
     def _logit_bytes(self, weights: Weights) -> int:
         """Bytes of the embedding one logits call reads (the int8 row sums only on the VNNI path)."""
@@ -322,26 +241,6 @@ class Model:
         for m in self._matrices.values():
             out[m.gemv_id] = out[m.gemm_id] = m.variant
         out["logits_i8" if self.logits_mode == "int8" else "fp32_logits"] = self.logits_variant
-        return out
-
-    def schedule(self) -> dict[str, object]:
-        """How the kernels are scheduled on this host, as measured here, for the receipt.
-
-        "prefetch": the AVX2 kernels' software prefetch distances with their timings (only when an AVX2
-        kernel runs); "grouping": whether decode runs Q/K/V and gate/up as one kernel call each, the mode,
-        the timings behind an "auto" choice and the number of layers that did (only when grouped kernels
-        exist for the layout).
-        """
-        out: dict[str, object] = {}
-        prefetch = kernel_choice.applied_prefetch()
-        if prefetch is not None and "avx2" in self.kernel_variants().values():
-            out["prefetch"] = prefetch.as_dict()
-        if self._grouping is not None:
-            layers = {
-                "qkv": sum(g.qkv is not None for g in self._groups),
-                "gate_up": sum(g.gate_up is not None for g in self._groups),
-            }
-            out["grouping"] = {**self._grouping, "layers": layers}
         return out
 
     def reset(self) -> None:
@@ -412,31 +311,21 @@ class Model:
         """Tokens `ids` at positions pos, pos + 1, ... through every layer; the last one's logits."""
         n = ids.shape[0]
         ops.embed(self._embedding, self._lut, ids, b.x, self.trace.counts)
-        for layer, groups, kv in zip(self._layers, self._groups, self._kv, strict=True):
-            ops.layer(self, layer, groups, kv, b, ops)
+        for layer, kv in zip(self._layers, self._kv, strict=True):
+            ops.layer(self, layer, kv, b, ops)
         ops.logits(self, b.x[n - 1 : n])
         self.pos += n
 
-    def _layer(
-        self,
-        layer: Layer,
-        groups: _LayerGroups,
-        kv: tuple[np.ndarray, np.ndarray],
-        b: _Buffers,
-        ops: _Kernels,
-    ) -> None:
+    def _layer(self, layer: Layer, kv: tuple[np.ndarray, np.ndarray], b: _Buffers, ops: _Kernels) -> None:
         """One transformer block over b.x: attention, then the feed-forward network, each added to b.x."""
         counts, cfg, eps, pos = self.trace.counts, self.config, self._eps, self.pos
         k_cache, v_cache = kv
         # attention
         ops.rmsnorm(b.x, layer.attn_norm, eps, b.xn, counts)
         ops.act_quant_i8(b.xn, b.q_h, b.s_h, counts)
-        if groups.qkv is not None and ops.attn_qkv is not None:
-            ops.attn_qkv(groups.qkv, b.q_h, b.s_h, counts)  # into b.q, b.k, b.v (decode's buffers)
-        else:
-            ops.attn_q(layer.attn_q, b.xn, b.q_h, b.s_h, b.q, counts)
-            ops.attn_k(layer.attn_k, b.xn, b.q_h, b.s_h, b.k, counts)
-            ops.attn_v(layer.attn_v, b.xn, b.q_h, b.s_h, b.v, counts)
+        ops.attn_q(layer.attn_q, b.xn, b.q_h, b.s_h, b.q, counts)
+        ops.attn_k(layer.attn_k, b.xn, b.q_h, b.s_h, b.k, counts)
+        ops.attn_v(layer.attn_v, b.xn, b.q_h, b.s_h, b.v, counts)
         ops.rope_neox(b.q, cfg.n_heads, cfg.head_dim, pos, self._cos, self._sin, counts)
         ops.rope_neox(b.k, cfg.n_kv_heads, cfg.head_dim, pos, self._cos, self._sin, counts)
         ops.attention_gqa(b.q, b.k, b.v, k_cache, v_cache, pos, cfg.n_heads, self._scores, b.att, counts)
@@ -447,11 +336,8 @@ class Model:
         # feed-forward
         ops.rmsnorm(b.x, layer.ffn_norm, eps, b.xn, counts)
         ops.act_quant_i8(b.xn, b.q_h, b.s_h, counts)
-        if groups.gate_up is not None and ops.ffn_gate_up is not None:
-            ops.ffn_gate_up(groups.gate_up, b.q_h, b.s_h, counts)  # into b.gate, b.up
-        else:
-            ops.ffn_gate(layer.ffn_gate, b.xn, b.q_h, b.s_h, b.gate, counts)
-            ops.ffn_up(layer.ffn_up, b.xn, b.q_h, b.s_h, b.up, counts)
+        ops.ffn_gate(layer.ffn_gate, b.xn, b.q_h, b.s_h, b.gate, counts)
+        ops.ffn_up(layer.ffn_up, b.xn, b.q_h, b.s_h, b.up, counts)
         ops.gate_act(b.gate, b.up, b.act, counts)
         ops.rmsnorm(b.act, layer.ffn_sub_norm, eps, b.act_n, counts)
         ops.act_quant_i8(b.act_n, b.q_f, b.s_f, counts)
@@ -481,21 +367,18 @@ def load_model(
     strict: bool | None = None,
     logits: str = "int8",
     act_quant: str = "token",
-    grouping: str = "auto",
 ) -> Model:
     """Load, validate and prepare a GGUF model: matrices in the chosen kernel layouts, buffers allocated."""
     start = time.perf_counter()
     check_choice("kernel", kernel, KERNEL_MODES)
     check_choice("logits mode", logits, LOGITS_MODES)
     check_choice("activation quantization", act_quant, ACT_QUANT_MODES)
-    check_choice("grouping", grouping, GROUPING_MODES)
     set_threads(threads)
     mf = load_file(path, strict=strict)
     tokenizer = Tokenizer.from_metadata(mf.gguf.metadata)
     selection = select_kernels(mf, kernel)
     weights = load_weights(mf, selection, int8_logits=logits == "int8", block256=act_quant == "block256")
-    seconds = time.perf_counter() - start
-    return Model(mf, tokenizer, weights, selection, logits, act_quant, seconds, grouping)
+    return Model(mf, tokenizer, weights, selection, logits, act_quant, time.perf_counter() - start)
 
 
 def set_threads(threads: int | None) -> None:

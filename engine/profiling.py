@@ -1,8 +1,7 @@
 """A profiled forward pass: the model's kernel table with every entry wrapped in a timer.
 
 The forward pass calls its kernels through a table (a frozen dataclass of callables: the stages "embed",
-"layer" and "logits", then the steps of a layer, named as the profile names them; a step the table leaves
-None is never called). `TimedKernels` copies the
+"layer" and "logits", then the steps of a layer, named as the profile names them). `TimedKernels` copies the
 table with timed wrappers, so a profiled pass runs the same code as a plain one and the plain table stays
 untouched: no timing call and no allocation on the unprofiled path.
 """
@@ -33,9 +32,7 @@ class TimedKernels:
             "logits": self._stage("logits", table.logits),
         }
         if by_kernel:
-            steps = (
-                f.name for f in fields(table) if f.name not in STAGES and getattr(table, f.name) is not None
-            )
+            steps = (f.name for f in fields(table) if f.name not in STAGES)
             timed.update({name: self._step(name, getattr(table, name)) for name in steps})
         self.ops = replace(table, **timed)
 

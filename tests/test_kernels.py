@@ -9,7 +9,6 @@ from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.kernels import KernelInputError, matmul, matvec, prepare_matrix, quantize_activations
 from engine.kernels.cpu import has_avx2, has_permw, has_vnni
-from engine.kernels.layouts import group_gemv, matvec_group
 from engine.kernels.lut import CANON3
 from engine.trace import Trace, kid
 
@@ -314,76 +313,6 @@ def test_extreme_sums_do_not_overflow(flavor, fill):
             out = np.zeros((tokens, rows), np.float32)
             matmul(m, q, s, out, Trace().counts)
             np.testing.assert_array_equal(out, want)
-
-
-# members of one group: a shared column count, ragged rows (tails after the last 4-row tile)
-GROUPS = {
-    "i2s": [(33, 384), (8, 384), (7, 384)],
-    "tq2_0": [(5, 512), (12, 512)],
-    "tq1_0": [(17, 256), (3, 256)],
-}
-
-
-@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
-@pytest.mark.parametrize("flavor", list(GROUPS))
-def test_grouped_gemv_equals_one_call_per_matrix(flavor):
-    """One kernel call over all members' row tiles: each member's output and trace row as its own matvec."""
-    rng = np.random.default_rng(len(flavor))
-    mats, packed = [], []
-    for rows, cols in GROUPS[flavor]:
-        values, scales = _random_weights(rng, flavor, rows, cols)
-        packed.append((values, scales))
-        mats.append(prepare_matrix(flavor, FORMATS[flavor].pack(values, scales), rows, cols, variant="avx2"))
-    group = group_gemv(mats)
-    assert group is not None and group.members == tuple(mats)
-    cols = mats[0].cols
-    for fill in (None, -128, 127):
-        q, _ = _activations(rng, 1, cols)
-        if fill is not None:
-            q[:] = fill
-        s = rng.uniform(0.5, 200.0, size=len(mats)).astype(np.float32)  # a scale per member
-        separate, grouped = Trace(), Trace()
-        want = []
-        for m, sm in zip(mats, s, strict=True):
-            y = np.full(m.rows, np.nan, np.float32)
-            matvec(m, q[0], float(sm), y, separate.counts)
-            want.append(y)
-        for (values, scales), y, sm in zip(packed, want, s, strict=True):
-            np.testing.assert_array_equal(y, _expected(flavor, values, scales, q, np.array([sm]))[0])
-        outs = tuple(np.full(m.rows, np.nan, np.float32) for m in mats)
-        matvec_group(group, q[0], s, outs, grouped.counts)
-        for got, y in zip(outs, want, strict=True):
-            np.testing.assert_array_equal(got, y)
-        assert grouped.snapshot() == separate.snapshot()
-        assert grouped.snapshot()[mats[0].gemv_id]["calls"] == len(mats)
-
-
-def test_groups_need_one_grouped_layout():
-    """No grouped kernel for portable matrices, other families or unequal widths: group_gemv says None."""
-    rng = np.random.default_rng(3)
-
-    def mat(flavor, rows, cols, **kw):
-        values, scales = _random_weights(rng, flavor, rows, cols)
-        return prepare_matrix(flavor, FORMATS[flavor].pack(values, scales), rows, cols, **kw)
-
-    assert (
-        group_gemv([mat("i2s", 8, 256, variant="portable"), mat("i2s", 4, 256, variant="portable")]) is None
-    )
-    assert group_gemv([mat("i2s", 8, 256, kernel="tl1"), mat("i2s", 4, 256, kernel="tl1")]) is None
-    if has_avx2():
-        avx = {"variant": "avx2"}
-        assert group_gemv([mat("i2s", 8, 256, **avx)]) is None
-        assert group_gemv([mat("i2s", 8, 256, **avx), mat("i2s", 8, 384, **avx)]) is None
-        assert group_gemv([mat("i2s", 8, 256, **avx), mat("tq2_0", 8, 256, **avx)]) is None
-        assert group_gemv([mat("qk256", 8, 256, **avx), mat("qk256", 4, 256, **avx)]) is None
-        group = group_gemv([mat("i2s", 8, 256, **avx), mat("i2s", 4, 256, **avx)])
-        q = np.zeros(256, np.int8)
-        with pytest.raises(KernelInputError, match="one float32"):
-            matvec_group(group, q, np.ones(2, np.float32), (np.zeros(8, np.float32),), Trace().counts)
-        with pytest.raises(KernelInputError, match="int8"):
-            matvec_group(
-                group, q[:128], np.ones(2, np.float32), (np.zeros(8, np.float32),) * 2, Trace().counts
-            )
 
 
 def test_avx2_variant_is_refused_without_avx2(monkeypatch):

@@ -135,78 +135,13 @@ def test_profile_by_kernel_charges_every_layer_step(model) -> None:
         snapshots.append(model.trace.snapshot())
         if by_kernel:
             steps = {"rmsnorm", "act_quant_i8", "rope_neox", "attention_gqa", "residual_add", "gate_act"}
-            assert set(profile["kernels"]) == steps | _projection_steps(model)
+            assert set(profile["kernels"]) == steps | set(LAYER_MATRICES)
             assert all(s > 0 for s in profile["kernels"].values())
             assert sum(profile["kernels"].values()) <= sum(profile["layers"])
         else:
             assert "kernels" not in profile
     assert snapshots[0] == snapshots[1]  # profiling runs exactly the kernels of a plain step
     model.trace.reset()
-
-
-def _projection_steps(model) -> set[str]:
-    """The profile steps of the projections: a grouped step where decode runs a group as one call."""
-    layers = model.schedule().get("grouping", {}).get("layers", {})
-    steps = set(LAYER_MATRICES)
-    if layers.get("qkv"):
-        steps = steps - {"attn_q", "attn_k", "attn_v"} | {"attn_qkv"}
-    if layers.get("gate_up"):
-        steps = steps - {"ffn_gate", "ffn_up"} | {"ffn_gate_up"}
-    return steps
-
-
-def _grouping(monkeypatch: pytest.MonkeyPatch, grouped: bool) -> None:
-    choice = kernel_choice.GroupingChoice(
-        grouped={"qkv": grouped, "gate_up": grouped},
-        timings={"qkv": {"separate": 1.0, "grouped": 2.0}, "gate_up": {"separate": 1.0, "grouped": 1.0}},
-        threads=1,
-    )
-    monkeypatch.setattr(kernel_choice, "grouping_choice", lambda: choice)
-
-
-@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
-@pytest.mark.parametrize(("fmt", "arch"), [("i2s", "bitnet-b1.58"), ("tq2_0", "bitnet"), ("tq1_0", "bitnet")])
-def test_grouped_decode_is_the_separate_decode(model_dir: Path, fmt: str, arch: str, monkeypatch) -> None:
-    """Q/K/V and gate/up as one call each (measured choice, forced on): the same logits bit for bit as one
-    call per matrix, the same trace, grouped profile steps, and the schedule counts the grouped layers."""
-    from engine.kernels import cpu
-
-    monkeypatch.setattr(cpu, "has_vnni", lambda: False)  # the AVX2 path, which has the grouped kernels
-    runs = {}
-    for mode, grouped in (("auto", True), ("auto", False), ("on", True), ("off", False)):
-        _grouping(monkeypatch, grouped)
-        m = load_model(tiny(model_dir, fmt, arch), kernel="i2s", grouping=mode)
-        n = m.config.n_layers
-        schedule = m.schedule()
-        if mode == "off":
-            assert "grouping" not in schedule
-        else:
-            layers = {"qkv": n if grouped else 0, "gate_up": n if grouped else 0}
-            assert schedule["grouping"]["layers"] == layers and schedule["grouping"]["mode"] == mode
-        if mode == "auto":
-            assert schedule["grouping"]["grouped"] == {"qkv": grouped, "gate_up": grouped}
-        assert schedule["prefetch"] == kernel_choice.applied_prefetch().as_dict()
-        m.warmup()
-        logits = [m.prefill(PROMPT).copy()]
-        profile: dict = {}
-        logits.append(m.decode(3, profile, by_kernel=True).copy())
-        logits += [m.decode(t).copy() for t in (5, 8)]
-        assert set(profile["kernels"]) >= _projection_steps(m)
-        assert ("attn_qkv" in profile["kernels"]) is grouped and (
-            "attn_q" in profile["kernels"]
-        ) is not grouped
-        runs[mode, grouped] = (logits, m.trace.snapshot())
-    reference = runs["off", False]
-    for logits, snapshot in runs.values():
-        for a, b in zip(logits, reference[0], strict=True):
-            np.testing.assert_array_equal(a, b)
-        assert snapshot == reference[1]
-
-
-def test_schedule_is_empty_without_avx2_kernels(model_dir: Path) -> None:
-    """tl1 matrices and f32 logits run no AVX2 kernel: no prefetch distances, nothing grouped to report."""
-    m = load_model(tiny(model_dir), kernel="tl1", logits="f32")
-    assert m.schedule() == {}
 
 
 def test_reported_numbers(model) -> None:
@@ -367,41 +302,6 @@ def test_prefetch_distance_is_measured_cached_and_applied(tmp_path: Path, monkey
     (tmp_path / kernel_choice.PREFETCH_FILE).unlink()
     monkeypatch.setattr(kernel_choice, "_prefetch", {})
     assert kernel_choice.prefetch_choice(cache_dir=tmp_path).matrix == 4096 and len(calls) == 2
-
-
-@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
-def test_grouping_is_measured_cached_and_reported(tmp_path: Path, monkeypatch) -> None:
-    """Grouped GEMVs unless separate calls measured faster by more than 3 %; written once, then read back."""
-    from engine.kernels import avx2
-
-    measured = {"qkv": {"separate": 5.0, "grouped": 7.5}, "gate_up": {"separate": 10.0, "grouped": 9.6}}
-    calls = []
-
-    def fake_time_grouping():
-        calls.append(1)
-        return measured
-
-    monkeypatch.setattr(avx2, "time_grouping", fake_time_grouping)
-    monkeypatch.setattr(kernel_choice, "_grouping", {})
-    first = kernel_choice.grouping_choice(cache_dir=tmp_path)
-    assert first.grouped == {"qkv": True, "gate_up": False} and not first.cached
-    assert first.as_dict()["timings_gb_per_s"] == measured
-    measured["gate_up"]["grouped"] = 9.8  # within 3 %: grouped (one parallel region is the default)
-    monkeypatch.setattr(kernel_choice, "_grouping", {})
-    again = kernel_choice.grouping_choice(cache_dir=tmp_path)
-    assert again.cached and again.grouped == first.grouped and len(calls) == 1
-    (tmp_path / kernel_choice.GROUPING_FILE).unlink()
-    monkeypatch.setattr(kernel_choice, "_grouping", {})
-    assert kernel_choice.grouping_choice(cache_dir=tmp_path).grouped["gate_up"] and len(calls) == 2
-
-
-@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
-def test_grouping_timing_runs_both_ways() -> None:
-    from engine.kernels import avx2
-
-    got = avx2.time_grouping(rounds=2, nbytes=8 << 20)
-    assert set(got) == set(avx2.GROUP_SHAPES)
-    assert all(set(v) == {"separate", "grouped"} and all(x > 0 for x in v.values()) for v in got.values())
 
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")

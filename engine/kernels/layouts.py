@@ -28,7 +28,7 @@ import numpy as np
 
 from engine.constants import FORMAT_I2S, FORMAT_QK256, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
 from engine.errors import EngineError, check_choice
-from engine.kernels import avx2, lut, ternary
+from engine.kernels import lut, ternary
 from engine.kernels.cpu import schedule_args, select_blk, select_i2s, select_qk256, select_tl
 
 KERNELS = ("i2s", "tl1", "tl2")
@@ -199,9 +199,8 @@ def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) 
         qsum = _scratch("qsum", (q.shape[0],), np.int32)
         gemm(w, scale, q.reshape(q.shape[0], nb, 4, 32), s, out, qsum, cols, counts, *extra)
 
-    arrays = {"w": w, "scale": np.full(1, scale, np.float32)}
     return TernaryMatrix(
-        rows, cols, FORMAT_I2S, "i2s", "i2s_gemv", "i2s_gemm", n4 + 4, variant, arrays, run_gemv, run_gemm
+        rows, cols, FORMAT_I2S, "i2s", "i2s_gemv", "i2s_gemm", n4 + 4, variant, {"w": w}, run_gemv, run_gemm
     )
 
 
@@ -421,57 +420,6 @@ def _prepare_tl2(
     )
 
 
-# ---- grouped GEMVs ---------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class GroupedGemv:
-    """Matrices that read the same activations, run by one kernel call over all their row tiles."""
-
-    members: tuple[TernaryMatrix, ...]
-    _run: Callable = field(repr=False)
-
-
-def group_gemv(members: list[TernaryMatrix]) -> GroupedGemv | None:
-    """One call for the GEMVs of `members` where a grouped kernel exists for their layout, else None.
-
-    Grouped kernels exist for the AVX2 i2s and i2s_blk GEMVs; members must share that layout, the column
-    count and array types. Each member's result and trace row are those of its own `matvec`.
-    """
-    first = members[0]
-    same = all(
-        m.variant == "avx2"
-        and m.gemv_id == first.gemv_id
-        and m.cols == first.cols
-        and m.arrays["w"].flags.writeable == first.arrays["w"].flags.writeable
-        for m in members
-    )
-    if len(members) < 2 or not same or first.gemv_id not in ("i2s_gemv", "i2s_blk_gemv"):
-        return None
-    cols = first.cols
-    nb = first.arrays["w"].shape[1]
-    ws = tuple(m.arrays["w"] for m in members)
-    tiles = np.cumsum([0] + [m.rows // avx2.ROW_TILE for m in members]).astype(np.int64)
-    plan = schedule_args("avx2")[0]
-    if first.gemv_id == "i2s_gemv":
-        scales = np.concatenate([m.arrays["scale"] for m in members])
-
-        def run(q, s, outs, counts):
-            qb = q.reshape(nb, 4, 32)
-            avx2.i2s_gemv_group_avx2(ws, scales, qb, s, outs, tiles, cols, counts, plan)
-
-    else:
-        ds = tuple(m.arrays["d"] for m in members)
-        nsum = ds[0].shape[1]
-
-        def run(q, s, outs, counts):
-            qb = _padded(q, nb * 128).reshape(nb, 4, 32)
-            qsum = _scratch("qsum", (nsum,), np.int32)
-            avx2.i2s_blk_gemv_group_avx2(ws, ds, qb, s, outs, tiles, qsum, cols, counts, plan)
-
-    return GroupedGemv(tuple(members), run)
-
-
 # ---- running --------------------------------------------------------------------------------------------
 
 
@@ -486,18 +434,6 @@ def matvec(m: TernaryMatrix, q: np.ndarray, s: float, out: np.ndarray, counts: n
     _check(ok, f"matvec: q must be contiguous int8[{m.cols}]")
     _check(out.dtype == np.float32 and out.shape == (m.rows,), f"matvec: out must be float32[{m.rows}]")
     m._gemv(q, s, out, counts)
-
-
-def matvec_group(group: GroupedGemv, q: np.ndarray, s: np.ndarray, outs: tuple, counts: np.ndarray) -> None:
-    """outs[m][rows_m] = W_m q / s[m] for every member of `group`: one kernel call, one parallel region."""
-    cols = group.members[0].cols
-    ok = q.dtype == np.int8 and q.shape == (cols,) and q.flags.c_contiguous
-    _check(ok, f"matvec_group: q must be contiguous int8[{cols}]")
-    ok = len(outs) == len(group.members) and all(
-        o.dtype == np.float32 and o.shape == (m.rows,) for o, m in zip(outs, group.members, strict=False)
-    )
-    _check(ok, "matvec_group: outs must be one float32[rows] per member")
-    group._run(q, s, outs, counts)
 
 
 def matmul(m: TernaryMatrix, q: np.ndarray, s: np.ndarray, out: np.ndarray, counts: np.ndarray) -> None:
