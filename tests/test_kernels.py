@@ -315,6 +315,18 @@ def test_extreme_sums_do_not_overflow(flavor, fill):
             np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
+def test_avx2_logits_alone_take_the_measured_prefetch(monkeypatch):
+    """A model whose matrices run no AVX2 kernel (tl1, say) still gets its AVX2 logits' prefetch distance."""
+    from engine import kernel_choice
+    from engine.kernels import cpu
+
+    calls = []
+    monkeypatch.setattr(cpu, "has_vnni", lambda: False)
+    monkeypatch.setattr(kernel_choice, "prefetch_choice", lambda *a, **k: calls.append(1))
+    assert cpu.select_logits(256)[1] == "avx2" and calls == [1]
+
+
 def test_avx2_variant_is_refused_without_avx2(monkeypatch):
     """Asking for a path the CPU lacks is an error, never an illegal instruction."""
     from engine.kernels import cpu

@@ -119,5 +119,6 @@ def select_logits(hidden: int, prefer: str = "auto") -> tuple[Callable, str]:
     if path == "avx512vnni" and hidden % 64 == 0:
         return vnni.logits_i8_vnni, path
     if path == "avx2" and hidden % 64 == 0:
+        schedule_args(path)  # the prefetch distance, even when no AVX2 matrix was prepared before
         return avx2.logits_i8_avx2, path
     return ops.logits_i8, "portable"
