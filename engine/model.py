@@ -243,6 +243,15 @@ class Model:
         out["logits_i8" if self.logits_mode == "int8" else "fp32_logits"] = self.logits_variant
         return out
 
+    def prefetch_schedule(self) -> dict[str, object] | None:
+        """The software prefetch distances this host measured for the AVX2 kernels and that they run with
+        (engine.kernel_choice.prefetch_choice), with the timings behind them; None when no kernel of this
+        model runs on the AVX2 path."""
+        choice = kernel_choice.applied_prefetch()
+        if choice is None or "avx2" not in self.kernel_variants().values():
+            return None
+        return choice.as_dict()
+
     def reset(self) -> None:
         """Empty the KV cache (positions restart at 0; stale entries are never read)."""
         self.pos = 0

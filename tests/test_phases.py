@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from engine import kernel_choice
 from harness.cli import app
 from harness.phases.workload import prompt_ids
 from harness.receipts.files import load_receipt
@@ -50,6 +51,23 @@ def test_benchmark_receipt_is_verified_and_complete(receipt_path: Path) -> None:
     assert any(k.startswith("i2s_") for k in receipt["kernels"])
     assert receipt["kernels"] == sorted(receipt["kernel_counts"])
     assert receipt["model"]["preset"] == "tiny"
+
+
+def test_benchmark_receipt_records_the_prefetch_distances_its_avx2_kernels_ran_with(
+    receipt_path: Path,
+) -> None:
+    """On the AVX2 path the receipt names the per-host prefetch distances with the timings that chose them;
+    elsewhere it has none."""
+    choice = load_receipt(receipt_path)["kernel_choice"]
+    if "avx2" not in choice["variants"].values():
+        assert "prefetch" not in choice
+        pytest.skip("no kernel ran on the AVX2 path on this host")
+    prefetch = choice["prefetch"]
+    assert prefetch == kernel_choice.applied_prefetch().as_dict()
+    for kind, distance in (("matrix", "matrix_bytes"), ("logits", "logits_bytes")):
+        timings = prefetch["timings_gb_per_s"][kind]
+        assert str(prefetch[distance]) in timings  # one of the distances timed, not a constant
+        assert timings[str(prefetch[distance])] >= 0.97 * max(timings.values())
 
 
 def test_benchmark_receipt_floor_and_noise(receipt_path: Path) -> None:

@@ -59,7 +59,12 @@ def model_section(mf: ModelFile, path_label: str, digest: FileDigest) -> dict[st
     }
 
 
-def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: set[str]) -> dict[str, Any]:
+def kernel_choice_section(
+    selection: Selection,
+    variants: dict[str, str],
+    ran: set[str],
+    prefetch: dict[str, object] | None = None,
+) -> dict[str, Any]:
     """The family per matrix shape, the instruction-set variant of each kernel that ran, and for `auto` how
     each family was chosen (engine.kernel_choice): every round's timings, the verdict and its reason."""
     per_shape = []
@@ -71,6 +76,8 @@ def kernel_choice_section(selection: Selection, variants: dict[str, str], ran: s
         "per_shape": per_shape,
         "variants": {k: v for k, v in sorted(variants.items()) if k in ran},
     }
+    if prefetch is not None and "avx2" in section["variants"].values():
+        section["prefetch"] = prefetch
     if selection.mode == "auto":
         section["tuning"] = {
             "method": (
@@ -152,7 +159,9 @@ def _run_facts(
         "model": model_section,
         "phases": phases,
         "threads": numba.get_num_threads(),
-        "kernel_choice": kernel_choice_section(model.kernel_selection, variants, set(counts)),
+        "kernel_choice": kernel_choice_section(
+            model.kernel_selection, variants, set(counts), model.prefetch_schedule()
+        ),
         "harness": harness_facts(harness_version()),
         "host": host_facts(),
         "jit_seconds": jit_seconds,
