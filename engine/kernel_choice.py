@@ -319,7 +319,7 @@ def _write_cache(path: Path, store: dict[str, dict]) -> bool:
 # ---------------------------------------------------------------- AVX2 prefetch distances
 PREFETCH_FILE = "prefetch_choice.json"
 # a shorter distance within this fraction of the fastest one wins (noise must not buy a longer one)
-_PREFETCH_TOLERANCE = 0.03
+PREFETCH_TOLERANCE = 0.03
 
 
 @dataclass
@@ -350,7 +350,7 @@ _applied: list[PrefetchChoice] = []  # the choice in avx2.SCHEDULE now
 
 def _fastest(gbps: Mapping[str, float]) -> int:
     top = max(gbps.values())
-    return min(int(d) for d, v in gbps.items() if v >= top * (1 - _PREFETCH_TOLERANCE))
+    return min(int(d) for d, v in gbps.items() if v >= top * (1 - PREFETCH_TOLERANCE))
 
 
 def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from engine import kernel_choice
 from harness.cli import app
 from harness.phases.workload import prompt_ids
+from harness.receipts.digest import finalize
 from harness.receipts.files import load_receipt
 from harness.receipts.kind import receipt_kind
 from harness.receipts.verify import verify
@@ -68,6 +69,15 @@ def test_benchmark_receipt_records_the_prefetch_distances_its_avx2_kernels_ran_w
         timings = prefetch["timings_gb_per_s"][kind]
         assert str(prefetch[distance]) in timings  # one of the distances timed, not a constant
         assert timings[str(prefetch[distance])] >= 0.97 * max(timings.values())
+    receipt = load_receipt(receipt_path)
+    slower = min(
+        receipt["kernel_choice"]["prefetch"]["timings_gb_per_s"]["matrix"].items(), key=lambda kv: kv[1]
+    )
+    receipt["kernel_choice"]["prefetch"]["matrix_bytes"] = int(
+        slower[0]
+    )  # a distance the timings did not choose
+    result = verify(finalize(receipt))
+    assert [g.name for g in result.failures] == ["kernel_variants"], result.lines()
 
 
 def test_benchmark_receipt_floor_and_noise(receipt_path: Path) -> None:

@@ -5,6 +5,7 @@ i2s from tl1; the per-shape kernel choice, the model's weight format and the hos
 """
 
 from engine.constants import VARIANT_FEATURES, WEIGHT_FORMATS
+from engine.kernel_choice import PREFETCH_TOLERANCE
 from engine.trace import KERNEL_IDS
 from harness.receipts.checks import Check
 from harness.receipts.expectations import (
@@ -269,6 +270,33 @@ def kernel_variants(c: Check) -> None:
                 f"host cpu_flags with {', '.join(variant_flags(variant))} for {kernel} on {variant}",
                 f"missing {', '.join(missing)}",
                 "This variant cannot have run on this host; the receipt's kernel choice is not its own.",
+            )
+    _check_prefetch(c, r["kernel_choice"].get("prefetch"), "avx2" in variants.values())
+
+
+def _check_prefetch(c: Check, prefetch: object, avx2_ran: bool) -> None:
+    """The AVX2 kernels' prefetch distances: recorded exactly when an AVX2 variant ran, each one of the
+    distances timed and the shortest within PREFETCH_TOLERANCE of the fastest (engine.kernel_choice)."""
+    if not isinstance(prefetch, dict):
+        return  # older receipts and hosts without the AVX2 path record none
+    if not avx2_ran:
+        c.fail(
+            "kernel_choice.prefetch only beside an avx2 variant", "prefetch with no avx2 kernel", "Cannot be."
+        )
+        return
+    for kind in ("matrix", "logits"):
+        timings = {int(d): v for d, v in prefetch["timings_gb_per_s"].get(kind, {}).items()}
+        chosen = prefetch[f"{kind}_bytes"]
+        if not timings:
+            c.fail(f"timings of the {kind} prefetch distances", "none", "The choice must show its evidence.")
+            continue
+        top = max(timings.values())
+        want = min(d for d, v in timings.items() if v >= top * (1 - PREFETCH_TOLERANCE))
+        if chosen != want:
+            c.fail(
+                f"{kind}_bytes = {want} (shortest within {PREFETCH_TOLERANCE:.0%} of the fastest)",
+                chosen,
+                "The prefetch distance follows from its recorded timings.",
             )
 
 
