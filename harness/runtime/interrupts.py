@@ -4,7 +4,8 @@ numba loads cached kernels through LLVM callbacks made with ctypes; a KeyboardIn
 printed as "Exception ignored" and dropped, and the command would run on to the end. `install()` (called by
 `harness.cli.main`) makes SIGINT raise KeyboardInterrupt as Python's own handler does, and also remember it;
 `raise_if_swallowed()`, called after each stretch of kernel loading, raises it again when it was lost; the
-"Exception ignored" report of such an interrupt is not printed (Python's other unraisable reports are).
+"Exception ignored" report of such an interrupt is not printed, nor, once an interrupt arrived, the reports of
+finalizers that fail while the interpreter tears down (Python's other unraisable reports are).
 """
 
 import signal
@@ -24,6 +25,8 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def _unraisable(report: "sys.UnraisableHookArgs") -> None:
     if isinstance(report.exc_value, KeyboardInterrupt):
         return  # remembered: raise_if_swallowed raises it again
+    if _seen:
+        return  # the command is ending on Ctrl-C: finalizers of half-built LLVM objects may fail in teardown
     sys.__unraisablehook__(report)
 
 

@@ -274,7 +274,7 @@ def test_tl1_relabelled_with_flags_and_probe_to_match(
     ledger.record(lie, ("--replay",), ", ".join(failed) or "none", verdict)
     if verdict.code == 1:
         # the logits path read its int8 row sums only on avx512vnni: the file's bytes per token differ; the
-        # tokens too where tl1 and i2s round differently; on an AVX2 host the AVX2 prefetch choice stays behind
+        # tokens too where tl1 and i2s round differently; an AVX2 host's prefetch choice stays behind
         assert set(failed) <= {"model_binding", "replay", "kernel_variants"}, failed
     else:
         unattested(ledger, lie, path, genuine, "--replay")
