@@ -246,14 +246,19 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "bitnet-harness"
 
 
+@lru_cache(maxsize=1)
 def engine_version() -> str:
     """The distribution's version and a digest of what a timing verdict depends on in the engine: every
-    kernel module and this one (the timing method)."""
+    kernel module and this one (the timing method). Fixed for a process, so read once."""
     try:
         dist = version("bitnet-harness")
     except PackageNotFoundError:
         dist = "0+unknown"
-    return f"{dist}+{_source_digest()}"
+    kernels_dir = Path(__file__).parent / "kernels"
+    src = hashlib.sha256()
+    for f in [Path(__file__), *sorted(kernels_dir.glob("*.py"))]:
+        src.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"{dist}+{src.hexdigest()[:16]}"
 
 
 def cache_key() -> dict[str, object]:
@@ -271,16 +276,6 @@ def cache_key() -> dict[str, object]:
 def machine_key() -> str:
     """cache_key() as the one string that names a machine's entry in a cache file."""
     return " | ".join(f"{k} {v}" for k, v in cache_key().items())
-
-
-@lru_cache(maxsize=1)
-def _source_digest() -> str:
-    """Digest of the kernels' source and this module's (the timing method): fixed for a process."""
-    kernels_dir = Path(__file__).parent / "kernels"
-    src = hashlib.sha256()
-    for f in [Path(__file__), *sorted(kernels_dir.glob("*.py"))]:
-        src.update(f.name.encode() + b"\0" + f.read_bytes())
-    return src.hexdigest()[:16]
 
 
 @lru_cache(maxsize=1)
@@ -348,7 +343,9 @@ _prefetch: dict[str, PrefetchChoice] = {}  # machine key -> its choice, measured
 _applied: list[PrefetchChoice] = []  # the choice in avx2.SCHEDULE now
 
 
-def _fastest(gbps: Mapping[str, float]) -> int:
+def fastest_distance(gbps: Mapping[str, float]) -> int:
+    """The prefetch distance chosen from its timings (distance -> GB/s): the shortest within
+    PREFETCH_TOLERANCE of the fastest, so noise never buys a longer one."""
     top = max(gbps.values())
     return min(int(d) for d, v in gbps.items() if v >= top * (1 - PREFETCH_TOLERANCE))
 
@@ -391,8 +388,8 @@ def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoic
         store[key] = timings
         _write_cache(path, store)
     return PrefetchChoice(
-        matrix=_fastest(timings["matrix"]),
-        logits=_fastest(timings["logits"]),
+        matrix=fastest_distance(timings["matrix"]),
+        logits=fastest_distance(timings["logits"]),
         timings=timings,
         threads=numba.get_num_threads(),
         cached=valid,

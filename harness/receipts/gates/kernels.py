@@ -5,7 +5,7 @@ i2s from tl1; the per-shape kernel choice, the model's weight format and the hos
 """
 
 from engine.constants import VARIANT_FEATURES, WEIGHT_FORMATS
-from engine.kernel_choice import PREFETCH_TOLERANCE
+from engine.kernel_choice import PREFETCH_TOLERANCE, fastest_distance
 from engine.trace import KERNEL_IDS
 from harness.receipts.checks import Check
 from harness.receipts.expectations import (
@@ -285,13 +285,12 @@ def _check_prefetch(c: Check, prefetch: object, avx2_ran: bool) -> None:
         )
         return
     for kind in ("matrix", "logits"):
-        timings = {int(d): v for d, v in prefetch["timings_gb_per_s"].get(kind, {}).items()}
+        timings = prefetch["timings_gb_per_s"].get(kind, {})
         chosen = prefetch[f"{kind}_bytes"]
         if not timings:
             c.fail(f"timings of the {kind} prefetch distances", "none", "The choice must show its evidence.")
             continue
-        top = max(timings.values())
-        want = min(d for d, v in timings.items() if v >= top * (1 - PREFETCH_TOLERANCE))
+        want = fastest_distance(timings)
         if chosen != want:
             c.fail(
                 f"{kind}_bytes = {want} (shortest within {PREFETCH_TOLERANCE:.0%} of the fastest)",

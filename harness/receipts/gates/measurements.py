@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.constants import ARCH_BITNET, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
 from harness.errors import HarnessError
-from harness.machine.bandwidth import DISAGREEMENT_LIMIT, LLC_MULTIPLE, MIN_PROBE_BYTES
+from harness.machine.bandwidth import DISAGREEMENT_LIMIT, LLC_MULTIPLE, MIN_PROBE_BYTES, Floor, Probe
 from harness.receipts.checks import ABS_TOL, REL_TOL, Check, close
 from harness.receipts.digest import content_digest
 from harness.receipts.expectations import MATMULS_PER_LAYER, format_kernels, matrix_shapes
@@ -400,18 +400,18 @@ def bandwidth(c: Check) -> None:
 
 def _check_probes(c: Check, bw: Mapping[str, Any]) -> None:
     """The floor is the median of every recorded pass; each probe's buffer was beyond the cache; the noisy
-    flag follows from the probes' disagreement (harness.machine.bandwidth)."""
+    flag follows from the probes' disagreement: harness.machine.bandwidth's Floor, rebuilt from the passes."""
     probes = bw["probes"]
-    pooled = [s for p in probes for s in p["samples_gbps"]]
-    if not pooled:
+    timed = [(i, p) for i, p in enumerate(probes) if p["samples_gbps"]]
+    if not timed:
         c.fail("bandwidth probes with timed passes", "none", "The floor must come from recorded passes.")
         return
+    floor = Floor(tuple(Probe(tuple(p["samples_gbps"]), p["buffer_bytes"], p["threads"]) for _, p in timed))
     for name, claimed, value in [
-        ("read_gbps", bw["read_gbps"], statistics.median(pooled)),
+        ("read_gbps", bw["read_gbps"], floor.read_gbps),
         *(
-            (f"probes[{i}].median_gbps", p["median_gbps"], statistics.median(p["samples_gbps"]))
-            for i, p in enumerate(probes)
-            if p["samples_gbps"]
+            (f"probes[{i}].median_gbps", p["median_gbps"], probe.median_gbps)
+            for (i, p), probe in zip(timed, floor.probes, strict=True)
         ),
     ]:
         if not close(claimed, value):
@@ -427,9 +427,8 @@ def _check_probes(c: Check, bw: Mapping[str, Any]) -> None:
             small,
             "A buffer the cache can hold measures the cache, not memory.",
         )
-    medians = [statistics.median(p["samples_gbps"]) for p in probes if p["samples_gbps"]]
-    if len(medians) >= 2 and "noisy" in bw:
-        disagree = (max(medians) - min(medians)) / max(medians) > DISAGREEMENT_LIMIT
+    if floor.disagreement is not None and "noisy" in bw:
+        disagree = floor.noisy_reason is not None
         if bw["noisy"] != disagree:
             c.fail(
                 f"bandwidth.noisy = {disagree} (probes disagreeing by more than {DISAGREEMENT_LIMIT:.0%})",
