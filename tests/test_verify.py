@@ -13,6 +13,8 @@ from harness.receipts.checks import Evidence, ModelFacts, ReplayRun
 from harness.receipts.digest import finalize
 from harness.receipts.files import utc_timestamp
 from harness.receipts.verify import GATES, verify
+from harness.session import evidence
+from harness.session.evidence import remeasure_rounds
 from tests.forgery.forger import forge
 from tests.receipt_factory import MODEL, make_phase_receipt, make_receipt, mutated
 
@@ -378,6 +380,43 @@ def test_remeasure_fails_a_claim_faster_than_this_host():
         "unsigned: speed not beyond this host's"
         in verify(receipt, Evidence(replay=_replayed(receipt), remeasure=0.15)).verdict()
     )
+
+
+def test_remeasure_goes_on_through_a_slow_spell_and_fails_only_a_shortfall_that_lasts(monkeypatch):
+    """A shared host slows down for seconds at a time: a genuine receipt re-measured inside such a spell
+    must not fail, so rounds go on until the claim is reached; a forged speed is never reached."""
+    receipt = make_receipt()
+    claimed = receipt["phases"]["benchmark"]["repetitions"]
+
+    def rounds(factors):
+        it = iter(factors)
+
+        def run_round():
+            factor = next(it)
+            reps = copy.deepcopy(claimed)
+            for rep in reps:
+                rep["decode_seconds"] = [s * factor for s in rep["decode_seconds"]]
+                rep["prefill_seconds"] *= factor
+            return {"repetitions": reps}
+
+        return run_round
+
+    reached = remeasure_rounds(rounds([1.5, 1.4, 1.0, 9.9]), claimed, 0.15)
+    assert reached["rounds"] == 3 and len(reached["repetitions"]) == 3 * len(claimed)
+    assert verify(receipt, Evidence(replay=_replayed(receipt, remeasured=reached), remeasure=0.15)).ok
+    monkeypatch.setattr(evidence, "REMEASURE_BUDGET_SECONDS", 0.0)
+    never = remeasure_rounds(rounds([2.0, 1.0]), claimed, 0.15)
+    assert never["rounds"] == 1 and isinstance(never["busy"], list)
+    never["busy"] = []  # what a quiet host reports
+    gate = verify(receipt, Evidence(replay=_replayed(receipt, remeasured=never), remeasure=0.15)).gate(
+        "remeasure"
+    )
+    assert gate.status == "fail" and "in 1 round over" in gate.expected
+    busy = {**never, "busy": ["other processes used 80% of the 2 CPUs' time while the run measured"]}
+    gate = verify(receipt, Evidence(replay=_replayed(receipt, remeasured=busy), remeasure=0.15)).gate(
+        "remeasure"
+    )
+    assert gate.status == "not_checked" and "busy while re-measuring (other processes used 80%" in gate.reason
 
 
 def test_evidence_not_asked_for_is_listed_but_not_a_gap_in_the_verdict():

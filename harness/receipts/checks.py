@@ -100,7 +100,8 @@ class ModelFacts:
 class ReplayRun:
     """The receipt's workload run again here: a `phases.benchmark`-shaped section, the counters over its
     measured repetitions, the variant each kernel took, and the host and thread count it ran with;
-    `remeasured` is a further `phases.benchmark`-shaped run with more repetitions (for --remeasure)."""
+    `remeasured` holds the repetitions of further timed rounds (for --remeasure), with `rounds` and
+    `seconds`."""
 
     benchmark: dict[str, Any]
     kernel_counts: dict[str, dict[str, int]]

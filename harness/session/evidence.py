@@ -7,7 +7,7 @@ there is an error, never a preset quietly rebuilt: rebuilding needs `rebuild_pre
 1.1 GB), and the rebuilt file is bound like any other (its sha256 must be the receipt's).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from engine.loader import ModelFile, load_file
 from engine.model import Model, load_model
 from engine.synth import ensure_preset_model
 from harness.errors import HarnessError
+from harness.machine import noise
 from harness.machine.host import host_facts
 from harness.phases.benchmark import run_benchmark
 from harness.phases.load import load_and_warm
@@ -26,11 +27,12 @@ from harness.phases.workload import prompt_ids
 from harness.receipts.build import model_section
 from harness.receipts.checks import Evidence, ModelFacts, ReplayRun
 from harness.receipts.digest import file_digest, token_digest
-from harness.receipts.gates.evidence import BOUND_FACTS
+from harness.receipts.gates.evidence import BOUND_FACTS, speed_shortfalls
 from harness.receipts.kind import BENCHMARK, receipt_kind
 from harness.receipts.schema import schema_errors
 
-REMEASURE_REPETITIONS = 5
+REMEASURE_REPETITIONS = 5  # per round of --remeasure
+REMEASURE_BUDGET_SECONDS = 10.0  # longer than the slow spells of a shared host (up to ~3 s measured)
 ROW_SUM_BYTES = 4  # engine.weights: the int8 embedding's int32 row sums, read only off the portable path
 
 
@@ -89,9 +91,9 @@ def _facts(path: Path, mf: ModelFile, bytes_per_token: int | None) -> ModelFacts
     return ModelFacts(str(path), {k: section[k] for k in BOUND_FACTS if k in section}, bytes_per_token)
 
 
-def _replay(model: Model, receipt: Mapping[str, Any], remeasure: bool) -> ReplayRun:
+def _replay(model: Model, receipt: Mapping[str, Any], remeasure: float | None) -> ReplayRun:
     """The recorded workload on `model`: warm-up, then the measured repetitions with the trace counting;
-    with `remeasure`, a further timed run of more repetitions (the best stands for this host)."""
+    with a `remeasure` tolerance, further timed rounds (the best stands for this host)."""
     prompt, sampling = receipt["prompt"], receipt["sampling"]
     if prompt["text"] is None:
         raise HarnessError("the receipt records no prompt text (only its ids); it cannot be replayed")
@@ -107,9 +109,33 @@ def _replay(model: Model, receipt: Mapping[str, Any], remeasure: bool) -> Replay
     counts = model.trace.snapshot()
     variants = {k: v for k, v in model.kernel_variants().items() if k in counts}
     timed = None
-    if remeasure:
-        timed, _ = run_benchmark(model, ids, tokens, max(reps, REMEASURE_REPETITIONS), 1, params)
+    if remeasure is not None:
+        timed = remeasure_rounds(
+            lambda: run_benchmark(model, ids, tokens, max(reps, REMEASURE_REPETITIONS), 1, params)[0],
+            bench["repetitions"],
+            remeasure,
+        )
     return ReplayRun(section, counts, variants, *here, remeasured=timed)
+
+
+def remeasure_rounds(
+    run_round: Callable[[], dict[str, Any]], claimed: list[dict[str, Any]], tolerance: float
+) -> dict[str, Any]:
+    """Rounds of timed repetitions until their fastest samples reach the claims within `tolerance` or
+    REMEASURE_BUDGET_SECONDS are spent: every repetition of every round, the rounds and seconds taken, and
+    why this host was busy meanwhile (other processes, steal, load), if it was."""
+    start, repetitions, rounds = noise.snapshot(), [], 0
+    while True:
+        repetitions += run_round()["repetitions"]
+        rounds += 1
+        usage = noise.usage_between(start, noise.snapshot())
+        if not speed_shortfalls(claimed, repetitions, tolerance) or usage.seconds >= REMEASURE_BUDGET_SECONDS:
+            return {
+                "repetitions": repetitions,
+                "rounds": rounds,
+                "seconds": usage.seconds,
+                "busy": usage.reasons(),
+            }
 
 
 def gather(
@@ -144,6 +170,4 @@ def gather(
         withheld = {"replay": f"the engine cannot run the receipt's kernel choice on this file: {exc}"}
         return Evidence(_facts(path, header, None), remeasure=remeasure, withheld=withheld if replay else {})
     facts = _facts(path, header, _recorded_bytes(loaded, receipt))
-    return Evidence(
-        facts, _replay(loaded, receipt, remeasure is not None) if replay else None, remeasure=remeasure
-    )
+    return Evidence(facts, _replay(loaded, receipt, remeasure) if replay else None, remeasure=remeasure)

@@ -65,6 +65,15 @@ class Verdict:
         statuses = {found.get(name.strip(), "-") for name in gate.split(",")}
         return statuses.pop() if len(statuses) == 1 else "mixed"
 
+    def reason(self, gate: str) -> str:
+        return next((g["reason"] for g in self.data.get("gates", ()) if g["name"] == gate), "")
+
+    def busy_remeasure(self) -> bool:
+        """--remeasure found this host busy (other processes, steal, load) and so proved nothing."""
+        return self.status("remeasure") == "not_checked" and "busy while re-measuring" in self.reason(
+            "remeasure"
+        )
+
     @property
     def text(self) -> str:
         return self.data.get("verdict") or f"error: {self.data.get('error')}"

@@ -86,7 +86,8 @@ def speed_lie(ledger: Ledger, lie: str, path: Path, genuine: Genuine) -> None:
     flags = ("--replay", "--remeasure")
     verdict = run_verifier(path, *flags)
     ledger.record(lie, flags, "remeasure", verdict)
-    assert verdict.status("remeasure") in ("pass", "fail") and verdict.status("replay") == "pass"
+    assert verdict.status("remeasure") in ("pass", "fail") or verdict.busy_remeasure()
+    assert verdict.status("replay") == "pass"
     caught(ledger, lie, path, "signature", "--public-key", genuine.public_key, "--require-signature")
 
 
@@ -484,7 +485,6 @@ def test_the_genuine_receipt_verifies_at_every_level(genuine: Genuine, ledger: L
     ledger.record("none: the genuine receipt", tuple(map(str, flags)), "signature", verdict)
     assert verdict.code == 0, verdict.data
     assert verdict.data["level"] == "attested"
-    assert verdict.text.startswith(
-        "VALID (attested: signed, model bound, replayed, speed not beyond this host's"
-    )
+    speed = "; not checked: remeasure" if verdict.busy_remeasure() else ", speed not beyond this host's"
+    assert verdict.text.startswith(f"VALID (attested: signed, model bound, replayed{speed}"), verdict.text
     assert finalize(genuine.receipt) == genuine.receipt
