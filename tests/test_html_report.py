@@ -86,6 +86,21 @@ def test_report_html_renders_in_chromium_with_the_receipts_numbers(
     assert shot.stat().st_size > 20_000 and height > 1500
 
 
+def test_the_pages_history_leaves_out_receipts_that_fail_verification(
+    tmp_path: Path, archived: tuple[Path, Path]
+) -> None:
+    folder, newest = archived
+    forged = json.loads(newest.read_text())
+    forged["tokens_per_second"] *= 2  # the summary no longer follows from the samples
+    forged["timestamp"] = "2026-01-20T12:00:00Z"
+    write_raw(folder / "forged.json", forged)
+    out = tmp_path / "page.html"
+    assert invoke(APP, ["report", newest, "--html", out, "--archive", folder]).code == 0
+    history = out.read_text().split('id="history"', 1)[1]
+    assert "Left out: 1 archived receipt(s) that fail verification." in history
+    assert history.count("<circle") == 5 and "forged.json" not in history
+
+
 def test_a_failing_receipt_shows_each_failed_gate(tmp_path: Path) -> None:
     receipt = bench_receipt(speeds([100.0] * 3), when=day(1))
     receipt["tokens_per_second"] *= 2

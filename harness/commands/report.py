@@ -68,7 +68,8 @@ def report(
 
 
 def _history(receipt: dict[str, Any], archive_url: str | None, m: Metric) -> History:
-    """The metric over the archive for this receipt's model, threads and machine."""
+    """The metric over the archive for this receipt's model, threads and machine: the receipts that pass
+    verification, as `history` takes them."""
     if archive_url is None:
         if not Path(archive.DEFAULT_ARCHIVE).is_dir():
             return History(
@@ -76,11 +77,13 @@ def _history(receipt: dict[str, Any], archive_url: str | None, m: Metric) -> His
             )
         archive_url = archive.DEFAULT_ARCHIVE
     model = receipt.get("model") or {}
+    entries, refused = archive.verified(archive.usable(archive_url))
     table = history.frame(
-        archive.usable(archive_url),
+        entries,
         m,
         model=model.get("preset") or Path(str(model.get("path", "?"))).stem,
         threads=receipt.get("threads"),
         machine=machine_of(receipt).id,
     )
-    return History(table, m, archive_url)
+    left_out = f"Left out: {len(refused)} archived receipt(s) that fail verification." if refused else ""
+    return History(table, m, archive_url, left_out)
