@@ -177,7 +177,7 @@ def test_output_formats(tmp_path: Path) -> None:
     assert "| --- |" in md.stdout and "geomean speed-up" in md.stdout
     csv = invoke(APP, ["compare", b, n, "--format", "csv"])
     table = pd.read_csv(io.StringIO(csv.stdout))
-    assert list(table["metric"])[:2] == ["decode tok/s", "prefill tok/s"]
+    assert list(table["metric"])[:3] == ["decode tok/s", "decode step floor", "prefill tok/s"]
     assert {"ratio", "ci low", "ci high", "p", "verdict"} <= set(table.columns)
     assert table.loc[0, "verdict"] == "regression"
     js = json.loads(invoke(APP, ["compare", b, n, "--format", "json"]).stdout)
@@ -280,7 +280,7 @@ def test_compare_two_real_tiny_receipts(real_archive: Path) -> None:
     js = json.loads(
         invoke(APP, ["compare", "latest~1", "latest", "--archive", real_archive, "--format", "json"]).stdout
     )
-    assert js["comparable"] is True and len(js["rows"]) == 7
+    assert js["comparable"] is True and len(js["rows"]) == 8
     rows = {r["metric"]: r for r in js["rows"]}
     assert rows["decode tok/s"]["n base"] == 4 * 7  # every decode step: 8 tokens, the first from the prefill
     assert rows["prefill tok/s"]["n base"] == rows["time to first token"]["n base"] == 4
