@@ -65,6 +65,19 @@ def test_identical_samples_are_no_change(tmp_path: Path) -> None:
     assert set(_verdicts(res.stdout).values()) == {"no change", None}  # None: the geometric-mean row
 
 
+def test_a_comma_list_makes_a_side_of_several_runs(tmp_path: Path) -> None:
+    runs = [write(tmp_path, bench_receipt(speeds(noisy(100, N, 0.01, s)), when=day(s))) for s in (1, 2, 3, 4)]
+    sides = [",".join(map(str, runs[:2])), ",".join(map(str, runs[2:]))]
+    res = invoke(APP, ["compare", *sides, "--format", "json"])
+    out = json.loads(res.stdout)
+    assert res.code == EXIT_OK and out["base"] == sides[0] and out["new"] == sides[1]
+    decode = next(r for r in out["rows"] if r["metric"] == "decode tok/s")
+    one = json.loads(invoke(APP, ["compare", runs[0], runs[2], "--format", "json"]).stdout)
+    assert decode["n base"] == 2 * next(r for r in one["rows"] if r["metric"] == "decode tok/s")["n base"]
+    bad = invoke(APP, ["compare", f"{runs[0]},", runs[2]])
+    assert bad.code == 2 and "empty selector" in bad.stderr
+
+
 def test_tiny_samples_are_inconclusive_with_a_warning(tmp_path: Path) -> None:
     b, n = _pair(tmp_path, 100, 200, n=3)
     res = invoke(APP, ["compare", b, n])
@@ -173,7 +186,7 @@ def test_output_formats(tmp_path: Path) -> None:
     assert md.code == EXIT_REGRESSION
     assert md.stdout.startswith("**Verdict: regression**")
     assert "| metric | n | BASE | NEW | NEW/BASE | 95% CI | p | MDE | verdict |" in md.stdout
-    assert "minimum detectable effect on decode tok/s: " in md.stdout
+    assert "minimum detectable effect on decode tok/s: " in md.stdout and "decode step floor: " in md.stdout
     assert "| --- |" in md.stdout and "geomean speed-up" in md.stdout
     csv = invoke(APP, ["compare", b, n, "--format", "csv"])
     table = pd.read_csv(io.StringIO(csv.stdout))

@@ -15,6 +15,7 @@ from harness.comparison.stats import (
     geometric_mean,
     judge,
     judge_blocks,
+    judge_runs,
     judge_single,
     mann_whitney_p,
     min_p_value,
@@ -223,3 +224,68 @@ def test_per_repetition_judgement_reports_its_detectable_effect() -> None:
     assert 0 < j.mde < 0.05
     few = judge(BASE[:3], BASE[:3], higher_is_better=True)
     assert few.mde == float("inf")  # 3 vs 3 cannot reach p < 0.05: no change is detectable
+
+
+FLOOR = percentile_of(1)  # the decode step floor compare judges
+
+
+def _run(
+    seed: int, floor: float = 1.0, spells: float = 0.0, reps: int = 5, steps: int = 127
+) -> list[np.ndarray]:
+    """One run's decode steps as a shared host makes them: a floor that grows with the position, noise that
+    only adds time (exponential, 2 % on average), and with `spells` > 0 stretches of 20-120 consecutive steps
+    slowed 1.2-1.5x until about that share of the run is slowed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(reps):
+        x = floor * (1 + np.arange(steps) / 500) * (1 + rng.exponential(0.02, steps))
+        slowed = np.zeros(steps, bool)
+        while slowed.mean() < spells:
+            start, length = rng.integers(0, steps), rng.integers(20, 121)
+            slowed[start : start + length] = True
+            x[start : start + length] *= rng.uniform(1.2, 1.5)
+        out.append(x)
+    return out
+
+
+def test_slow_spells_on_one_side_leave_the_floor_unchanged() -> None:
+    base = [_run(1), _run(2)]
+    new = [_run(3, spells=0.4), _run(4, spells=0.4)]
+    floor = judge_runs(base, new, higher_is_better=False, statistic=FLOOR)
+    assert floor.verdict == Verdict.NO_CHANGE
+    assert 0.95 <= floor.ci_low <= floor.ratio <= floor.ci_high <= 1.05
+    # the mean step time (decode tok/s) reads the same spells as a slowdown
+    mean = judge_runs(
+        base, new, higher_is_better=False, statistic=lambda x, axis=-1: np.nanmean(x, axis=axis)
+    )
+    assert mean.verdict != Verdict.NO_CHANGE and mean.ratio > 1.1
+
+
+def test_a_ten_percent_higher_floor_is_a_regression_through_spells() -> None:
+    base = [_run(5, spells=0.3), _run(6, spells=0.3)]
+    new = [_run(7, floor=1.1, spells=0.3), _run(8, floor=1.1, spells=0.3)]
+    j = judge_runs(base, new, higher_is_better=False, statistic=FLOOR)
+    assert j.verdict == Verdict.REGRESSION
+    assert 1.05 < j.ci_low <= j.ratio <= j.ci_high < 1.15
+    assert j.mde is not None and j.mde < 0.05
+
+
+def test_the_spread_between_runs_enters_the_interval_only_with_several_runs() -> None:
+    # four runs of one build whose floors differ from process to process by up to 12 %
+    runs = [_run(10 + i, floor=f) for i, f in enumerate((1.0, 1.12, 1.06, 0.99))]
+    single = judge_runs([runs[0]], [runs[1]], higher_is_better=False, statistic=FLOOR)
+    assert single.verdict == Verdict.REGRESSION  # one run per side: the interval cannot hold that spread
+    several = judge_runs(runs[:2], runs[2:], higher_is_better=False, statistic=FLOOR)
+    assert several.verdict == Verdict.INCONCLUSIVE
+    assert several.ci_low < 1.0 < several.ci_high and several.mde > single.mde
+
+
+def test_run_level_resamples_keep_each_runs_repetitions() -> None:
+    runs = [[np.full(4, 1.0)] * 2, [np.full(6, 3.0)] * 3]  # run 1: 2 x 4 steps of 1 s; run 2: 3 x 6 of 3 s
+    total = block_bootstrap(
+        None, lambda x, axis=-1: np.nansum(x, axis=axis), 400, np.random.default_rng(0), runs=runs
+    )
+    assert set(np.round(total, 6)) <= {16.0, 8.0 + 54.0, 108.0}  # each draw: 2 runs, each with all its steps
+    assert {16.0, 62.0, 108.0} <= set(np.round(total, 6))
+    one = judge_blocks(runs[1], runs[1], higher_is_better=False, statistic=FLOOR)
+    assert one == judge_runs([runs[1]], [runs[1]], higher_is_better=False, statistic=FLOOR)

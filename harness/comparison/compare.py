@@ -209,8 +209,8 @@ class Comparison:
     rows: list[Row] = field(default_factory=list)
     geomean: float | None = None
     notes: list[str] = field(default_factory=list)
-
     unreliable: list[str] = field(default_factory=list)
+    runs: tuple[int, int] = (1, 1)  # receipts (runs) per side
 
     @property
     def refused(self) -> bool:
@@ -292,6 +292,7 @@ class Comparison:
             "threshold": self.threshold,
             "alpha": self.alpha,
             "comparable": not self.reasons,
+            "runs": {"base": self.runs[0], "new": self.runs[1]},
             "forced": self.forced,
             "reasons": [r.__dict__ for r in self.reasons],
             "unreliable": self.unreliable,
@@ -346,6 +347,7 @@ def compare(
             if reason.message != said_of_base:
                 reasons.append(Reason(reason.key, f"{side} run {i + 1}: {reason.message}"))
     result = Comparison(base_label, new_label, threshold, alpha, reasons, force)
+    result.runs = (len(base_runs), len(new_runs))
     if result.refused:
         return result
     for side, results in checks.items():
