@@ -66,15 +66,19 @@ def test_identical_samples_are_no_change(tmp_path: Path) -> None:
 
 
 def test_a_comma_list_makes_a_side_of_several_runs(tmp_path: Path) -> None:
-    runs = [write(tmp_path, bench_receipt(speeds(noisy(100, N, 0.01, s)), when=day(s))) for s in (1, 2, 3, 4)]
-    sides = [",".join(map(str, runs[:2])), ",".join(map(str, runs[2:]))]
+    runs = [write(tmp_path, bench_receipt(speeds(noisy(100, N, 0.01, s)), when=day(s))) for s in range(1, 9)]
+    sides = [",".join(map(str, runs[:4])), ",".join(map(str, runs[4:]))]
     res = invoke(APP, ["compare", *sides, "--format", "json"])
     out = json.loads(res.stdout)
     assert res.code == EXIT_OK and out["base"] == sides[0] and out["new"] == sides[1]
+    assert out["runs"] == {"base": 4, "new": 4}
     decode = next(r for r in out["rows"] if r["metric"] == "decode tok/s")
-    one = json.loads(invoke(APP, ["compare", runs[0], runs[2], "--format", "json"]).stdout)
-    assert decode["n base"] == 2 * next(r for r in one["rows"] if r["metric"] == "decode tok/s")["n base"]
-    bad = invoke(APP, ["compare", f"{runs[0]},", runs[2]])
+    one = json.loads(invoke(APP, ["compare", runs[0], runs[4], "--format", "json"]).stdout)
+    assert decode["n base"] == 4 * next(r for r in one["rows"] if r["metric"] == "decode tok/s")["n base"]
+    two = invoke(APP, ["compare", f"{runs[0]},{runs[1]}", f"{runs[4]},{runs[5]}", "--format", "json"])
+    assert two.code == EXIT_INCONCLUSIVE
+    assert [n for n in json.loads(two.stdout)["notes"] if n.startswith("too few runs: with 2 and 2")]
+    bad = invoke(APP, ["compare", f"{runs[0]},", runs[4]])
     assert bad.code == 2 and "empty selector" in bad.stderr
 
 

@@ -196,17 +196,18 @@ def test_a_side_of_several_runs_counts_only_noise_outside_its_samples_spread() -
         assert verify(receipt).ok
         return receipt
 
-    base = [run(1, 100, [spread], [spread]), run(2, 100, [], [])]
-    one = compare(base[0], run(3, 100, [], []))
+    base = [run(1, 100, [spread], [spread])] + [run(s, 100, [], []) for s in (2, 3, 4)]
+    one = compare(base[0], run(5, 100, [], []))
     assert one.exit_code == 3 and "noisy run: BASE" in (one.rows[0].judgement.note or "")
-    several = compare(base, [run(4, 100, [], []), run(5, 100, [spread], [spread])])
+    new = [run(s, 100, [], []) for s in (6, 7, 8)]
+    several = compare(base, [*new, run(9, 100, [spread], [spread])])
     assert not any("noisy" in n for n in several.notes)
     assert several.rows[0].judgement.verdict == Verdict.NO_CHANGE and several.exit_code == 0
-    outside = compare(base, [run(6, 100, [spread, busy], [spread]), run(7, 100, [], [])])
+    outside = compare(base, [run(10, 100, [spread, busy], [spread]), *new])
     assert outside.exit_code == 3
     assert any("NEW was a noisy run" in n and "run 1: other processes used 40%" in n for n in outside.notes)
     assert not any(spread in n for n in outside.notes)
-    older = compare(base, [run(8, 100, [spread], None), run(9, 100, [], None)])  # no sample_reasons field
+    older = compare(base, [run(11, 100, [spread], None), *new])  # no sample_reasons field: all reasons count
     assert older.exit_code == 3 and any(spread in n for n in older.notes)
 
 

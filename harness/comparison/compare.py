@@ -368,7 +368,10 @@ def compare(
             said = f"noisy run: {' and '.join(noisy)}"
             j = replace(j, verdict=Verdict.INCONCLUSIVE, note=f"{said}; {j.note}" if j.note else said)
         result.rows.append(Row(m, j))
-        if j.note and j.note.startswith(("too few samples", "too few repetitions")):
+        if j.note and j.note.startswith("too few runs"):
+            if j.note not in result.notes:  # the same for every timing metric: said once
+                result.notes.append(j.note)
+        elif j.note and j.note.startswith(("too few samples", "too few repetitions")):
             result.notes.append(f"{m.label}: {j.note}")
     judged = [
         _speed_up(r.metric, r.judgement.ratio)

@@ -9,8 +9,10 @@ level: the side's runs (separate processes) with replacement, then each drawn ru
 replacement, then circular blocks of consecutive steps inside each repetition. The interval so carries the
 run-to-run spread (when a side has several runs), the repetition-to-repetition spread and the correlation of
 neighbouring steps; its p-value is the percentile-bootstrap test of ratio = 1. With one run per side the top
-level has nothing to draw from: the spread between processes is then not in the interval. A side of several
-runs judges its per-repetition metrics the same way, each repetition a group of one value.
+level has nothing to draw from: the spread between processes is then not in the interval. With several, the
+runs are few and differ the most, so a verdict needs as many runs as a rank test over them would (the
+reachable-p floor below, over runs). A side of several runs judges its per-repetition metrics the same way,
+each repetition a group of one value.
 
 The verdict needs both significance and an effect beyond the threshold, so noise alone never reads as a
 change and a real but tiny change reads as "no change". The minimum detectable effect is the change that
@@ -271,28 +273,6 @@ def judge(
     return Judgement(sb, sn, ratio, low, high, p, floor, b.size, n.size, verdict, mde=mde)
 
 
-def judge_blocks(
-    base: Sequence[np.ndarray],
-    new: Sequence[np.ndarray],
-    *,
-    higher_is_better: bool,
-    statistic: Statistic,
-    threshold: float = THRESHOLD,
-    alpha: float = ALPHA,
-    seed: int = SEED,
-) -> Judgement:
-    """Compare one run against one run: each side's per-token samples, one ordered array per repetition."""
-    return judge_runs(
-        [base],
-        [new],
-        higher_is_better=higher_is_better,
-        statistic=statistic,
-        threshold=threshold,
-        alpha=alpha,
-        seed=seed,
-    )
-
-
 def judge_runs(
     base: Runs,
     new: Runs,
@@ -305,7 +285,10 @@ def judge_runs(
 ) -> Judgement:
     """Compare two sides of one or more runs each (the level-by-level block bootstrap of the module
     docstring), by `judge`'s verdict rule. Each side needs two repetitions in all, so that a spread between
-    repetitions is part of the interval."""
+    repetitions is part of the interval. When a side has several runs, the runs are the units that differ
+    the most, and a percentile bootstrap over a few of them is too narrow: as for a rank test over the runs,
+    no verdict but inconclusive is given unless 2 / C(runs + runs, runs) < alpha (4 runs per side at 0.05);
+    the interval and the detectable effect are still shown."""
     base = [r for r in ([np.asarray(g, np.float64) for g in run if len(g)] for run in base) if r]
     new = [r for r in ([np.asarray(g, np.float64) for g in run if len(g)] for run in new) if r]
     pooled_b = [g for run in base for g in run]
@@ -326,9 +309,16 @@ def judge_runs(
     new_stats = block_bootstrap(None, statistic, N_RESAMPLES, rng, runs=new)
     ratios = new_stats / base_stats
     low, high = (float(v) for v in np.percentile(ratios, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)]))
-    p = bootstrap_p(ratios)
+    p, mde = bootstrap_p(ratios), detectable_effect(ratios, alpha)
+    floor = min_p_value(len(base), len(new)) if len(base) > 1 or len(new) > 1 else None
+    if floor is not None and floor >= alpha:
+        note = (
+            f"too few runs: with {len(base)} and {len(new)} runs per side the smallest reachable p-value is "
+            f"{floor:.3g} >= alpha {alpha:g}; take at least {samples_needed(alpha)} per side"
+        )
+        return Judgement(sb, sn, ratio, low, high, p, floor, nb, nn, Verdict.INCONCLUSIVE, note, mde)
     verdict = _verdict(ratio, low, high, p, higher_is_better, threshold, alpha)
-    return Judgement(sb, sn, ratio, low, high, p, None, nb, nn, verdict, mde=detectable_effect(ratios, alpha))
+    return Judgement(sb, sn, ratio, low, high, p, floor, nb, nn, verdict, mde=mde)
 
 
 def _verdict(
