@@ -46,15 +46,17 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare_cmd)
 
 
+_SELECTORS = (
+    "a path, latest, latest~N, commit prefix, YYYY-MM-DD; a comma list for several runs of one configuration "
+    "(their spread then enters the intervals)"
+)
+BaseArg = Annotated[str, typer.Argument(help=f"BASE receipt(s): {_SELECTORS}.")]
+NewArg = Annotated[str, typer.Argument(help=f"NEW receipt(s): {_SELECTORS}.")]
+
+
 def compare_cmd(
-    base: Annotated[
-        str,
-        typer.Argument(
-            help="BASE receipt: a path, latest, latest~N, commit prefix, YYYY-MM-DD; a comma list for "
-            "several runs of one configuration (their spread then enters the intervals)."
-        ),
-    ],
-    new: Annotated[str, typer.Argument(help="NEW receipt(s), the same kinds of selector.")],
+    base: BaseArg,
+    new: NewArg,
     archive_dir: ArchiveOpt = archive.DEFAULT_ARCHIVE,
     threshold: ThresholdOpt = THRESHOLD * 100,
     alpha: AlphaOpt = ALPHA,

@@ -73,7 +73,7 @@ def detectable_line(comp: Comparison) -> str:
     floor = f", on the decode step floor: {shown['decode_floor_s'] * 100:.1f} %" if len(shown) == 2 else ""
     runs = (
         "the intervals hold the spread within each run, not between runs: give each side several runs "
-        "(A1,A2) on a host whose runs differ"
+        "(A1,A2,A3,A4) on a host whose runs differ"
         if comp.runs == (1, 1)
         else f"{comp.runs[0]} and {comp.runs[1]} runs: the intervals hold the spread between runs"
     )
