@@ -2,9 +2,11 @@
 
     python benchmarks/aa_experiment.py                       # 20 A/A pairs, 5 slowed pairs, 1 thread pair
     python benchmarks/aa_experiment.py --pairs 3 --slowed-pairs 1 --thread-pairs 0 -- --preset small
+    python benchmarks/aa_experiment.py --runs 2 -- --preset small    # each side two runs (processes)
 
 Every run is a separate `bitnet-harness benchmark` process with the defaults (plus anything after `--`), so a
-pair differs the way two CI runs of one build differ. Pairs alternate which run is BASE, so a drift in the
+pair differs the way two CI runs of one build differ; with `--runs K` each side is K such runs, one after the
+other, compared as one side (`compare A1,A2 B1,B2`). Pairs alternate which side runs first, so a drift in the
 machine does not always favour one side. Each pair is judged by `bitnet-harness compare` (JSON output):
 
 - A/A: the same build twice. The expectation is "no change" in at least 19 of 20 pairs.
@@ -14,8 +16,9 @@ machine does not always favour one side. Each pair is judged by `bitnet-harness 
 - Threads: NEW with `--threads 1` (compared with `--ignore threads`), a real configuration that decodes more
   slowly on a multi-core host. The expectation is "regression".
 
-A noisy run (the receipt's `noise` section) makes its pair inconclusive by design: the summary counts those
-apart and names the reasons; `--ignore-noise` judges their timings anyway (`compare --ignore noise`), to see
+A noisy run (the receipt's `noise` section; on a side of several runs only the reasons outside the samples'
+own spread) makes its pair inconclusive by design: the summary counts those apart and names the reasons;
+`--ignore-noise` judges their timings anyway (`compare --ignore noise`), to see
 what the statistics alone would say on a busy machine. Results go to --out (receipts, one JSON line per pair)
 and, as markdown with the date, host, commit, command and load average, to stdout and to --log when given.
 """
@@ -79,8 +82,13 @@ def _benchmark(folder: Path, extra: list[str], slowdown: float = 0.0) -> Path:
     return written[0]
 
 
-def _compare(base: Path, new: Path, ignore: list[str]) -> dict[str, Any]:
-    cmd = [*CLI, "compare", str(base), str(new), "--format", "json"]
+def _side(folder: Path, extra: list[str], runs: int, slowdown: float = 0.0) -> list[Path]:
+    """One side of a pair: `runs` benchmark processes, one after the other."""
+    return [_benchmark(folder / f"run{j}", extra, slowdown) for j in range(runs)]
+
+
+def _compare(base: list[Path], new: list[Path], ignore: list[str]) -> dict[str, Any]:
+    cmd = [*CLI, "compare", ",".join(map(str, base)), ",".join(map(str, new)), "--format", "json"]
     for key in ignore:
         cmd += ["--ignore", key]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -90,8 +98,12 @@ def _compare(base: Path, new: Path, ignore: list[str]) -> dict[str, Any]:
         raise SystemExit(f"compare failed (exit {done.returncode}): {done.stderr.strip()[-300:]}") from None
 
 
-def _noise(path: Path) -> list[str]:
-    return list((json.loads(path.read_text()).get("noise") or {}).get("reasons") or [])
+def _noise(paths: list[Path]) -> list[str]:
+    """The reasons that make a side noisy for compare (harness.comparison.compare.noise_reasons)."""
+    from harness.comparison.compare import noise_reasons
+
+    several = len(paths) > 1
+    return [r for p in paths for r in noise_reasons(json.loads(p.read_text()), of_several_runs=several) or []]
 
 
 def _load() -> float:
@@ -103,33 +115,35 @@ def run_pair(out: Path, kind: str, i: int, extra: list[str], args: argparse.Name
     plain = out / kind / f"{i:02d}-plain"
     changed = out / kind / f"{i:02d}-changed"
     ignore: list[str] = []
+    k = args.runs
     if kind == "aa":
-        first, second = (_benchmark(plain, extra), _benchmark(changed, extra))
+        first, second = (_side(plain, extra, k), _side(changed, extra, k))
         base, new = (first, second) if i % 2 == 0 else (second, first)
     elif kind == "slowed":
         if i % 2 == 0:
-            base, new = _benchmark(plain, extra), _benchmark(changed, extra, args.slowdown)
+            base, new = _side(plain, extra, k), _side(changed, extra, k, args.slowdown)
         else:
-            new, base = _benchmark(changed, extra, args.slowdown), _benchmark(plain, extra)
+            new, base = _side(changed, extra, k, args.slowdown), _side(plain, extra, k)
     else:
         ignore = ["threads"]
         one = [*extra, "--threads", "1"]
         if i % 2 == 0:
-            base, new = _benchmark(plain, extra), _benchmark(changed, one)
+            base, new = _side(plain, extra, k), _side(changed, one, k)
         else:
-            new, base = _benchmark(changed, one), _benchmark(plain, extra)
+            new, base = _side(changed, one, k), _side(plain, extra, k)
     comp = _compare(base, new, ignore + (["noise"] if args.ignore_noise else []))
     rows = {r["metric"]: r for r in comp["rows"] if r["metric"] != "geometric mean speed-up"}
-    decode = rows["decode tok/s"]
+    decode, floor = rows["decode tok/s"], rows["decode step floor"]
     return {
         "kind": kind,
         "pair": i,
-        "base": str(base),
-        "new": str(new),
+        "base": [str(p) for p in base],
+        "new": [str(p) for p in new],
         "exit_code": comp["exit_code"],
         "verdict": comp["verdict"],
         "verdicts": {k: r["verdict"] for k, r in rows.items()},
         "decode": {k: decode[k] for k in ("base", "new", "ratio", "ci low", "ci high", "p", "mde")},
+        "floor": {k: floor[k] for k in ("base", "new", "ratio", "ci low", "ci high", "p", "mde")},
         "noise": {"base": _noise(base), "new": _noise(new)},
         "noise_ignored": args.ignore_noise,
         "load1": _load(),
@@ -166,6 +180,14 @@ def _host() -> str:
     return f"{facts['cpu_model']}, {facts['cores']} CPUs, {llc_text}, {system}"
 
 
+def _ci(row: dict[str, Any]) -> str:
+    return f"[{row['ci low']:.3f}, {row['ci high']:.3f}]" if row["ci low"] is not None else "-"
+
+
+def _mde(row: dict[str, Any]) -> str:
+    return f"{row['mde'] * 100:.1f} %" if row["mde"] is not None else "none"
+
+
 def summary(results: list[dict[str, Any]], command: str, loads: tuple[float, float], seconds: float) -> str:
     lines = [
         f"# A/A and injected-slowdown experiment, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
@@ -185,18 +207,18 @@ def summary(results: list[dict[str, Any]], command: str, loads: tuple[float, flo
         tally = ", ".join(f"{n} {word}" for word, n in counts.most_common())
         lines += [f"**{kind}** ({len(mine)} pairs, expected: {expected}): {tally}", ""]
         lines += [
-            "| pair | BASE tok/s | NEW tok/s | NEW/BASE | 95 % CI | p | MDE | outcome | noise |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| pair | BASE tok/s | NEW tok/s | NEW/BASE | 95 % CI | MDE | floor NEW/BASE | floor 95 % CI "
+            "| floor MDE | not 'no change' | outcome | noise |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in mine:
-            d = r["decode"]
+            d, f = r["decode"], r["floor"]
             reasons = "; ".join(f"{side}: {len(x)} reason(s)" for side, x in r["noise"].items() if x) or "-"
-            ci = f"[{d['ci low']:.3f}, {d['ci high']:.3f}]" if d["ci low"] is not None else "-"
-            mde = f"{d['mde'] * 100:.1f} %" if d["mde"] is not None else "none"
-            p = f"{d['p']:.3g}" if d["p"] is not None else "-"
+            skip = ("no change", "not judged")
+            others = ", ".join(f"{k}: {v}" for k, v in r["verdicts"].items() if v not in skip)
             lines.append(
-                f"| {r['pair']} | {d['base']:.2f} | {d['new']:.2f} | {d['ratio']:.3f} | {ci} | {p} | {mde} "
-                f"| {outcome(r)} | {reasons} |"
+                f"| {r['pair']} | {d['base']:.2f} | {d['new']:.2f} | {d['ratio']:.3f} | {_ci(d)} | {_mde(d)} "
+                f"| {f['ratio']:.3f} | {_ci(f)} | {_mde(f)} | {others or '-'} | {outcome(r)} | {reasons} |"
             )
         lines.append("")
     noisy = sorted({reason for r in results for x in r["noise"].values() for reason in x})
@@ -214,6 +236,7 @@ def main() -> None:
     ap.add_argument("--slowed-pairs", type=int, default=5, help="pairs with an injected decode slowdown")
     ap.add_argument("--slowdown", type=float, default=0.10, help="injected slowdown of each decode step")
     ap.add_argument("--thread-pairs", type=int, default=1, help="pairs of default threads against 1 thread")
+    ap.add_argument("--runs", type=int, default=1, help="benchmark runs (processes) per side of a pair")
     ap.add_argument(
         "--out", type=Path, default=None, help="folder for receipts and results (default: a temp)"
     )

@@ -65,6 +65,23 @@ def test_identical_samples_are_no_change(tmp_path: Path) -> None:
     assert set(_verdicts(res.stdout).values()) == {"no change", None}  # None: the geometric-mean row
 
 
+def test_a_comma_list_makes_a_side_of_several_runs(tmp_path: Path) -> None:
+    runs = [write(tmp_path, bench_receipt(speeds(noisy(100, N, 0.01, s)), when=day(s))) for s in range(1, 9)]
+    sides = [",".join(map(str, runs[:4])), ",".join(map(str, runs[4:]))]
+    res = invoke(APP, ["compare", *sides, "--format", "json"])
+    out = json.loads(res.stdout)
+    assert res.code == EXIT_OK and out["base"] == sides[0] and out["new"] == sides[1]
+    assert out["runs"] == {"base": 4, "new": 4}
+    decode = next(r for r in out["rows"] if r["metric"] == "decode tok/s")
+    one = json.loads(invoke(APP, ["compare", runs[0], runs[4], "--format", "json"]).stdout)
+    assert decode["n base"] == 4 * next(r for r in one["rows"] if r["metric"] == "decode tok/s")["n base"]
+    two = invoke(APP, ["compare", f"{runs[0]},{runs[1]}", f"{runs[4]},{runs[5]}", "--format", "json"])
+    assert two.code == EXIT_INCONCLUSIVE
+    assert [n for n in json.loads(two.stdout)["notes"] if n.startswith("too few runs: with 2 and 2")]
+    bad = invoke(APP, ["compare", f"{runs[0]},", runs[4]])
+    assert bad.code == 2 and "empty selector" in bad.stderr
+
+
 def test_tiny_samples_are_inconclusive_with_a_warning(tmp_path: Path) -> None:
     b, n = _pair(tmp_path, 100, 200, n=3)
     res = invoke(APP, ["compare", b, n])
@@ -173,11 +190,11 @@ def test_output_formats(tmp_path: Path) -> None:
     assert md.code == EXIT_REGRESSION
     assert md.stdout.startswith("**Verdict: regression**")
     assert "| metric | n | BASE | NEW | NEW/BASE | 95% CI | p | MDE | verdict |" in md.stdout
-    assert "minimum detectable effect on decode tok/s: " in md.stdout
+    assert "minimum detectable effect on decode tok/s: " in md.stdout and "decode step floor: " in md.stdout
     assert "| --- |" in md.stdout and "geomean speed-up" in md.stdout
     csv = invoke(APP, ["compare", b, n, "--format", "csv"])
     table = pd.read_csv(io.StringIO(csv.stdout))
-    assert list(table["metric"])[:2] == ["decode tok/s", "prefill tok/s"]
+    assert list(table["metric"])[:3] == ["decode tok/s", "decode step floor", "prefill tok/s"]
     assert {"ratio", "ci low", "ci high", "p", "verdict"} <= set(table.columns)
     assert table.loc[0, "verdict"] == "regression"
     js = json.loads(invoke(APP, ["compare", b, n, "--format", "json"]).stdout)
@@ -280,7 +297,7 @@ def test_compare_two_real_tiny_receipts(real_archive: Path) -> None:
     js = json.loads(
         invoke(APP, ["compare", "latest~1", "latest", "--archive", real_archive, "--format", "json"]).stdout
     )
-    assert js["comparable"] is True and len(js["rows"]) == 7
+    assert js["comparable"] is True and len(js["rows"]) == 8
     rows = {r["metric"]: r for r in js["rows"]}
     assert rows["decode tok/s"]["n base"] == 4 * 7  # every decode step: 8 tokens, the first from the prefill
     assert rows["prefill tok/s"]["n base"] == rows["time to first token"]["n base"] == 4

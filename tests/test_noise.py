@@ -4,6 +4,7 @@ section, the report's warning and compare's refusal to decide on a noisy run."""
 import io
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,9 @@ def test_each_reason_is_said_in_words() -> None:
     assert "first measured repetition's decode time per token was much slower" in text
     assert "decode time per token varies by" in text
     assert "read bandwidth before and after disagree" in text
+    spread = out["sample_reasons"]  # the reasons read from the samples alone, listed apart
+    assert spread and all(r in out["reasons"] for r in spread)
+    assert not any("other processes" in r or "bandwidth" in r or "load average" in r for r in spread)
 
 
 def test_without_proc_the_section_says_so() -> None:
@@ -173,6 +177,38 @@ def test_compare_calls_a_noisy_side_inconclusive_and_says_why() -> None:
     assert any("NEW was a noisy run" in n and "other processes used 40%" in n for n in comp.notes)
     judged = compare(base, new, ignore=("noise",))
     assert judged.rows[0].judgement.verdict == Verdict.REGRESSION and judged.exit_code == 1
+
+
+def test_a_side_of_several_runs_counts_only_noise_outside_its_samples_spread() -> None:
+    spread = "decode time per token varies by 14% (coefficient of variation) across 5 repetitions (limit 10%)"
+    busy = "other processes used 40% of the CPUs"
+
+    def section(reasons: list[str], sample_reasons: list[str] | None) -> Callable[[dict], None]:
+        def edit(r: dict) -> None:
+            r["noise"] = {"noisy": bool(reasons), "reasons": reasons}
+            if sample_reasons is not None:
+                r["noise"]["sample_reasons"] = sample_reasons
+
+        return edit
+
+    def run(seed: int, center: float, reasons: list[str], sample_reasons: list[str] | None) -> dict:
+        receipt = bench_receipt(speeds(noisy(center, 8, 0.01, seed)), edit=section(reasons, sample_reasons))
+        assert verify(receipt).ok
+        return receipt
+
+    base = [run(1, 100, [spread], [spread])] + [run(s, 100, [], []) for s in (2, 3, 4)]
+    one = compare(base[0], run(5, 100, [], []))
+    assert one.exit_code == 3 and "noisy run: BASE" in (one.rows[0].judgement.note or "")
+    new = [run(s, 100, [], []) for s in (6, 7, 8)]
+    several = compare(base, [*new, run(9, 100, [spread], [spread])])
+    assert not any("noisy" in n for n in several.notes)
+    assert several.rows[0].judgement.verdict == Verdict.NO_CHANGE and several.exit_code == 0
+    outside = compare(base, [run(10, 100, [spread, busy], [spread]), *new])
+    assert outside.exit_code == 3
+    assert any("NEW was a noisy run" in n and "run 1: other processes used 40%" in n for n in outside.notes)
+    assert not any(spread in n for n in outside.notes)
+    older = compare(base, [run(11, 100, [spread], None), *new])  # no sample_reasons field: all reasons count
+    assert older.exit_code == 3 and any(spread in n for n in older.notes)
 
 
 def test_report_prints_the_noise_warning() -> None:

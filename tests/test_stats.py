@@ -14,7 +14,7 @@ from harness.comparison.stats import (
     detectable_effect,
     geometric_mean,
     judge,
-    judge_blocks,
+    judge_runs,
     judge_single,
     mann_whitney_p,
     min_p_value,
@@ -173,11 +173,11 @@ def test_block_bootstrap_keeps_each_repetition_whole_and_its_length() -> None:
 def test_blocked_judgement_decides_a_default_sized_run() -> None:
     base = _steps([100.0] * 5, 127, seed=1)
     slower = _steps([92.0] * 5, 127, seed=2)  # 8 % slower
-    j = judge_blocks(base, slower, higher_is_better=True, statistic=rate)
+    j = judge_runs([base], [slower], higher_is_better=True, statistic=rate)
     assert j.verdict is Verdict.REGRESSION and j.ci_high < 1.0 and j.p_value < 0.01
     assert j.n_base == j.n_new == 5 * 127 and j.min_p is None
     assert j.ratio == pytest.approx(rate(np.concatenate(slower)) / rate(np.concatenate(base)))
-    same = judge_blocks(base, _steps([100.0] * 5, 127, seed=3), higher_is_better=True, statistic=rate)
+    same = judge_runs([base], [_steps([100.0] * 5, 127, seed=3)], higher_is_better=True, statistic=rate)
     assert same.verdict is Verdict.NO_CHANGE and same.mde < 0.02
 
 
@@ -186,18 +186,18 @@ def test_spread_between_repetitions_widens_the_interval() -> None:
     drifting = _steps([90.0, 110.0, 95.0, 105.0, 100.0], seed=4)
     shuffled = np.random.default_rng(5).permutation(np.concatenate(drifting)).reshape(5, -1)
     new = _steps([100.0] * 5, seed=6)
-    wide = judge_blocks(drifting, new, higher_is_better=True, statistic=rate)
-    narrow = judge_blocks(list(shuffled), new, higher_is_better=True, statistic=rate)
+    wide = judge_runs([drifting], [new], higher_is_better=True, statistic=rate)
+    narrow = judge_runs([list(shuffled)], [new], higher_is_better=True, statistic=rate)
     assert (wide.ci_high - wide.ci_low) > 3 * (narrow.ci_high - narrow.ci_low)
     assert wide.mde > 3 * narrow.mde
 
 
 def test_blocked_judgement_needs_two_repetitions_per_side() -> None:
-    j = judge_blocks(_steps([100.0]), _steps([50.0] * 3), higher_is_better=True, statistic=rate)
+    j = judge_runs([_steps([100.0])], [_steps([50.0] * 3)], higher_is_better=True, statistic=rate)
     assert j.verdict is Verdict.INCONCLUSIVE and j.mde == float("inf")
     assert j.note == "too few repetitions: 1 and 3; the interval needs at least 2 per side"
     assert (
-        judge_blocks([], _steps([1.0] * 2), higher_is_better=True, statistic=rate).verdict
+        judge_runs([[]], [_steps([1.0] * 2)], higher_is_better=True, statistic=rate).verdict
         is Verdict.NOT_JUDGED
     )
 
@@ -205,9 +205,9 @@ def test_blocked_judgement_needs_two_repetitions_per_side() -> None:
 def test_blocked_percentiles_and_determinism() -> None:
     base = _steps([100.0] * 4, seed=7)
     new = [g * 1.3 for g in _steps([100.0] * 4, seed=8)]
-    j = judge_blocks(base, new, higher_is_better=False, statistic=percentile_of(99))
+    j = judge_runs([base], [new], higher_is_better=False, statistic=percentile_of(99))
     assert j.verdict is Verdict.REGRESSION
-    assert j == judge_blocks(base, new, higher_is_better=False, statistic=percentile_of(99))
+    assert j == judge_runs([base], [new], higher_is_better=False, statistic=percentile_of(99))
 
 
 def test_bootstrap_p_and_detectable_effect() -> None:
@@ -223,3 +223,71 @@ def test_per_repetition_judgement_reports_its_detectable_effect() -> None:
     assert 0 < j.mde < 0.05
     few = judge(BASE[:3], BASE[:3], higher_is_better=True)
     assert few.mde == float("inf")  # 3 vs 3 cannot reach p < 0.05: no change is detectable
+
+
+FLOOR = percentile_of(1)  # the decode step floor compare judges
+
+
+def _run(
+    seed: int, floor: float = 1.0, spells: float = 0.0, reps: int = 5, steps: int = 127
+) -> list[np.ndarray]:
+    """One run's decode steps as a shared host makes them: a floor that grows with the position, noise that
+    only adds time (exponential, 2 % on average), and with `spells` > 0 stretches of 20-120 consecutive steps
+    slowed 1.2-1.5x until about that share of the run is slowed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(reps):
+        x = floor * (1 + np.arange(steps) / 500) * (1 + rng.exponential(0.02, steps))
+        slowed = np.zeros(steps, bool)
+        while slowed.mean() < spells:
+            start, length = rng.integers(0, steps), rng.integers(20, 121)
+            slowed[start : start + length] = True
+            x[start : start + length] *= rng.uniform(1.2, 1.5)
+        out.append(x)
+    return out
+
+
+def test_slow_spells_on_one_side_leave_the_floor_unchanged() -> None:
+    base = [_run(seed) for seed in (1, 2, 3, 4)]
+    new = [_run(seed, spells=0.4) for seed in (5, 6, 7, 8)]
+    floor = judge_runs(base, new, higher_is_better=False, statistic=FLOOR)
+    assert floor.verdict == Verdict.NO_CHANGE
+    assert 0.95 <= floor.ci_low <= floor.ratio <= floor.ci_high <= 1.05
+    # the mean step time (decode tok/s) reads the same spells as a slowdown
+    mean = judge_runs(
+        base, new, higher_is_better=False, statistic=lambda x, axis=-1: np.nanmean(x, axis=axis)
+    )
+    assert mean.verdict != Verdict.NO_CHANGE and mean.ratio > 1.1
+
+
+def test_a_ten_percent_higher_floor_is_a_regression_through_spells() -> None:
+    base = [_run(seed, spells=0.3) for seed in (11, 12, 13, 14)]
+    new = [_run(seed, floor=1.1, spells=0.3) for seed in (15, 16, 17, 18)]
+    j = judge_runs(base, new, higher_is_better=False, statistic=FLOOR)
+    assert j.verdict == Verdict.REGRESSION
+    assert 1.05 < j.ci_low <= j.ratio <= j.ci_high < 1.15
+    assert j.mde is not None and j.mde < 0.05
+    # the same shift seen through two runs a side: a verdict over two runs is out of reach, and it says so
+    two = judge_runs(base[:2], new[:2], higher_is_better=False, statistic=FLOOR)
+    assert two.verdict == Verdict.INCONCLUSIVE and two.ci_low > 1.05
+    assert two.note is not None and two.note.startswith("too few runs: with 2 and 2 runs per side")
+
+
+def test_the_spread_between_runs_enters_the_interval_only_with_several_runs() -> None:
+    # eight runs of one build whose floors differ from process to process by up to 12 %
+    floors = (1.0, 1.12, 1.06, 0.99, 1.1, 1.02, 0.98, 1.08)
+    runs = [_run(20 + i, floor=f) for i, f in enumerate(floors)]
+    single = judge_runs([runs[0]], [runs[1]], higher_is_better=False, statistic=FLOOR)
+    assert single.verdict == Verdict.REGRESSION  # one run per side: the interval cannot hold that spread
+    several = judge_runs(runs[::2], runs[1::2], higher_is_better=False, statistic=FLOOR)
+    assert several.verdict == Verdict.INCONCLUSIVE and several.note is None
+    assert several.ci_low < 1.0 < several.ci_high and several.mde > single.mde
+
+
+def test_run_level_resamples_keep_each_runs_repetitions() -> None:
+    runs = [[np.full(4, 1.0)] * 2, [np.full(6, 3.0)] * 3]  # run 1: 2 x 4 steps of 1 s; run 2: 3 x 6 of 3 s
+    total = block_bootstrap(
+        None, lambda x, axis=-1: np.nansum(x, axis=axis), 400, np.random.default_rng(0), runs=runs
+    )
+    assert set(np.round(total, 6)) <= {16.0, 8.0 + 54.0, 108.0}  # each draw: 2 runs, each with all its steps
+    assert {16.0, 62.0, 108.0} <= set(np.round(total, 6))

@@ -23,6 +23,7 @@ from harness.comparison.compare import (
 )
 from harness.comparison.stats import ALPHA, THRESHOLD
 from harness.comparison.tables import OutputFormat
+from harness.errors import HarnessError
 from harness.reporting.junit import comparison_junit
 from harness.reporting.summary import comparability_markdown, comparison_markdown
 
@@ -45,11 +46,17 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare_cmd)
 
 
+_SELECTORS = (
+    "a path, latest, latest~N, commit prefix, YYYY-MM-DD; a comma list for several runs of one configuration "
+    "(their spread then enters the intervals)"
+)
+BaseArg = Annotated[str, typer.Argument(help=f"BASE receipt(s): {_SELECTORS}.")]
+NewArg = Annotated[str, typer.Argument(help=f"NEW receipt(s): {_SELECTORS}.")]
+
+
 def compare_cmd(
-    base: Annotated[
-        str, typer.Argument(help="BASE receipt: a path, latest, latest~N, commit prefix, YYYY-MM-DD.")
-    ],
-    new: Annotated[str, typer.Argument(help="NEW receipt, the same kinds of selector.")],
+    base: BaseArg,
+    new: NewArg,
     archive_dir: ArchiveOpt = archive.DEFAULT_ARCHIVE,
     threshold: ThresholdOpt = THRESHOLD * 100,
     alpha: AlphaOpt = ALPHA,
@@ -75,11 +82,13 @@ def compare_cmd(
     regressions first, is appended.
     """
     reports = Reports(junit, summary_md)
-    base_sel, new_sel = archive.resolve(base, archive_dir), archive.resolve(new, archive_dir)
+    base_sels, new_sels = _side(base, archive_dir), _side(new, archive_dir)
+    base_sel, new_sel = base_sels[0], new_sels[0]
     base_r, new_r = base_sel.receipt, new_sel.receipt
     sides = (("BASE", base_sel), ("NEW", new_sel))
     base_v, new_v = (require_verified(s.receipt, f"{side} {s.location}") for side, s in sides)
     verified = (base_v, new_v)
+    base_label, new_label = (",".join(s.location for s in sels) for sels in (base_sels, new_sels))
     if comparability_only:
         reasons = comparability(base_r, new_r, ignore or (), same_output=True, verified=verified)
         for reason in reasons:
@@ -92,10 +101,10 @@ def compare_cmd(
         reports.write(lambda: comparison_junit(only), lambda: comparability_markdown(only, verdict))
         raise typer.Exit(EXIT_ERROR if reasons else EXIT_OK)
     comp = compare(
-        base_r,
-        new_r,
-        base_label=base_sel.location,
-        new_label=new_sel.location,
+        [s.receipt for s in base_sels],
+        [s.receipt for s in new_sels],
+        base_label=base_label,
+        new_label=new_label,
         threshold=threshold / 100.0,
         alpha=alpha,
         force=force,
@@ -105,3 +114,11 @@ def compare_cmd(
     render_comparison(comp, fmt)
     reports.write(lambda: comparison_junit(comp), lambda: f"### compare\n\n{comparison_markdown(comp)}")
     raise typer.Exit(comp.exit_code)
+
+
+def _side(selectors: str, archive_dir: archive.Where) -> list[archive.Selected]:
+    """One side's receipts: each selector of a comma list resolved (several runs of one configuration)."""
+    parts = [part.strip() for part in selectors.split(",")]
+    if not all(parts):
+        raise HarnessError(f"empty selector in {selectors!r}")
+    return [archive.resolve(part, archive_dir) for part in parts]

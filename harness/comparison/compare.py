@@ -1,15 +1,19 @@
 """Is NEW slower than BASE? Comparability first (same model, workload, machine; both receipts honest),
-then each metric judged by harness.comparison.stats, a geometric-mean row, and the gate's exit code. A receipt
-whose `noise` section says the run was noisy cannot decide a timing: those verdicts are inconclusive, and a
-note says why (`ignore=("noise",)` judges them anyway).
+then each metric judged by harness.comparison.stats, a geometric-mean row, and the gate's exit code. A side is
+one receipt or several (separate runs of one configuration; the statistics then carry the spread between
+runs). A receipt whose `noise` section says the run was noisy cannot decide a timing: those verdicts are
+inconclusive, and a note says why (`ignore=("noise",)` judges them anyway). On a side of several runs only the
+reasons outside the samples' own spread count (load, steal, other processes, probes that disagree): the spread
+within and between the runs is in the interval.
 
 Exit codes: 0 no regression, 1 regression, 2 error or not comparable, 3 inconclusive.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.comparison.metrics import METRICS, PER_TOKEN, SINGLE, Metric, groups, samples
@@ -21,7 +25,7 @@ from harness.comparison.stats import (
     Verdict,
     geometric_mean,
     judge,
-    judge_blocks,
+    judge_runs,
     judge_single,
 )
 from harness.comparison.tables import records
@@ -45,6 +49,7 @@ REASON_KEYS = (
 JUDGEMENT_KEYS = ("noise",)  # --ignore keys that change how metrics are judged, not whether the pair is
 _MISSING = object()
 Verified = tuple[VerificationResult | None, VerificationResult | None]
+Side = Mapping[str, Any] | Sequence[Mapping[str, Any]]  # one receipt, or several runs of one configuration
 
 
 @dataclass(frozen=True)
@@ -140,13 +145,26 @@ def comparability(
     return out
 
 
-def noise_reasons(receipt: Mapping[str, Any]) -> list[str] | None:
-    """The reasons a receipt's run was noisy, or None when it was not (or does not say)."""
+def noise_reasons(receipt: Mapping[str, Any], *, of_several_runs: bool = False) -> list[str] | None:
+    """The reasons a receipt's run was noisy, or None when it was not (or does not say). For one run of a side
+    of several, the reasons about the samples' own spread (`noise.sample_reasons`) do not count: the
+    run-level bootstrap carries that spread. A receipt without that field keeps every reason."""
     noise = _get(receipt, "noise")
     if not isinstance(noise, Mapping) or noise.get("noisy") is not True:
         return None
     reasons = noise.get("reasons")
-    return [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no reason given"]
+    out = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no reason given"]
+    spread = noise.get("sample_reasons")
+    if of_several_runs and isinstance(spread, list):
+        out = [r for r in out if r not in set(map(str, spread))]
+    return out or None
+
+
+def _runs(side: Side) -> list[Mapping[str, Any]]:
+    runs = [side] if isinstance(side, Mapping) else list(side)
+    if not runs:
+        raise HarnessError("a side of the comparison needs at least one receipt")
+    return runs
 
 
 def _machine_reason(base: Mapping[str, Any], new: Mapping[str, Any]) -> list[Reason]:
@@ -191,8 +209,8 @@ class Comparison:
     rows: list[Row] = field(default_factory=list)
     geomean: float | None = None
     notes: list[str] = field(default_factory=list)
-
     unreliable: list[str] = field(default_factory=list)
+    runs: tuple[int, int] = (1, 1)  # receipts (runs) per side
 
     @property
     def refused(self) -> bool:
@@ -274,6 +292,7 @@ class Comparison:
             "threshold": self.threshold,
             "alpha": self.alpha,
             "comparable": not self.reasons,
+            "runs": {"base": self.runs[0], "new": self.runs[1]},
             "forced": self.forced,
             "reasons": [r.__dict__ for r in self.reasons],
             "unreliable": self.unreliable,
@@ -289,8 +308,8 @@ def _speed_up(metric: Metric, ratio: float) -> float:
 
 
 def compare(
-    base: Mapping[str, Any],
-    new: Mapping[str, Any],
+    base: Side,
+    new: Side,
     *,
     base_label: str = "BASE",
     new_label: str = "NEW",
@@ -302,73 +321,57 @@ def compare(
     seed: int = SEED,
     verified: Verified = (None, None),
 ) -> Comparison:
-    """Compare two receipts. Not comparable and not forced: only the reasons, no rows.
+    """Compare two sides, each one receipt or several runs of one configuration. Not comparable and not
+    forced: only the reasons, no rows.
 
     same_process: both receipts come from one process (A/B), so peak RSS was not measured per side.
-    verified: the verification of BASE and NEW where the caller already has it (see comparability).
+    verified: the verification of BASE and NEW where the caller already has it (see comparability; for
+    sides of several runs, that of each side's first receipt).
     """
     if not 0 < threshold < 1:
         raise HarnessError(f"--threshold must be a fraction in (0, 1) (got {threshold})")
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha must be in (0, 1) (got {alpha})")
-    verified = (verified[0] or verify(base), verified[1] or verify(new))
-    result = Comparison(
-        base_label, new_label, threshold, alpha, comparability(base, new, ignore, verified=verified), force
-    )
+    base_runs, new_runs = _runs(base), _runs(new)
+    checks = {
+        "BASE": [verified[0] or verify(base_runs[0]), *(verify(r) for r in base_runs[1:])],
+        "NEW": [verified[1] or verify(new_runs[0]), *(verify(r) for r in new_runs[1:])],
+    }
+    first = (checks["BASE"][0], checks["NEW"][0])
+    reasons = comparability(base_runs[0], new_runs[0], ignore, verified=first)
+    extra = [("BASE", i, r) for i, r in enumerate(base_runs[1:], 1)]
+    extra += [("NEW", i, r) for i, r in enumerate(new_runs[1:], 1)]
+    said_of_base = first[0].refusal("BASE")  # already among the reasons
+    for side, i, run in extra:
+        for reason in comparability(base_runs[0], run, ignore, verified=(first[0], checks[side][i])):
+            if reason.message != said_of_base:
+                reasons.append(Reason(reason.key, f"{side} run {i + 1}: {reason.message}"))
+    result = Comparison(base_label, new_label, threshold, alpha, reasons, force)
+    result.runs = (len(base_runs), len(new_runs))
     if result.refused:
         return result
-    for side, check in (("BASE", verified[0]), ("NEW", verified[1])):
-        if check.speed_unreliable:
-            gates = ", ".join(g.name for g in check.warnings)
-            result.unreliable.append(f"{side}: speed unreliable ({gates}); the verdict is inconclusive")
-    note = output_note(base, new)
+    for side, results in checks.items():
+        for i, check in enumerate(results):
+            if check.speed_unreliable:
+                gates = ", ".join(g.name for g in check.warnings)
+                run = f" run {i + 1}" if len(results) > 1 else ""
+                why = f"speed unreliable ({gates}); the verdict is inconclusive"
+                result.unreliable.append(f"{side}{run}: {why}")
+    note = output_note(base_runs[0], new_runs[0])
     if note:
         result.notes.append(note)
-    noisy = [] if "noise" in ignore else [s for s, r in (("BASE", base), ("NEW", new)) if noise_reasons(r)]
-    for side, receipt in (("BASE", base), ("NEW", new)):
-        if side in noisy:
-            result.notes.append(
-                f"{side} was a noisy run, so its timings cannot decide (--ignore noise judges them anyway): "
-                + "; ".join(noise_reasons(receipt) or [])
-            )
+    noisy = [] if "noise" in ignore else _noisy_sides(result, base_runs, new_runs)
+    several = len(base_runs) > 1 or len(new_runs) > 1
     for m in METRICS:
-        b, n = samples(base, m), samples(new, m)
-        if m.kind == PER_TOKEN:
-            j = judge_blocks(
-                groups(base, m),
-                groups(new, m),
-                higher_is_better=m.higher_is_better,
-                statistic=m.statistic,
-                threshold=threshold,
-                alpha=alpha,
-                seed=seed,
-            )
-        elif m.kind == SINGLE:
-            if same_process:
-                j = Judgement.not_judged(
-                    float(b[0]), float(n[0]), 1, 1, "one process for both sides: not measured per side"
-                )
-            else:
-                j = judge_single(
-                    float(b[0]), float(n[0]), higher_is_better=m.higher_is_better, threshold=threshold
-                )
-        elif b.size == 0 or n.size == 0:
-            j = Judgement.not_judged(float("nan"), float("nan"), b.size, n.size, "no samples on one side")
-        else:
-            j = judge(
-                b,
-                n,
-                higher_is_better=m.higher_is_better,
-                statistic=m.statistic,
-                threshold=threshold,
-                alpha=alpha,
-                seed=seed,
-            )
+        j = _judge_metric(m, base_runs, new_runs, several, same_process, threshold, alpha, seed)
         if noisy and m.kind != SINGLE and j.verdict != Verdict.NOT_JUDGED:
             said = f"noisy run: {' and '.join(noisy)}"
             j = replace(j, verdict=Verdict.INCONCLUSIVE, note=f"{said}; {j.note}" if j.note else said)
         result.rows.append(Row(m, j))
-        if j.note and j.note.startswith(("too few samples", "too few repetitions")):
+        if j.note and j.note.startswith("too few runs"):
+            if j.note not in result.notes:  # the same for every timing metric: said once
+                result.notes.append(j.note)
+        elif j.note and j.note.startswith(("too few samples", "too few repetitions")):
             result.notes.append(f"{m.label}: {j.note}")
     judged = [
         _speed_up(r.metric, r.judgement.ratio)
@@ -377,3 +380,63 @@ def compare(
     ]
     result.geomean = geometric_mean(judged)
     return result
+
+
+def _noisy_sides(
+    result: Comparison, base_runs: list[Mapping[str, Any]], new_runs: list[Mapping[str, Any]]
+) -> list[str]:
+    """The sides whose noise makes their timings undecidable, each with a note saying why."""
+    noisy = []
+    for side, runs in (("BASE", base_runs), ("NEW", new_runs)):
+        found = [
+            (i, why)
+            for i, run in enumerate(runs)
+            if (why := noise_reasons(run, of_several_runs=len(runs) > 1)) is not None
+        ]
+        if not found:
+            continue
+        noisy.append(side)
+        said = "; ".join((f"run {i + 1}: " if len(runs) > 1 else "") + "; ".join(why) for i, why in found)
+        result.notes.append(
+            f"{side} was a noisy run, so its timings cannot decide "
+            f"(--ignore noise judges them anyway): {said}"
+        )
+    return noisy
+
+
+def _judge_metric(
+    m: Metric,
+    base_runs: list[Mapping[str, Any]],
+    new_runs: list[Mapping[str, Any]],
+    several: bool,
+    same_process: bool,
+    threshold: float,
+    alpha: float,
+    seed: int,
+) -> Judgement:
+    """One metric's judgement: per-token samples by the run/repetition/block bootstrap; per-repetition
+    samples by Mann-Whitney and a bootstrap with one run per side, by the run-level bootstrap with several;
+    a single value per run (the median of a side's runs) by the threshold."""
+    rule = {"higher_is_better": m.higher_is_better, "threshold": threshold, "alpha": alpha, "seed": seed}
+    if m.kind == PER_TOKEN:
+        return judge_runs(
+            [groups(r, m) for r in base_runs], [groups(r, m) for r in new_runs], statistic=m.statistic, **rule
+        )
+    if m.kind == SINGLE:
+        b = float(np.median([samples(r, m)[0] for r in base_runs]))
+        n = float(np.median([samples(r, m)[0] for r in new_runs]))
+        if same_process:
+            return Judgement.not_judged(b, n, 1, 1, "one process for both sides: not measured per side")
+        rule.pop("alpha"), rule.pop("seed")
+        return judge_single(b, n, **rule)
+    if several:
+        return judge_runs(
+            [[v[None] for v in samples(r, m)] for r in base_runs],
+            [[v[None] for v in samples(r, m)] for r in new_runs],
+            statistic=m.statistic,
+            **rule,
+        )
+    b, n = samples(base_runs[0], m), samples(new_runs[0], m)
+    if b.size == 0 or n.size == 0:
+        return Judgement.not_judged(float("nan"), float("nan"), b.size, n.size, "no samples on one side")
+    return judge(b, n, statistic=m.statistic, **rule)

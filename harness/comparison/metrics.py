@@ -4,6 +4,9 @@ Samples are taken from the raw data, never from the receipt's summaries:
 - decode tok/s: every decode step's latency, kept per repetition and in order; the statistic is their count
   over their sum (the receipt's tokens_per_second). Steps within a run are correlated, so they are judged by
   a block bootstrap over repetitions and runs of consecutive steps (harness.comparison.stats).
+- decode step floor: the same per-step latencies; the statistic is their 1st percentile. Noise on a shared
+  host only ever adds time, in spells that slow every step for a while, so the fast floor moves least between
+  runs of one build (the minimum less still, but a bootstrap cannot resample a minimum).
 - prefill tok/s: prompt tokens / prefill seconds, one per repetition.
 - time to first token: one per repetition.
 - token latency p50 / p99: the same per-step latencies; the statistic is that percentile.
@@ -35,6 +38,7 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("decode_tok_s", "decode tok/s", "tok/s", True, PER_TOKEN, rate, "steps/s"),
+    Metric("decode_floor_s", "decode step floor", "s", False, PER_TOKEN, percentile_of(1), "p1"),
     Metric("prefill_tok_s", "prefill tok/s", "tok/s", True, PER_REPETITION),
     Metric("ttft_s", "time to first token", "s", False, PER_REPETITION),
     Metric("latency_p50_s", "token latency p50", "s", False, PER_TOKEN, percentile_of(50), "p50"),

@@ -3,11 +3,16 @@ interval, a p-value, the smallest p-value a pair of sample sizes can ever reach,
 of the pair, and the verdict rule.
 
 Two sample designs. One value per repetition (prefill, time to first token): Mann-Whitney U and a percentile
-bootstrap of the ratio, each side resampled on its own. Per-token samples (decode speed, token latencies):
-the decode steps of each repetition stay in order, and a two-level block bootstrap resamples repetitions with
-replacement, then circular blocks of consecutive steps inside each, so the interval carries both the
-repetition-to-repetition spread and the correlation of neighbouring steps; its p-value is the
-percentile-bootstrap test of ratio = 1.
+bootstrap of the ratio, each side resampled on its own. Per-token samples (decode speed, its floor, token
+latencies): the decode steps of each repetition stay in order, and a block bootstrap resamples them level by
+level: the side's runs (separate processes) with replacement, then each drawn run's repetitions with
+replacement, then circular blocks of consecutive steps inside each repetition. The interval so carries the
+run-to-run spread (when a side has several runs), the repetition-to-repetition spread and the correlation of
+neighbouring steps; its p-value is the percentile-bootstrap test of ratio = 1. With one run per side the top
+level has nothing to draw from: the spread between processes is then not in the interval. With several, the
+runs are few and differ the most, so a verdict needs as many runs as a rank test over them would (the
+reachable-p floor below, over runs). A side of several runs judges its per-repetition metrics the same way,
+each repetition a group of one value.
 
 The verdict needs both significance and an effect beyond the threshold, so noise alone never reads as a
 change and a real but tiny change reads as "no change". The minimum detectable effect is the change that
@@ -67,7 +72,8 @@ class Judgement:
 
 
 def median(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.median(x, axis=axis)
+    """The median; NaN marks no sample (the padding of the block bootstrap)."""
+    return np.nanmedian(x, axis=axis)
 
 
 def rate(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -156,31 +162,47 @@ def block_length(n: int) -> int:
     return max(1, round(n ** (1 / 3)))
 
 
+Runs = Sequence[Sequence[np.ndarray]]  # a side: its runs, each run its repetitions' ordered samples
+
+
 def block_bootstrap(
-    groups: Sequence[np.ndarray], statistic: Statistic, n_resamples: int, rng: np.random.Generator
+    groups: Sequence[np.ndarray] | None,
+    statistic: Statistic,
+    n_resamples: int,
+    rng: np.random.Generator,
+    *,
+    runs: Runs | None = None,
 ) -> np.ndarray:
-    """Bootstrap distribution of `statistic` over the pooled samples of `groups` (one ordered array per
-    repetition): each resample draws as many repetitions as there are, with replacement, and rebuilds each
-    drawn repetition from circular blocks of its consecutive samples, cut to its own length."""
-    lens = np.array([len(g) for g in groups])
-    reps, longest = len(groups), int(lens.max())
-    padded = np.full((reps, longest), np.nan)
-    for i, g in enumerate(groups):
+    """Bootstrap distribution of `statistic` over the pooled samples of one side. `groups` is one run (one
+    ordered array per repetition); `runs` several. Each resample draws as many runs as there are, with
+    replacement, then as many repetitions as each drawn run has, from that run, with replacement, and rebuilds
+    each drawn repetition from circular blocks of its consecutive samples, cut to its own length."""
+    runs = [list(groups)] if runs is None else [list(r) for r in runs]
+    flat = [g for run in runs for g in run]
+    lens = np.array([len(g) for g in flat])
+    per_run = np.array([len(run) for run in runs])
+    offsets = np.concatenate([[0], np.cumsum(per_run)[:-1]])
+    n_runs, slots, longest = len(runs), int(per_run.max()), int(lens.max())
+    padded = np.full((len(flat), longest), np.nan)
+    for i, g in enumerate(flat):
         padded[i, : len(g)] = g
     size = block_length(int(np.median(lens)))
     blocks = -(-longest // size)
     out = np.empty(n_resamples)
-    chunk = max(1, _CHUNK_VALUES // (reps * blocks * size))
+    chunk = max(1, _CHUNK_VALUES // (n_runs * slots * blocks * size))
     for start in range(0, n_resamples, chunk):
         b = min(chunk, n_resamples - start)
-        pick = rng.integers(0, reps, (b, reps))
+        run = rng.integers(0, n_runs, (b, n_runs))[..., None]
+        kept = np.arange(slots) < per_run[run]  # a drawn run fills as many slots as it has repetitions
+        rep = (rng.random((b, n_runs, slots)) * per_run[run]).astype(np.int64)
+        pick = (offsets[run] + np.where(kept, rep, 0)).reshape(b, n_runs * slots)
         n = lens[pick]
-        first = (rng.random((b, reps, blocks)) * n[..., None]).astype(np.int64)
+        first = (rng.random((b, n_runs * slots, blocks)) * n[..., None]).astype(np.int64)
         idx = (first[..., None] + np.arange(size)) % n[..., None, None]
-        idx = idx.reshape(b, reps, blocks * size)[..., :longest]
+        idx = idx.reshape(b, n_runs * slots, blocks * size)[..., :longest]
         values = padded[pick[..., None], idx]
-        values[np.arange(longest) >= n[..., None]] = np.nan
-        out[start : start + b] = statistic(values.reshape(b, reps * longest), axis=-1)
+        values[(np.arange(longest) >= n[..., None]) | ~kept.reshape(b, -1)[..., None]] = np.nan
+        out[start : start + b] = statistic(values.reshape(b, n_runs * slots * longest), axis=-1)
     return out
 
 
@@ -251,9 +273,9 @@ def judge(
     return Judgement(sb, sn, ratio, low, high, p, floor, b.size, n.size, verdict, mde=mde)
 
 
-def judge_blocks(
-    base: Sequence[np.ndarray],
-    new: Sequence[np.ndarray],
+def judge_runs(
+    base: Runs,
+    new: Runs,
     *,
     higher_is_better: bool,
     statistic: Statistic,
@@ -261,29 +283,42 @@ def judge_blocks(
     alpha: float = ALPHA,
     seed: int = SEED,
 ) -> Judgement:
-    """Compare two runs' per-token samples, one ordered array per repetition (the two-level block bootstrap
-    of the module docstring), by `judge`'s verdict rule. Each side needs two repetitions, so that the spread
-    between repetitions is part of the interval."""
-    base = [np.asarray(g, np.float64) for g in base if len(g)]
-    new = [np.asarray(g, np.float64) for g in new if len(g)]
-    nb, nn = sum(g.size for g in base), sum(g.size for g in new)
+    """Compare two sides of one or more runs each (the level-by-level block bootstrap of the module
+    docstring), by `judge`'s verdict rule. Each side needs two repetitions in all, so that a spread between
+    repetitions is part of the interval. When a side has several runs, the runs are the units that differ
+    the most, and a percentile bootstrap over a few of them is too narrow: as for a rank test over the runs,
+    no verdict but inconclusive is given unless 2 / C(runs + runs, runs) < alpha (4 runs per side at 0.05);
+    the interval and the detectable effect are still shown."""
+    base = [r for r in ([np.asarray(g, np.float64) for g in run if len(g)] for run in base) if r]
+    new = [r for r in ([np.asarray(g, np.float64) for g in run if len(g)] for run in new) if r]
+    pooled_b = [g for run in base for g in run]
+    pooled_n = [g for run in new for g in run]
+    nb, nn = sum(g.size for g in pooled_b), sum(g.size for g in pooled_n)
     if not nb or not nn:
         return Judgement.not_judged(float("nan"), float("nan"), nb, nn, "no samples on one side")
-    sb, sn = float(statistic(np.concatenate(base))), float(statistic(np.concatenate(new)))
+    sb, sn = float(statistic(np.concatenate(pooled_b))), float(statistic(np.concatenate(pooled_n)))
     if sb <= 0.0 or not np.isfinite(sb) or not np.isfinite(sn):
         return Judgement.not_judged(sb, sn, nb, nn, f"base statistic {sb:.4g} cannot be a denominator")
     ratio = sn / sb
-    if len(base) < 2 or len(new) < 2:
-        note = f"too few repetitions: {len(base)} and {len(new)}; the interval needs at least 2 per side"
+    if len(pooled_b) < 2 or len(pooled_n) < 2:
+        counts = f"{len(pooled_b)} and {len(pooled_n)}"
+        note = f"too few repetitions: {counts}; the interval needs at least 2 per side"
         return Judgement(sb, sn, ratio, None, None, None, None, nb, nn, Verdict.INCONCLUSIVE, note, NEVER)
     rng = np.random.default_rng(seed)
-    base_stats = block_bootstrap(base, statistic, N_RESAMPLES, rng)
-    new_stats = block_bootstrap(new, statistic, N_RESAMPLES, rng)
+    base_stats = block_bootstrap(None, statistic, N_RESAMPLES, rng, runs=base)
+    new_stats = block_bootstrap(None, statistic, N_RESAMPLES, rng, runs=new)
     ratios = new_stats / base_stats
     low, high = (float(v) for v in np.percentile(ratios, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)]))
-    p = bootstrap_p(ratios)
+    p, mde = bootstrap_p(ratios), detectable_effect(ratios, alpha)
+    floor = min_p_value(len(base), len(new)) if len(base) > 1 or len(new) > 1 else None
+    if floor is not None and floor >= alpha:
+        note = (
+            f"too few runs: with {len(base)} and {len(new)} runs per side the smallest reachable p-value is "
+            f"{floor:.3g} >= alpha {alpha:g}; take at least {samples_needed(alpha)} per side"
+        )
+        return Judgement(sb, sn, ratio, low, high, p, floor, nb, nn, Verdict.INCONCLUSIVE, note, mde)
     verdict = _verdict(ratio, low, high, p, higher_is_better, threshold, alpha)
-    return Judgement(sb, sn, ratio, low, high, p, None, nb, nn, verdict, mde=detectable_effect(ratios, alpha))
+    return Judgement(sb, sn, ratio, low, high, p, floor, nb, nn, verdict, mde=mde)
 
 
 def _verdict(

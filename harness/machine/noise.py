@@ -7,7 +7,9 @@ the CPUs' busy time (/proc/stat) minus this process's own (/proc/self/stat). Sam
 benchmark's raw samples: each per-repetition metric's coefficient of variation, and outliers by hyperfine's
 rule (modified z-score, from the median and the median absolute deviation, above 14), the first measured
 repetition named apart as hyperfine does. Every limit crossed is one reason in words; any reason makes the run
-noisy. Warnings are worth reading but do not make a run noisy.
+noisy. Warnings are worth reading but do not make a run noisy. The reasons read from the samples' own spread
+are also listed apart (`sample_reasons`): they break a comparison of one run per side, whose interval cannot
+hold the spread between runs, but not one of several runs per side, whose interval holds it.
 """
 
 from __future__ import annotations
@@ -240,6 +242,7 @@ def assess(
     return {
         "noisy": bool(reasons),
         "reasons": reasons,
+        "sample_reasons": sample_reasons,
         "warnings": warnings,
         "system": usage.to_dict() if usage is not None else None,
         "samples": {k: f.to_dict() for k, f in figures.items()},

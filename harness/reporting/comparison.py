@@ -64,11 +64,21 @@ def header(comp: Comparison, sep: str = "\n") -> str:
 
 
 def detectable_line(comp: Comparison) -> str:
-    """The pair's minimum detectable effect on decode speed, in words."""
-    mde = comp.detectable()
-    if mde is None or mde != mde or mde == float("inf"):
+    """The pair's minimum detectable effect on decode speed and on its floor, in words, and what the
+    intervals hold."""
+    found = {key: comp.detectable(key) for key in ("decode_tok_s", "decode_floor_s")}
+    shown = {k: v for k, v in found.items() if v is not None and v == v and v != float("inf")}
+    if "decode_tok_s" not in shown:
         return "minimum detectable effect on decode tok/s: none (too few samples to detect any change)"
+    floor = f", on the decode step floor: {shown['decode_floor_s'] * 100:.1f} %" if len(shown) == 2 else ""
+    runs = (
+        "the intervals hold the spread within each run, not between runs: give each side several runs "
+        "(A1,A2,A3,A4) on a host whose runs differ"
+        if comp.runs == (1, 1)
+        else f"{comp.runs[0]} and {comp.runs[1]} runs: the intervals hold the spread between runs"
+    )
     return (
-        f"minimum detectable effect on decode tok/s: {mde * 100:.1f} % (a change this large is significant "
-        f"{POWER:.0%} of the time at alpha {comp.alpha:g}; a verdict also needs the threshold)"
+        f"minimum detectable effect on decode tok/s: {shown['decode_tok_s'] * 100:.1f} %{floor} (a change "
+        f"this large is significant {POWER:.0%} of the time at alpha {comp.alpha:g}; a verdict also needs "
+        f"the threshold); {runs}"
     )
