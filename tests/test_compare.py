@@ -252,6 +252,27 @@ def test_peak_rss_from_one_process_is_not_judged() -> None:
     assert shared.verdict is Verdict.NOT_JUDGED
 
 
+def test_peak_rss_of_several_runs_needs_the_runs_to_decide() -> None:
+    """Peak RSS moves between processes of one build too: with several runs per side it takes the runs'
+    rule (two per side cannot decide), not the threshold alone."""
+
+    def run(seed: int, rss: int) -> dict:
+        return bench_receipt(
+            speeds(noisy(100, N, 0.01, seed)), edit=lambda r: r.__setitem__("peak_rss_bytes", rss)
+        )
+
+    def rss_verdict(base: list[dict], new: list[dict]) -> Verdict:
+        return {r.metric.key: r.judgement for r in compare(base, new).rows}["peak_rss_bytes"].verdict
+
+    mib = 2**20
+    assert rss_verdict([run(1, 400 * mib), run(2, 404 * mib)], [run(3, 440 * mib), run(4, 446 * mib)]) is (
+        Verdict.INCONCLUSIVE
+    )
+    base = [run(s, (400 + s) * mib) for s in range(4)]
+    assert rss_verdict(base, [run(10 + s, (480 + s) * mib) for s in range(4)]) is Verdict.REGRESSION
+    assert rss_verdict(base, [run(10 + s, (401 + s) * mib) for s in range(4)]) is Verdict.NO_CHANGE
+
+
 def test_bad_threshold_is_an_error(tmp_path: Path) -> None:
     b, n = _pair(tmp_path, 100, 100)
     assert invoke(APP, ["compare", b, n, "--threshold", "150"]).code == EXIT_ERROR

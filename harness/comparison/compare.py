@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness.comparison.metrics import METRICS, PER_TOKEN, SINGLE, Metric, groups, samples
@@ -416,19 +415,19 @@ def _judge_metric(
 ) -> Judgement:
     """One metric's judgement: per-token samples by the run/repetition/block bootstrap; per-repetition
     samples by Mann-Whitney and a bootstrap with one run per side, by the run-level bootstrap with several;
-    a single value per run (the median of a side's runs) by the threshold."""
+    a single value per run by the threshold with one run per side, and like the others with several (peak
+    RSS differs between processes of one build too)."""
     rule = {"higher_is_better": m.higher_is_better, "threshold": threshold, "alpha": alpha, "seed": seed}
     if m.kind == PER_TOKEN:
         return judge_runs(
             [groups(r, m) for r in base_runs], [groups(r, m) for r in new_runs], statistic=m.statistic, **rule
         )
-    if m.kind == SINGLE:
-        b = float(np.median([samples(r, m)[0] for r in base_runs]))
-        n = float(np.median([samples(r, m)[0] for r in new_runs]))
-        if same_process:
-            return Judgement.not_judged(b, n, 1, 1, "one process for both sides: not measured per side")
+    if m.kind == SINGLE and same_process:
+        b, n = samples(base_runs[0], m)[0], samples(new_runs[0], m)[0]
+        return Judgement.not_judged(b, n, 1, 1, "one process for both sides: not measured per side")
+    if m.kind == SINGLE and not several:
         rule.pop("alpha"), rule.pop("seed")
-        return judge_single(b, n, **rule)
+        return judge_single(samples(base_runs[0], m)[0], samples(new_runs[0], m)[0], **rule)
     if several:
         return judge_runs(
             [[v[None] for v in samples(r, m)] for r in base_runs],

@@ -10,7 +10,7 @@ Samples are taken from the raw data, never from the receipt's summaries:
 - prefill tok/s: prompt tokens / prefill seconds, one per repetition.
 - time to first token: one per repetition.
 - token latency p50 / p99: the same per-step latencies; the statistic is that percentile.
-- peak RSS: one value per receipt (the process peak), judged by the threshold alone.
+- peak RSS: one value per receipt (the process peak), judged by the threshold alone with one run per side.
 """
 
 from collections.abc import Mapping
