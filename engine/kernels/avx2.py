@@ -26,7 +26,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import Trace
 
 # numba's cache cannot see edits to avx2_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "4511fa199b6e9bf2ab84503ca98cc4bd681a5a29ee6d459ee8c18d6a2dd606b1"
+IR_SHA256 = "5085586fe93581c03b5108fa23583103e868f9f954f74c39d788aa39f9d5ceed"
 require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
 
 ROW_TILE = 4

@@ -59,16 +59,16 @@ def load32(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
     return builder.load(ptr, align=1)
 
 
-def emit_prefetch(builder, base, distance, step, nrows: int, lines: int = 1):
-    """Prefetch `lines * nrows` lines `distance` bytes past line `step * lines * nrows` of the tile at `base`.
+def emit_prefetch(builder, base, distance, start, count: int):
+    """Prefetch `count` lines from `distance` bytes past byte `start` of the tile at `base`.
 
-    A tile's rows are contiguous and each step reads `lines` lines of each, so every line of the tile's
-    bytes is requested once, `distance` bytes ahead of where the loop is; distance 0 prefetches nothing.
+    A tile's rows are contiguous; a loop that has read `start` of its bytes (all rows together) when it
+    requests the next `count` lines asks for every line of the tile once, `distance` bytes ahead of where
+    it is. Distance 0 prefetches nothing.
     """
     pf = _fn(builder, "llvm.prefetch.p0i8", ir.VoidType(), [I8.as_pointer(), I32, I32, I32])
-    count = lines * nrows
     with builder.if_then(builder.icmp_unsigned("!=", distance, I64(0)), likely=True):
-        ptr = builder.gep(base, [builder.add(distance, builder.mul(step, I64(LINE * count)))])
+        ptr = builder.gep(base, [builder.add(distance, start)])
         for j in range(count):
             builder.call(pf, [builder.gep(ptr, [I64(LINE * j)]), I32(0), I32(3), I32(1)])
 
@@ -190,13 +190,14 @@ def rows_dot(builder, wptrs, qptr, nb, distance, qk256=False):
     accs = [cgutils.alloca_once_value(builder, zero) for _ in wptrs]
 
     def add_blocks(k0, count):
+        start = builder.mul(k0, I64(32 * len(wptrs)))
+        emit_prefetch(builder, wptrs[0], distance, start, max(1, 32 * count * len(wptrs) // LINE))
         ks = [builder.add(k0, I64(i)) for i in range(count)]
         for s16, acc in zip(rows_sum16(builder, wptrs, qptr, ks, qk256), accs, strict=True):
             builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
 
     steps = builder.udiv(nb, I64(GEMV_GROUP))
     with cgutils.for_range(builder, steps) as loop:
-        emit_prefetch(builder, wptrs[0], distance, loop.index, len(wptrs), lines=GEMV_GROUP // 2)
         add_blocks(builder.mul(loop.index, I64(GEMV_GROUP)), GEMV_GROUP)
     done = builder.mul(steps, I64(GEMV_GROUP))
     rest = builder.sub(nb, done)
@@ -264,7 +265,7 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
         pair_steps = builder.udiv(nsum, I64(2))
         pending = [cgutils.alloca_once(builder, V16) for _ in range(2 * n)]
         with cgutils.for_range(builder, pair_steps) as loop:
-            emit_prefetch(builder, wptrs[0], distance, loop.index, n, lines=2)
+            emit_prefetch(builder, wptrs[0], distance, builder.mul(loop.index, I64(2 * LINE * n)), 2 * n)
             sums = int_sums(pair(loop.index))
             with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
                 add_terms([builder.load(x) for x in pending], pair(builder.sub(loop.index, I64(1))))
@@ -274,7 +275,7 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
             add_terms([builder.load(x) for x in pending], pair(builder.sub(pair_steps, I64(1))))
     with cgutils.for_range(builder, builder.sub(nsum, builder.mul(pair_steps, I64(2)))) as loop:
         j = builder.add(builder.mul(pair_steps, I64(2)), loop.index)
-        emit_prefetch(builder, wptrs[0], distance, j, n)
+        emit_prefetch(builder, wptrs[0], distance, builder.mul(j, I64(LINE * n)), n)
         js = [j]
         add_terms(int_sums(js), js)
     return builder.load(facc)
@@ -289,7 +290,9 @@ def i8_rows_dot(builder, rptrs, uptr, qptr, n, distance):
     zero = ir.Constant(V32, None)
     accs = [cgutils.alloca_once_value(builder, zero) for _ in rptrs]
     with cgutils.for_range(builder, builder.udiv(n, I64(LINE))) as loop:
-        emit_prefetch(builder, rptrs[0], distance, loop.index, len(rptrs))
+        emit_prefetch(
+            builder, rptrs[0], distance, builder.mul(loop.index, I64(LINE * len(rptrs))), len(rptrs)
+        )
         for half in range(2):
             off = builder.add(builder.mul(loop.index, I64(LINE)), I64(32 * half))
             u = load32(builder, uptr, off)
