@@ -12,13 +12,14 @@ from engine.kernels.cpu import has_avx2, has_permw, has_vnni
 from engine.kernels.lut import CANON3
 from engine.trace import Trace, kid
 
-# (flavor, rows, cols): ragged rows everywhere; cols as each format allows
+# (flavor, rows, cols): ragged rows everywhere; cols as each format allows. i2s and qk256 also take
+# 1024 / 1152 / 1920 columns: whole 8-block groups of the AVX2 GEMV alone, with one block, with 4 + 2 + 1
 SHAPES = {
-    "i2s": [(1, 128), (7, 384), (33, 640), (130, 256)],
+    "i2s": [(1, 128), (7, 384), (33, 640), (130, 256), (9, 1024), (6, 1152), (5, 1920)],
     "tq2_0": [(1, 256), (5, 512), (31, 768)],
     "tq1_0": [(3, 256), (17, 512)],
     "bitnet32": [(2, 32), (9, 96), (13, 160), (4, 416)],
-    "qk256": [(1, 1), (6, 100), (11, 256), (3, 300), (5, 513)],
+    "qk256": [(1, 1), (6, 100), (11, 256), (3, 300), (5, 513), (5, 1920)],
 }
 # tl1 / tl2 also take per-tensor rows of any width (the i2s format only needs whole 128-value blocks overall)
 TL_EXTRA = [("i2s", 64, 6), ("i2s", 128, 5), ("i2s", 32, 4), ("i2s", 128, 1)]
@@ -291,10 +292,12 @@ def test_real_2b4t_shapes_are_exact(rows, cols):
 
 @pytest.mark.parametrize("flavor", list(SHAPES))
 @pytest.mark.parametrize("fill", [-128, 127])
-def test_extreme_sums_do_not_overflow(flavor, fill):
+@pytest.mark.parametrize("cols", [512, 2048])
+def test_extreme_sums_do_not_overflow(flavor, fill, cols):
     """Every weight at its largest code and every activation at an extreme: the int16 block sums' limits
-    (row tiles and lone rows, token groups of the GEMMs and lone tokens)."""
-    rows, cols, tokens = 7, 512, 9
+    (row tiles and lone rows, token groups of the GEMMs and lone tokens; 2048 columns fill whole 8-block
+    groups of the AVX2 GEMV, whose int16 sums then reach -32768)."""
+    rows, tokens = 7, 9
     top = 2 if flavor == "qk256" else 1
     values = np.full((rows, cols), top, dtype=np.int8)
     values[1::2] = -top

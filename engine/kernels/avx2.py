@@ -6,7 +6,8 @@ the software prefetch distances in bytes, 0 = none. Integer sums are exact and t
 float math runs in the portable order, so every result is bit-identical to the portable kernel's, and every
 kernel adds to its portable twin's trace row.
 
-- GEMV: ROW_TILE consecutive rows per step share each activation load; one cache line of each row per step.
+- GEMV: ROW_TILE consecutive rows per step share each activation load; eight blocks (four cache lines) of
+  each row per step, summed in int16 and widened once (avx2_ir.GEMV_GROUP).
 - GEMM (prefill): one row against GEMM_TOKENS tokens; a block's four bit planes are unpacked once for all.
 - TQ2_0 / TQ1_0 (i2s_blk): each 256-value scale block's exact sums go through one vphaddw tree for the
   rows (GEMV) or tokens (GEMM), then the per-lane float multiply-add in the portable order.
@@ -25,7 +26,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import Trace
 
 # numba's cache cannot see edits to avx2_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "8d3cd77af5a6fccc00f510ebd11292db9a110cc8ec7fe442aed8ce5753e97d26"
+IR_SHA256 = "5085586fe93581c03b5108fa23583103e868f9f954f74c39d788aa39f9d5ceed"
 require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
 
 ROW_TILE = 4

@@ -5,16 +5,19 @@ products into int16 lanes (saturating), `vpmaddwd` against ones adds adjacent in
 - Ternary rows: a 32-byte block holds 128 2-bit codes (I2_S order: value 32 g + b in byte b at shift
   6 - 2 g), each bit plane unsigned against the 32 signed activations of plane g. One shift serves the four
   planes (`ternary_planes`): planes 1 and 3 are codes, planes 0 and 2 stay 4x scaled in a second int16 sum
-  that is divided exactly at the end. Two blocks add up in int16 without saturation (per lane at most 2048
-  and 8192) before one vpmaddwd widens them. QK256 codes (0, 1, 3, 4 after mapping) take the plain
-  shift-and-mask planes (`qk256_codes`).
+  that is divided exactly at the end. The GEMV adds eight blocks in int16 without saturation before one
+  vpmaddwd widens them (GEMV_GROUP: the 4x sum reaches -32768 .. 32512), block by block for all rows of a
+  tile so that a block's activations are loaded once and the rows' int16 sums stay in registers; the
+  TQ2_0 / TQ1_0 kernels add the two blocks of a 256-value scale block. QK256 codes (0, 1, 3, 4 after
+  mapping) take the plain shift-and-mask planes (`qk256_codes`).
 - int8 x int8 (logits): `vpsignb` moves the activation's sign onto the embedding byte, so vpmaddubsw takes
   |q| (unsigned, <= 128) times e * sign(q) (|e| <= 127): a pair is at most 2 * 128 * 127 < 2^15.
 The integer sums are exact, so any order gives the portable kernels' values; the float math that follows
 runs in the portable order in the callers.
 
-Weight traffic: a step reads one 64-byte cache line of each row of a tile; `emit_prefetch` requests the
-line `distance` bytes further along the tile's contiguous bytes (a runtime value measured per host).
+Weight traffic: a step reads one or more 64-byte cache lines of each row of a tile; `emit_prefetch`
+requests the lines `distance` bytes further along the tile's contiguous bytes (a runtime value measured
+per host).
 """
 
 from llvmlite import ir
@@ -56,16 +59,16 @@ def load32(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
     return builder.load(ptr, align=1)
 
 
-def emit_prefetch(builder, base, distance, step, nrows: int, lines: int = 1):
-    """Prefetch `lines * nrows` lines `distance` bytes past line `step * lines * nrows` of the tile at `base`.
+def emit_prefetch(builder, base, distance, start, count: int):
+    """Prefetch `count` lines from `distance` bytes past byte `start` of the tile at `base`.
 
-    A tile's rows are contiguous and each step reads `lines` lines of each, so every line of the tile's
-    bytes is requested once, `distance` bytes ahead of where the loop is; distance 0 prefetches nothing.
+    A tile's rows are contiguous; a loop that has read `start` of its bytes (all rows together) when it
+    requests the next `count` lines asks for every line of the tile once, `distance` bytes ahead of where
+    it is. Distance 0 prefetches nothing.
     """
     pf = _fn(builder, "llvm.prefetch.p0i8", ir.VoidType(), [I8.as_pointer(), I32, I32, I32])
-    count = lines * nrows
     with builder.if_then(builder.icmp_unsigned("!=", distance, I64(0)), likely=True):
-        ptr = builder.gep(base, [builder.add(distance, builder.mul(step, I64(LINE * count)))])
+        ptr = builder.gep(base, [builder.add(distance, start)])
         for j in range(count):
             builder.call(pf, [builder.gep(ptr, [I64(LINE * j)]), I32(0), I32(3), I32(1)])
 
@@ -91,17 +94,21 @@ def ternary_planes(builder: ir.IRBuilder, wbytes: ir.Value) -> list[ir.Value]:
     ]
 
 
-def add_planes(
-    builder: ir.IRBuilder, sums: list, planes: list[ir.Value], qptr: ir.Value, k: ir.Value
-) -> list:
-    """[A, B] plus block k's products: A over planes 1 and 3 (code * q), B over planes 0 and 2 (4 code * q).
-
-    Per block a lane of A is at most 2 * 2 * 2 * 128 = 1024 in size, of B 4096: two blocks fit int16.
-    """
+def block_q(builder: ir.IRBuilder, qptr: ir.Value, k: ir.Value) -> list[ir.Value]:
+    """The four 32-byte activation vectors of 128-value block k (plane g = values 32 g .. 32 g + 31)."""
     qoff = builder.mul(k, I64(128))
+    return [load32(builder, qptr, builder.add(qoff, I64(32 * g))) for g in range(4)]
+
+
+def add_planes(builder: ir.IRBuilder, sums: list, planes: list[ir.Value], qs: list[ir.Value]) -> list:
+    """[A, B] plus one block's products: A over planes 1 and 3 (code * q), B over planes 0 and 2 (4 code * q),
+    `qs` the block's four activation vectors (plane g against qs[g]).
+
+    Per block a lane of A is within -1024 .. 1016, of B -4096 .. 4064 (GEMV_GROUP says how many fit int16).
+    """
     out = list(sums)
     for g in range(4):
-        part = maddubs(builder, planes[g], load32(builder, qptr, builder.add(qoff, I64(32 * g))))
+        part = maddubs(builder, planes[g], qs[g])
         i = 1 - g % 2
         out[i] = part if out[i] is None else builder.add(out[i], part)
     return out
@@ -112,24 +119,24 @@ def unscale(builder: ir.IRBuilder, sums: list) -> ir.Value:
     return builder.add(sums[0], builder.ashr(sums[1], ir.Constant(V16, [2] * 16)))
 
 
-def block_sum16(builder: ir.IRBuilder, wptr: ir.Value, qptr: ir.Value, ks: list, qk256: bool = False):
-    """<16 x i16> partial sums of code * q over the (one or two) 128-value blocks `ks` of the row at wptr."""
-    if qk256:
-        total = None
-        for k in ks:
-            wbytes = load32(builder, wptr, builder.mul(k, I64(32)))
-            qoff = builder.mul(k, I64(128))
-            for g in range(4):
-                q = load32(builder, qptr, builder.add(qoff, I64(32 * g)))
-                part = maddubs(builder, qk256_codes(builder, wbytes, g), q)
-                total = part if total is None else builder.add(total, part)
-        return total
-    sums = [None, None]
+def rows_sum16(builder: ir.IRBuilder, wptrs: list, qptr: ir.Value, ks: list, qk256: bool = False) -> list:
+    """<16 x i16> partial sums of code * q over the 128-value blocks `ks`, one per row pointer in `wptrs`.
+
+    Block by block, every row before the next block: a block's four activation loads serve all rows and
+    die before the next block's, which keeps the live registers to the rows' int16 sums.
+    """
+    sums = [[None, None] for _ in wptrs]
     for k in ks:
-        sums = add_planes(
-            builder, sums, ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32)))), qptr, k
-        )
-    return unscale(builder, sums)
+        qs = block_q(builder, qptr, k)
+        for row, wptr in enumerate(wptrs):
+            wbytes = load32(builder, wptr, builder.mul(k, I64(32)))
+            if qk256:
+                for g in range(4):
+                    part = maddubs(builder, qk256_codes(builder, wbytes, g), qs[g])
+                    sums[row][0] = part if sums[row][0] is None else builder.add(sums[row][0], part)
+            else:
+                sums[row] = add_planes(builder, sums[row], ternary_planes(builder, wbytes), qs)
+    return [acc[0] if qk256 else unscale(builder, acc) for acc in sums]
 
 
 def _lanes(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, idx: list[int]) -> ir.Value:
@@ -165,26 +172,40 @@ def hsum16_many(builder: ir.IRBuilder, vecs: list[ir.Value]) -> ir.Value:
 
 
 # ---------------------------------------------------------------- ternary rows x one token (GEMV)
+# Blocks summed in int16 before one vpmaddwd widens them. Ternary: per block a lane of the 4x sum is within
+# -4096 .. 4064 (2 planes, 2 products of 8 * q each), so eight blocks stay within -32768 .. 32512, and the
+# code sum (-1024 .. 1016 per block) plus the unscaled 4x sum within +-16384. QK256 (codes up to 4, all four
+# planes in one sum, -4096 .. 4064 per block) fits eight blocks the same way.
+GEMV_GROUP = 8
+
+
 def rows_dot(builder, wptrs, qptr, nb, distance, qk256=False):
     """<8 x i32> partial sums of code * q over whole rows (one per pointer in `wptrs`, nb blocks each).
 
-    Two blocks (one line of each row) per step, summed in int16, widened once; an odd last block apart.
-    The rows of `wptrs` are consecutive rows of one matrix (the prefetch walks their contiguous bytes).
+    GEMV_GROUP blocks (four lines of each row) per step, summed in int16, widened once; the last
+    nb % GEMV_GROUP blocks as groups of 4, 2 and 1. The rows of `wptrs` are consecutive rows of one
+    matrix (the prefetch walks their contiguous bytes).
     """
     zero = ir.Constant(V32, None)
     accs = [cgutils.alloca_once_value(builder, zero) for _ in wptrs]
 
-    def add_blocks(ks):
-        for wptr, acc in zip(wptrs, accs, strict=True):
-            s16 = block_sum16(builder, wptr, qptr, ks, qk256)
+    def add_blocks(k0, count):
+        start = builder.mul(k0, I64(32 * len(wptrs)))
+        emit_prefetch(builder, wptrs[0], distance, start, max(1, 32 * count * len(wptrs) // LINE))
+        ks = [builder.add(k0, I64(i)) for i in range(count)]
+        for s16, acc in zip(rows_sum16(builder, wptrs, qptr, ks, qk256), accs, strict=True):
             builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
 
-    with cgutils.for_range(builder, builder.udiv(nb, I64(2))) as loop:
-        emit_prefetch(builder, wptrs[0], distance, loop.index, len(wptrs))
-        k = builder.mul(loop.index, I64(2))
-        add_blocks([k, builder.add(k, I64(1))])
-    with builder.if_then(builder.icmp_unsigned("!=", builder.urem(nb, I64(2)), I64(0))):
-        add_blocks([builder.sub(nb, I64(1))])
+    steps = builder.udiv(nb, I64(GEMV_GROUP))
+    with cgutils.for_range(builder, steps) as loop:
+        add_blocks(builder.mul(loop.index, I64(GEMV_GROUP)), GEMV_GROUP)
+    done = builder.mul(steps, I64(GEMV_GROUP))
+    rest = builder.sub(nb, done)
+    size = GEMV_GROUP // 2
+    while size:
+        with builder.if_then(builder.icmp_unsigned("!=", builder.and_(rest, I64(size)), I64(0))):
+            add_blocks(builder.add(done, builder.and_(rest, I64(~(2 * size - 1) & (GEMV_GROUP - 1)))), size)
+        size //= 2
     return [builder.load(acc) for acc in accs]
 
 
@@ -208,8 +229,7 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
         for j in js:
             k0 = builder.mul(j, I64(2))
             k1 = builder.add(k0, I64(1))
-            for wptr in wptrs:
-                sums.append(block_sum16(builder, wptr, qptr, [k0, k1]))
+            sums.extend(rows_sum16(builder, wptrs, qptr, [k0, k1]))
         return sums
 
     def add_terms(sums, js):
@@ -245,7 +265,7 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
         pair_steps = builder.udiv(nsum, I64(2))
         pending = [cgutils.alloca_once(builder, V16) for _ in range(2 * n)]
         with cgutils.for_range(builder, pair_steps) as loop:
-            emit_prefetch(builder, wptrs[0], distance, loop.index, n, lines=2)
+            emit_prefetch(builder, wptrs[0], distance, builder.mul(loop.index, I64(2 * LINE * n)), 2 * n)
             sums = int_sums(pair(loop.index))
             with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
                 add_terms([builder.load(x) for x in pending], pair(builder.sub(loop.index, I64(1))))
@@ -255,7 +275,7 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
             add_terms([builder.load(x) for x in pending], pair(builder.sub(pair_steps, I64(1))))
     with cgutils.for_range(builder, builder.sub(nsum, builder.mul(pair_steps, I64(2)))) as loop:
         j = builder.add(builder.mul(pair_steps, I64(2)), loop.index)
-        emit_prefetch(builder, wptrs[0], distance, j, n)
+        emit_prefetch(builder, wptrs[0], distance, builder.mul(j, I64(LINE * n)), n)
         js = [j]
         add_terms(int_sums(js), js)
     return builder.load(facc)
@@ -270,7 +290,9 @@ def i8_rows_dot(builder, rptrs, uptr, qptr, n, distance):
     zero = ir.Constant(V32, None)
     accs = [cgutils.alloca_once_value(builder, zero) for _ in rptrs]
     with cgutils.for_range(builder, builder.udiv(n, I64(LINE))) as loop:
-        emit_prefetch(builder, rptrs[0], distance, loop.index, len(rptrs))
+        emit_prefetch(
+            builder, rptrs[0], distance, builder.mul(loop.index, I64(LINE * len(rptrs))), len(rptrs)
+        )
         for half in range(2):
             off = builder.add(builder.mul(loop.index, I64(LINE)), I64(32 * half))
             u = load32(builder, uptr, off)
@@ -293,7 +315,7 @@ def row_tokens_dot(builder, wptr, qptrs, first, count):
         k = builder.add(first, loop.index)
         planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
         for qptr, acc in zip(qptrs, accs, strict=True):
-            s16 = unscale(builder, add_planes(builder, [None, None], planes, qptr, k))
+            s16 = unscale(builder, add_planes(builder, [None, None], planes, block_q(builder, qptr, k)))
             builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
     return [builder.load(acc) for acc in accs]
 
@@ -303,7 +325,10 @@ def row_tokens_sum16(builder, wptr, qptrs, k0):
     sums = [[None, None] for _ in qptrs]
     for k in (k0, builder.add(k0, I64(1))):
         planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
-        sums = [add_planes(builder, acc, planes, qptr, k) for acc, qptr in zip(sums, qptrs, strict=True)]
+        sums = [
+            add_planes(builder, acc, planes, block_q(builder, qptr, k))
+            for acc, qptr in zip(sums, qptrs, strict=True)
+        ]
     return [unscale(builder, acc) for acc in sums]
 
 
