@@ -315,6 +315,7 @@ def _write_cache(path: Path, store: dict[str, dict]) -> bool:
 PREFETCH_FILE = "prefetch_choice.json"
 # a shorter distance within this fraction of the fastest one wins (noise must not buy a longer one)
 PREFETCH_TOLERANCE = 0.03
+PREFETCH_AGREEMENT = 0.10  # two prefetch measurements whose best GB/s differ more are not cached
 
 
 @dataclass
@@ -350,11 +351,19 @@ def fastest_distance(gbps: Mapping[str, float]) -> int:
     return min(int(d) for d, v in gbps.items() if v >= top * (1 - PREFETCH_TOLERANCE))
 
 
+def _steady(first: Mapping[int, float], second: Mapping[int, float]) -> bool:
+    """Two measurements of the same distances agree: their best GB/s within PREFETCH_AGREEMENT. A slow spell
+    of a shared host during one of them would otherwise pick distances from slowed timings for good."""
+    a, b = max(first.values()), max(second.values())
+    return a > 0 and b > 0 and abs(a / b - 1) <= PREFETCH_AGREEMENT
+
+
 def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:
     """The AVX2 kernels' prefetch distances for this machine, applied to `avx2.SCHEDULE`.
 
-    Measured once per machine key (CPU, flags, numba, threads, kernel source) by `avx2.time_prefetch` and
-    cached beside the family verdicts; later calls in the process return the applied choice.
+    Measured twice per machine key (CPU, flags, numba, threads, kernel source) by `avx2.time_prefetch`, the
+    best of both kept, and cached beside the family verdicts only when the two agree (a disagreement is
+    measured again by the next process); later calls in the process return the applied choice.
     """
     from engine.kernels import avx2
 
@@ -383,10 +392,13 @@ def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoic
     if valid:
         timings = {k: dict(entry[k]) for k in ("matrix", "logits")}
     else:
-        measured = avx2.time_prefetch()
-        timings = {k: {str(d): v for d, v in measured[k].items()} for k in ("matrix", "logits")}
-        store[key] = timings
-        _write_cache(path, store)
+        first, second = avx2.time_prefetch(), avx2.time_prefetch()
+        timings = {
+            k: {str(d): max(first[k][d], second[k][d]) for d in first[k]} for k in ("matrix", "logits")
+        }
+        if all(_steady(first[k], second[k]) for k in ("matrix", "logits")):
+            store[key] = timings
+            _write_cache(path, store)
     return PrefetchChoice(
         matrix=fastest_distance(timings["matrix"]),
         logits=fastest_distance(timings["logits"]),
