@@ -130,12 +130,16 @@ def choose(
     samples: Mapping[tuple[str, int, int], np.ndarray], cache_dir: Path | None = None, retune: bool = False
 ) -> Selection:
     """Time every family on one raw matrix per (flavor, rows, cols), reusing this machine's cached verdicts
-    unless `retune`; verdicts that passed the noise check are cached."""
+    unless `retune` (which also has the AVX2 prefetch distances measured again); verdicts that passed the
+    noise check are cached."""
     start = time.perf_counter()
     path = (cache_dir or default_cache_dir()) / CACHE_FILE
     store = _read_cache(path)
     key_parts = cache_key()
     key = machine_key()
+    if retune:
+        _prefetch.pop(key, None)
+        _retune_prefetch.add(key)
     known = store.get(key, {}) if isinstance(store.get(key), dict) else {}
     sel = Selection(mode="auto", kernels={}, retuned=retune, cache_path=str(path), cache_key=key_parts)
     changed = False
@@ -342,6 +346,7 @@ class PrefetchChoice:
 
 _prefetch: dict[str, PrefetchChoice] = {}  # machine key -> its choice, measured or read in this process
 _applied: list[PrefetchChoice] = []  # the choice in avx2.SCHEDULE now
+_retune_prefetch: set[str] = set()  # machine keys whose distances --retune has measured again next
 
 
 def fastest_distance(gbps: Mapping[str, float]) -> int:
@@ -369,7 +374,8 @@ def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:
 
     key = machine_key()
     if key not in _prefetch:
-        _prefetch[key] = _measure_or_read_prefetch(key, cache_dir)
+        _prefetch[key] = _measure_or_read_prefetch(key, cache_dir, remeasure=key in _retune_prefetch)
+        _retune_prefetch.discard(key)
     choice = _prefetch[key]
     avx2.SCHEDULE[avx2.PF_MATRIX] = choice.matrix
     avx2.SCHEDULE[avx2.PF_LOGITS] = choice.logits
@@ -377,7 +383,7 @@ def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:
     return choice
 
 
-def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoice:
+def _measure_or_read_prefetch(key: str, cache_dir: Path | None, remeasure: bool = False) -> PrefetchChoice:
     from engine.kernels import avx2
 
     start = time.perf_counter()
@@ -385,7 +391,8 @@ def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoic
     store = _read_cache(path)
     entry = store.get(key)
     valid = (
-        isinstance(entry, dict)
+        not remeasure
+        and isinstance(entry, dict)
         and all(isinstance(entry.get(k), dict) and entry[k] for k in ("matrix", "logits"))
         and all(isinstance(v, float) for k in ("matrix", "logits") for v in entry[k].values())
     )

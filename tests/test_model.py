@@ -252,6 +252,31 @@ def test_prefetch_distance_is_measured_cached_and_applied(tmp_path: Path, monkey
 
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
+def test_retune_measures_the_prefetch_distances_again(tmp_path: Path, monkeypatch) -> None:
+    """`--retune` (kernel_choice.choose(retune=True)) also replaces cached prefetch distances: a choice
+    cached from a bad moment must not outlive the user's request to time again."""
+    from engine.kernels import avx2
+
+    answers = [
+        {"matrix": {0: 9.0, 16384: 10.0}, "logits": {0: 9.0, 1024: 10.0}},
+        {"matrix": {0: 9.0, 16384: 10.0}, "logits": {0: 9.0, 1024: 10.0}},
+        {"matrix": {0: 9.0, 4096: 20.0, 16384: 10.0}, "logits": {0: 20.0, 1024: 10.0}},
+        {"matrix": {0: 9.0, 4096: 20.0, 16384: 10.0}, "logits": {0: 20.0, 1024: 10.0}},
+    ]
+    monkeypatch.setattr(avx2, "time_prefetch", lambda: answers.pop(0))
+    monkeypatch.setattr(kernel_choice, "_prefetch", {})
+    monkeypatch.setattr(avx2, "SCHEDULE", np.zeros_like(avx2.SCHEDULE))
+    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).matrix == 16384
+    monkeypatch.setattr(kernel_choice, "_prefetch", {})
+    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).cached  # read back
+    kernel_choice.choose({}, cache_dir=tmp_path, retune=True)
+    again = kernel_choice.prefetch_choice(cache_dir=tmp_path)
+    assert (again.matrix, again.logits, again.cached) == (4096, 0, False) and not answers
+    monkeypatch.setattr(kernel_choice, "_prefetch", {})
+    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).matrix == 4096  # the new one is cached
+
+
+@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
 def test_prefetch_timings_from_a_slow_spell_are_not_cached(tmp_path: Path, monkeypatch) -> None:
     """Two measurements whose best GB/s disagree by more than 10 % (one fell in a slow spell of a shared
     host) give the best of both for this process, and the next process measures again."""

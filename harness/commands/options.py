@@ -43,8 +43,8 @@ RetuneOpt = Annotated[
     bool,
     typer.Option(
         "--retune",
-        help="With --kernel auto: time the kernel families again instead of using this machine's cached "
-        "choice, and cache the new one.",
+        help="With --kernel auto: time the kernel families (and the AVX2 prefetch distances) again instead "
+        "of using this machine's cached choice, and cache the new one.",
     ),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict-loader", help="Accept only exact tensor sizes.")]
