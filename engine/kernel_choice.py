@@ -138,8 +138,7 @@ def choose(
     key_parts = cache_key()
     key = machine_key()
     if retune:
-        _prefetch.pop(key, None)
-        _retune_prefetch.add(key)
+        _forget_prefetch(key, cache_dir)
     known = store.get(key, {}) if isinstance(store.get(key), dict) else {}
     sel = Selection(mode="auto", kernels={}, retuned=retune, cache_path=str(path), cache_key=key_parts)
     changed = False
@@ -346,7 +345,6 @@ class PrefetchChoice:
 
 _prefetch: dict[str, PrefetchChoice] = {}  # machine key -> its choice, measured or read in this process
 _applied: list[PrefetchChoice] = []  # the choice in avx2.SCHEDULE now
-_retune_prefetch: set[str] = set()  # machine keys whose distances --retune has measured again next
 
 
 def fastest_distance(gbps: Mapping[str, float]) -> int:
@@ -374,8 +372,7 @@ def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:
 
     key = machine_key()
     if key not in _prefetch:
-        _prefetch[key] = _measure_or_read_prefetch(key, cache_dir, remeasure=key in _retune_prefetch)
-        _retune_prefetch.discard(key)
+        _prefetch[key] = _measure_or_read_prefetch(key, cache_dir)
     choice = _prefetch[key]
     avx2.SCHEDULE[avx2.PF_MATRIX] = choice.matrix
     avx2.SCHEDULE[avx2.PF_LOGITS] = choice.logits
@@ -383,7 +380,17 @@ def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:
     return choice
 
 
-def _measure_or_read_prefetch(key: str, cache_dir: Path | None, remeasure: bool = False) -> PrefetchChoice:
+def _forget_prefetch(key: str, cache_dir: Path | None) -> None:
+    """Drop this machine key's prefetch distances, in the process and in the cache: the next AVX2 matrix
+    measures them again."""
+    _prefetch.pop(key, None)
+    path = (cache_dir or default_cache_dir()) / PREFETCH_FILE
+    store = _read_cache(path)
+    if store.pop(key, None) is not None:
+        _write_cache(path, store)
+
+
+def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoice:
     from engine.kernels import avx2
 
     start = time.perf_counter()
@@ -391,8 +398,7 @@ def _measure_or_read_prefetch(key: str, cache_dir: Path | None, remeasure: bool 
     store = _read_cache(path)
     entry = store.get(key)
     valid = (
-        not remeasure
-        and isinstance(entry, dict)
+        isinstance(entry, dict)
         and all(isinstance(entry.get(k), dict) and entry[k] for k in ("matrix", "logits"))
         and all(isinstance(v, float) for k in ("matrix", "logits") for v in entry[k].values())
     )

@@ -155,7 +155,8 @@ def noise_reasons(receipt: Mapping[str, Any], *, of_several_runs: bool = False) 
     out = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no reason given"]
     spread = noise.get("sample_reasons")
     if of_several_runs and isinstance(spread, list):
-        out = [r for r in out if r not in set(map(str, spread))]
+        carried = set(map(str, spread))
+        out = [r for r in out if r not in carried]
     return out or None
 
 
