@@ -32,10 +32,13 @@ from engine.kernels.ops import (
     embed_lookup,
     fp32_logits,
     relu2_gate,
+    relu2_gate_tokens,
     residual_add,
     rmsnorm,
+    rmsnorm_tokens,
     rope_neox,
     silu_gate,
+    silu_gate_tokens,
 )
 from engine.loader import ModelFile, load_file
 from engine.pages import advise
@@ -137,13 +140,14 @@ class _Kernels:
     ffn_down: Callable
 
 
-def _kernels(project: Callable, gate_act: Callable, logits: Callable) -> _Kernels:
-    """The table of one kind of pass: `project` runs all seven projections, `gate_act` is the FFN gate."""
+def _kernels(project: Callable, gate_act: Callable, norm: Callable, logits: Callable) -> _Kernels:
+    """The table of one kind of pass: `project` runs all seven projections, `gate_act` is the FFN gate,
+    `norm` the RMSNorm (prefill takes the versions that spread tokens over the threads)."""
     return _Kernels(
         embed=embed_lookup,
         layer=Model._layer,
         logits=logits,
-        rmsnorm=rmsnorm,
+        rmsnorm=norm,
         act_quant_i8=quantize_activations,
         rope_neox=rope_neox,
         attention_gqa=attention_gqa,
@@ -209,11 +213,12 @@ class Model:
         self._logits = np.zeros(cfg.vocab_size, np.float32)  # what prefill and decode return, reused
 
         # the kernels of decode and of prefill
-        gate_act = relu2_gate if cfg.ffn_act == "relu2" else silu_gate
+        relu2 = cfg.ffn_act == "relu2"
         logits = Model._logits_int8 if logits_mode == "int8" else Model._logits_f32
         gemv, gemm = (_gemv, _gemm) if act_quant == "token" else (_Q8KProjection(),) * 2
-        self._decode_ops = _kernels(gemv, gate_act, logits)
-        self._prefill_ops = _kernels(gemm, gate_act, logits)
+        self._decode_ops = _kernels(gemv, relu2_gate if relu2 else silu_gate, rmsnorm, logits)
+        tokens_gate = relu2_gate_tokens if relu2 else silu_gate_tokens
+        self._prefill_ops = _kernels(gemm, tokens_gate, rmsnorm_tokens, logits)
 
     def _logit_bytes(self, weights: Weights) -> int:
         """Bytes of the embedding one logits call reads (the int8 row sums only on the VNNI path)."""

@@ -146,6 +146,25 @@ def test_gates(trace: Trace) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("serial", "spread", "inputs"),
+    [
+        (ops.rmsnorm, ops.rmsnorm_tokens, lambda x, y: (x, np.abs(y[0]), 1e-5)),
+        (ops.relu2_gate, ops.relu2_gate_tokens, lambda x, y: (x, y)),
+        (ops.silu_gate, ops.silu_gate_tokens, lambda x, y: (x, y)),
+    ],
+)
+def test_prefill_versions_spread_tokens_with_the_same_values(serial, spread, inputs) -> None:
+    """Prefill's kernels run the tokens on several threads; every value and count equals token by token."""
+    x, y = _f32(37, 96) * 4, _f32(37, 96)
+    out_serial, out_spread = np.zeros_like(x), np.zeros_like(x)
+    traces = Trace(), Trace()
+    serial(*inputs(x, y), out_serial, traces[0].counts)
+    spread(*inputs(x, y), out_spread, traces[1].counts)
+    np.testing.assert_array_equal(out_spread, out_serial)
+    assert traces[1].snapshot() == traces[0].snapshot()
+
+
 def test_residual_add(trace: Trace) -> None:
     x, y = _f32(2, 16), _f32(2, 16)
     expected = x + y

@@ -72,20 +72,35 @@ def embed_lookup(table, lut, tokens, out, counts):
 
 
 @njit(cache=True)
+def _rmsnorm_token(x, t, weight, eps, out):
+    n = x.shape[1]
+    acc = 0.0
+    for c in range(n):
+        v = np.float64(x[t, c])
+        acc += v * v
+    inv = np.float32(1.0 / math.sqrt(acc / n + eps))
+    for c in range(n):
+        out[t, c] = x[t, c] * inv * weight[c]
+
+
+@njit(cache=True)
 def rmsnorm(x, weight, eps, out, counts):
     """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, sum of squares in float64.
 
-    rows = T, elements = T * n.
+    Token after token: decode's single token opens no parallel region. rows = T, elements = T * n.
     """
     n_tok, n = x.shape
     for t in range(n_tok):
-        acc = 0.0
-        for c in range(n):
-            v = np.float64(x[t, c])
-            acc += v * v
-        inv = np.float32(1.0 / math.sqrt(acc / n + eps))
-        for c in range(n):
-            out[t, c] = x[t, c] * inv * weight[c]
+        _rmsnorm_token(x, t, weight, eps, out)
+    _count(counts, _RMSNORM, n_tok, n_tok * n)
+
+
+@njit(cache=True, parallel=True)
+def rmsnorm_tokens(x, weight, eps, out, counts):
+    """`rmsnorm` with the tokens spread over the threads (prefill); every token's values are the same."""
+    n_tok, n = x.shape
+    for t in prange(n_tok):
+        _rmsnorm_token(x, t, weight, eps, out)
     _count(counts, _RMSNORM, n_tok, n_tok * n)
 
 
@@ -174,14 +189,35 @@ def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts)
 
 
 @njit(cache=True)
+def _relu2_token(gate, up, out, t):
+    for c in range(gate.shape[1]):
+        g = gate[t, c]
+        out[t, c] = g * g * up[t, c] if g > 0 else np.float32(0.0)
+
+
+@njit(cache=True)
 def relu2_gate(gate, up, out, counts):
     """out = relu(gate)^2 * up (bitnet-b1.58 FFN). rows = T, elements = T * ffn."""
     n_tok, n = gate.shape
     for t in range(n_tok):
-        for c in range(n):
-            g = gate[t, c]
-            out[t, c] = g * g * up[t, c] if g > 0 else np.float32(0.0)
+        _relu2_token(gate, up, out, t)
     _count(counts, _RELU2, n_tok, n_tok * n)
+
+
+@njit(cache=True, parallel=True)
+def relu2_gate_tokens(gate, up, out, counts):
+    """`relu2_gate` with the tokens spread over the threads (prefill)."""
+    n_tok, n = gate.shape
+    for t in prange(n_tok):
+        _relu2_token(gate, up, out, t)
+    _count(counts, _RELU2, n_tok, n_tok * n)
+
+
+@njit(cache=True)
+def _silu_token(gate, up, out, t):
+    for c in range(gate.shape[1]):
+        g = gate[t, c]
+        out[t, c] = g / (np.float32(1.0) + np.float32(math.exp(-g))) * up[t, c]
 
 
 @njit(cache=True)
@@ -189,9 +225,16 @@ def silu_gate(gate, up, out, counts):
     """out = silu(gate) * up (bitnet FFN). rows = T, elements = T * ffn."""
     n_tok, n = gate.shape
     for t in range(n_tok):
-        for c in range(n):
-            g = gate[t, c]
-            out[t, c] = g / (np.float32(1.0) + np.float32(math.exp(-g))) * up[t, c]
+        _silu_token(gate, up, out, t)
+    _count(counts, _SILU, n_tok, n_tok * n)
+
+
+@njit(cache=True, parallel=True)
+def silu_gate_tokens(gate, up, out, counts):
+    """`silu_gate` with the tokens spread over the threads (prefill)."""
+    n_tok, n = gate.shape
+    for t in prange(n_tok):
+        _silu_token(gate, up, out, t)
     _count(counts, _SILU, n_tok, n_tok * n)
 
 
