@@ -48,6 +48,9 @@ FORMAT_BITNET32 = "bitnet32"
 FORMAT_TQ2_0 = "tq2_0"
 FORMAT_TQ1_0 = "tq1_0"
 WEIGHT_FORMATS = (FORMAT_I2S, FORMAT_TQ2_0, FORMAT_TQ1_0, FORMAT_QK256, FORMAT_BITNET32)
+# Formats whose tensors run the plain I2_S kernels when every block holding a weight shares one scale
+# (engine.kernels.layouts.prepare_matrix repacks them as I2_S).
+ONE_SCALE_FORMATS = (FORMAT_TQ2_0, FORMAT_TQ1_0)
 
 # The instruction-set paths a kernel can take and the LLVM CPU features each needs ("portable" runs anywhere).
 # engine.kernels.cpu chooses among them; a receipt names the one each kernel took.

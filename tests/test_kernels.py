@@ -103,6 +103,36 @@ def _cases():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("flavor", ["tq2_0", "tq1_0"])
+def test_blocks_under_one_scale_run_as_i2s(flavor, variant):
+    """Every block holding a weight under one scale: the I2_S kernels with that scale; a block under scale 0
+    adds nothing whatever its codes; a second scale keeps the per-block kernels."""
+    rng = np.random.default_rng(7)
+    rows, cols = 37, 768
+    values = rng.integers(-1, 2, size=(rows, cols), dtype=np.int8)
+    scales = np.full((rows, cols // 256), 0.37, np.float16)
+    scales[4, 1] = 0  # nonzero codes under a zero scale
+    live = values.copy()
+    live[4, 256:512] = 0
+    m = prepare_matrix(flavor, FORMATS[flavor].pack(values, scales), rows, cols, variant=variant)
+    assert (m.gemv_id, m.gemm_id, m.flavor) == ("i2s_gemv", "i2s_gemm", flavor)
+    assert m.nbytes_read == rows * cols // 4 + 4
+    q, s = _activations(rng, 9, cols)
+    want = _expected("i2s", live, np.float32(scales[0, 0]), q, s)
+    out = np.full((9, rows), np.nan, np.float32)
+    matmul(m, q, s, out, Trace().counts)
+    np.testing.assert_array_equal(out, want)
+    y = np.full(rows, np.nan, np.float32)
+    matvec(m, np.ascontiguousarray(q[2]), float(s[2]), y, Trace().counts)
+    np.testing.assert_array_equal(y, want[2])
+    scales[7, 2] = 0.5
+    m = prepare_matrix(flavor, FORMATS[flavor].pack(values, scales), rows, cols, variant=variant)
+    assert m.gemv_id == "i2s_blk_gemv"
+    matmul(m, q, s, out, Trace().counts)
+    np.testing.assert_array_equal(out, _expected(flavor, values, scales, q, s))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(("flavor", "kernel", "rows", "cols"), list(_cases()))
 def test_gemv_and_gemm_exact(flavor, kernel, rows, cols, variant):
     rng = np.random.default_rng(rows * 1000 + cols)
@@ -111,12 +141,17 @@ def test_gemv_and_gemm_exact(flavor, kernel, rows, cols, variant):
     m = prepare_matrix(flavor, raw, rows, cols, kernel=kernel, variant=variant)
     assert m.variant == _path(variant, flavor, kernel)
     assert (m.rows, m.cols, m.kernel, m.flavor) == (rows, cols, kernel, flavor)
-    assert m.gemv_id == (GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv")
+    # a TQ2_0 / TQ1_0 tensor of a single block has one scale: it runs as I2_S
+    one_scale = kernel == "i2s" and flavor in ("tq2_0", "tq1_0") and rows * cols == 256
+    assert m.gemv_id == ("i2s_gemv" if one_scale else GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv")
     assert m.gemm_id == m.gemv_id.replace("_gemv", "_gemm")
     trace = Trace()
     for t in (1, 3, 19):  # 19 crosses the tl token chunk of 16
         q, s = _activations(rng, t, cols)
-        want = _expected(flavor, values, scales, q, s)
+        if one_scale:
+            want = _expected("i2s", values, np.float32(np.asarray(scales).reshape(-1)[0]), q, s)
+        else:
+            want = _expected(flavor, values, scales, q, s)
         out = np.full((t, rows), np.nan, dtype=np.float32)
         before = trace.counts.copy()
         matmul(m, q, s, out, trace.counts)

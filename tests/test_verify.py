@@ -791,15 +791,17 @@ def test_a_peer_needs_a_model_llama_cpp_runs():
     assert "bitnet model in tq2_0 or tq1_0" in result.gate("peer").expected
 
 
+@pytest.mark.parametrize("one_scale", [True, False])
 @pytest.mark.parametrize("fmt", ["i2s", "tq2_0", "tq1_0", "bitnet32", "qk256"])
-def test_the_family_kernel_table_is_what_the_engine_prepares(fmt):
-    """harness.receipts.expectations.FAMILY_KERNELS against engine.kernels.prepare_matrix on a real matrix."""
+def test_the_family_kernel_table_is_what_the_engine_prepares(fmt, one_scale):
+    """harness.receipts.expectations.FAMILY_KERNELS / kernel_pairs against engine.kernels.prepare_matrix on
+    a real matrix, its blocks under one scale or under two."""
     import numpy as np
 
     from engine.errors import EngineError
     from engine.formats import FORMATS
     from engine.kernels import KERNELS, prepare_matrix
-    from harness.receipts.expectations import FAMILY_KERNELS
+    from harness.receipts.expectations import FAMILY_KERNELS, ONE_SCALE_KERNELS, kernel_pairs
 
     rows, cols = 8, 256
     values = np.random.default_rng(0).integers(-1, 2, (rows, cols)).astype(np.int8)
@@ -808,6 +810,8 @@ def test_the_family_kernel_table_is_what_the_engine_prepares(fmt):
     scales = {"i2s": np.float32(0.5), "qk256": None}.get(fmt, np.full((rows, cols // 256), 0.5, np.float32))
     if fmt == "bitnet32":
         scales = np.full(rows * cols // 32, 0.5, np.float32)
+    if not one_scale and scales is not None and scales.size > 1:
+        scales.reshape(-1)[1] = 0.25
     raw = FORMATS[fmt].pack(values, scales)
     for family in KERNELS:
         try:
@@ -815,7 +819,10 @@ def test_the_family_kernel_table_is_what_the_engine_prepares(fmt):
         except EngineError:
             assert (family, fmt) not in FAMILY_KERNELS
             continue
-        assert FAMILY_KERNELS[(family, fmt)] == (matrix.gemv_id, matrix.gemm_id)
+        ran = (matrix.gemv_id, matrix.gemm_id)
+        assert ran in kernel_pairs(family, fmt)
+        repacked = family == "i2s" and fmt in ("tq2_0", "tq1_0") and one_scale
+        assert ran == (ONE_SCALE_KERNELS if repacked else FAMILY_KERNELS[(family, fmt)])
 
 
 def _with_probes(medians, buffer_bytes=1 << 30, noisy=None):

@@ -20,7 +20,8 @@ def _random_raw(flavor: str, rows: int, cols: int, rng: np.random.Generator) -> 
     if flavor == "i2s":
         return FORMATS[flavor].pack(values, 0.5)
     nscales = (rows, cols // 256) if flavor in ("tq2_0", "tq1_0") else (-(-rows * cols // 32),)
-    return FORMATS[flavor].pack(values, np.full(nscales, 0.5, np.float16))
+    # scales that differ per block: blocks under one scale would run as I2_S (engine.kernels.layouts)
+    return FORMATS[flavor].pack(values, rng.uniform(0.25, 1.0, nscales).astype(np.float16))
 
 
 def gemv_throughput(
@@ -154,8 +155,8 @@ def eviction_buffer(nbytes: int = _EVICT_BYTES) -> np.ndarray:
     return words
 
 
-# bench-kernels family -> (weight format, kernel): "tq2_0" is the i2s kernel family on TQ2_0 weights (i2s_blk,
-# per-256 scales), the layout `benchmark --vs-llama-cpp` runs
+# bench-kernels family -> (weight format, kernel): "tq2_0" is the i2s kernel family on TQ2_0 weights whose
+# per-256 scales differ (i2s_blk); a TQ2_0 file whose blocks share one scale runs as "i2s"
 MATRIX_FAMILIES = {
     "i2s": ("i2s", "i2s"),
     "tq2_0": ("tq2_0", "i2s"),

@@ -5,9 +5,14 @@ Choices (see ternary.py and lut.py for the kernels):
   and the float32 scale at byte n/4; needs cols % 128 == 0 (so the flattened 128-value blocks never cross a
   row).
   The bytes are scanned once for the never-used code 3, which the exact int16 block sums rule out.
-- TQ2_0 / TQ1_0 + "i2s": unpacked and repacked into the I2_S block order (code = value + 1) with the fp16
-  block scales widened to float32 `[rows, cols/256]`: kernel i2s_blk (exact per-block sums, one float
-  multiply-add per 256 values). Keeping the source byte layouts would cost a decode in the inner loop.
+- TQ2_0 / TQ1_0 + "i2s", every block that holds a nonzero weight under the same nonzero finite scale (what
+  a BitNet b1.58 checkpoint's per-tensor scale gives): repacked as I2_S with that one scale, kernel i2s.
+  Blocks under scale 0 contribute nothing and are packed as zeros. The sum is the same multiple of the
+  scale, rounded once instead of once per 256 values, with fewer bytes and operations per weight.
+- TQ2_0 / TQ1_0 + "i2s", block scales that differ: unpacked and repacked into the I2_S block order
+  (code = value + 1) with the fp16 block scales widened to float32 `[rows, cols/256]`: kernel i2s_blk
+  (exact per-block sums, one float multiply-add per 256 values). Keeping the source byte layouts would
+  cost a decode in the inner loop.
 - BitNet-32 + "i2s": the same with 32-value scales `[rows, cols/32]` (kernel i2s_b32). Blocks run over the
   flattened tensor, so cols % 32 == 0 is required (otherwise a block straddles two rows).
 - QK256 + "i2s": codes repacked into the I2_S block order, rows padded to 128 columns (kernel i2s_qk256).
@@ -22,12 +27,20 @@ numba kernel; scratch arrays come from a per-thread pool, so no call allocates o
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from engine.constants import FORMAT_I2S, FORMAT_QK256, FORMAT_TQ1_0, FORMAT_TQ2_0, WEIGHT_FORMATS
+from engine.constants import (
+    FORMAT_I2S,
+    FORMAT_QK256,
+    FORMAT_TQ1_0,
+    FORMAT_TQ2_0,
+    ONE_SCALE_FORMATS,
+    WEIGHT_FORMATS,
+)
 from engine.errors import EngineError, check_choice
+from engine.formats import i2s as i2s_format
 from engine.kernels import lut, ternary
 from engine.kernels.cpu import schedule_args, select_blk, select_i2s, select_qk256, select_tl
 
@@ -128,6 +141,26 @@ def _ternary_scales(flavor: str, scales: np.ndarray, rows: int, cols: int) -> tu
     return np.ascontiguousarray(scales, np.float32).reshape(rows, cols // 32), 32, False
 
 
+def _one_scale(flavor: str, values: np.ndarray, scales: np.ndarray) -> np.float32 | None:
+    """The scale every 256-value block holding a nonzero weight shares, for TQ2_0 / TQ1_0; None when two
+    differ or it is not finite, or for another format.
+
+    Blocks under scale 0 are zeroed in `values` (they add 0 x their sum either way), so the I2_S copy runs
+    the same model with one scale.
+    """
+    if flavor not in ONE_SCALE_FORMATS:
+        return None
+    rows, cols = values.shape
+    blocks = values.reshape(rows, cols // 256, 256)
+    d = np.asarray(scales, np.float32).reshape(rows, cols // 256)
+    live = blocks.any(axis=2)
+    shared = np.unique(d[live & (d != 0)])
+    if shared.size > 1 or not np.isfinite(shared).all():
+        return None
+    blocks[live & (d == 0)] = 0
+    return shared[0] if shared.size else np.float32(0.0)
+
+
 def _check_i2s_bytes(raw: np.ndarray) -> None:
     if ternary.has_code3(raw):
         raise KernelInputError("i2s: tensor holds 2-bit code 3, which ternary I2_S never uses")
@@ -162,6 +195,10 @@ def prepare_matrix(
     if kernel == "i2s":
         if flavor == FORMAT_QK256:
             return _prepare_qk256(values, rows, cols, variant)
+        scale = _one_scale(flavor, values, scales)
+        if scale is not None:
+            packed = i2s_format.pack(values, scale)
+            return replace(_prepare_i2s_zero_copy(packed, rows, cols, variant), flavor=flavor)
         return _prepare_blocked(flavor, values, scales, rows, cols, variant)
     if flavor == FORMAT_QK256:
         raise KernelInputError(

@@ -33,6 +33,7 @@ from engine.constants import (
     FORMAT_TQ1_0,
     FORMAT_TQ2_0,
     LAYER_MATRICES,
+    ONE_SCALE_FORMATS,
     layer_matrix_shapes,
 )
 
@@ -43,7 +44,8 @@ TERNARY_PREFIXES = ("i2s_", "tl1_", "tl2_")
 PARITY_ONLY = ("act_quant_q8k", "i2s_q8k_gemv")
 # (kernel family, weight format) -> (GEMV id, GEMM id): the kernels engine.kernels.prepare_matrix pairs with a
 # matrix of that format (tests/test_verify.py holds this table against the engine). tl1 / tl2 take any ternary
-# format; QK256 holds {-2, -1, 1, 2}, not ternary values, and runs on its own i2s kernels only.
+# format; QK256 holds {-2, -1, 1, 2}, not ternary values, and runs on its own i2s kernels only. A TQ2_0 /
+# TQ1_0 tensor whose blocks share one scale runs the I2_S pair instead (ONE_SCALE_KERNELS, `kernel_pairs`).
 FAMILY_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
     ("i2s", FORMAT_I2S): ("i2s_gemv", "i2s_gemm"),
     ("i2s", FORMAT_TQ2_0): ("i2s_blk_gemv", "i2s_blk_gemm"),
@@ -56,6 +58,7 @@ FAMILY_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
         for fmt in (FORMAT_I2S, FORMAT_TQ2_0, FORMAT_TQ1_0, FORMAT_BITNET32)
     },
 }
+ONE_SCALE_KERNELS = FAMILY_KERNELS[("i2s", FORMAT_I2S)]
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,19 @@ def family_of(kernel_id: str) -> str:
     return kernel_id.split("_", 1)[0]
 
 
+def kernel_pairs(family: str, fmt: str) -> tuple[tuple[str, str], ...]:
+    """Every (GEMV id, GEMM id) that `family` runs a matrix of weight format `fmt` with."""
+    pair = FAMILY_KERNELS[(family, fmt)]
+    if family == "i2s" and fmt in ONE_SCALE_FORMATS:
+        return (pair, ONE_SCALE_KERNELS)
+    return (pair,)
+
+
 def format_kernels(fmt: str) -> set[str]:
     """Every ternary kernel id that can run a matrix of weight format `fmt`."""
-    return {kid for (_, f), pair in FAMILY_KERNELS.items() if f == fmt for kid in pair}
+    return {
+        kid for (family, f) in FAMILY_KERNELS if f == fmt for pair in kernel_pairs(family, f) for kid in pair
+    }
 
 
 def matrix_shapes(model: Mapping[str, Any]) -> list[tuple[int, int]]:
@@ -192,27 +205,29 @@ def expected_counts(
 def per_kernel_expectations(
     model: Mapping[str, Any], work: Workload, families: Mapping[tuple[int, int], str]
 ) -> list[Expectation]:
-    """Exact counters of each ternary kernel id when the family of every matrix shape is known.
+    """Exact counters of the ternary kernel ids when the family of every matrix shape is known.
 
     The kernel choice is per shape (`kernel_choice.per_shape`), so each layer's seven matrices split between
     the families' ids exactly: a shape's matrices add their rows and MACs to that family's GEMV (decode) and
-    GEMM (prefill) for this model's weight format.
+    GEMM (prefill) for this model's weight format. Where a family has two pairs for the format (one scale
+    per tensor or per block, `kernel_pairs`), the tensors split between them and the pair's ids are held to
+    the totals together.
     """
     n_layers = int(model["n_layers"])
     fmt = str(model["format"])
-    totals: dict[str, list[int]] = {}
+    totals: dict[tuple[str, ...], list[int]] = {}
     for rows, cols in matrix_shapes(model):
-        gemv, gemm = FAMILY_KERNELS[(families[(rows, cols)], fmt)]
-        for kid, forwards, tokens in (
-            (gemv, work.decode_steps, work.decode_steps),
-            (gemm, work.prefill_forwards, work.prefill_tokens),
+        pairs = kernel_pairs(families[(rows, cols)], fmt)
+        for ids, forwards, tokens in (
+            (tuple(p[0] for p in pairs), work.decode_steps, work.decode_steps),
+            (tuple(p[1] for p in pairs), work.prefill_forwards, work.prefill_tokens),
         ):
-            total = totals.setdefault(kid, [0, 0, 0])
+            total = totals.setdefault(ids, [0, 0, 0])
             total[0] += n_layers * forwards
             total[1] += n_layers * rows * tokens
             total[2] += n_layers * rows * cols * tokens
     return [
-        Expectation(kid, (kid,), calls=_exact(c), rows=_exact(r), elements=_exact(e))
-        for kid, (c, r, e) in sorted(totals.items())
+        Expectation("+".join(ids), ids, calls=_exact(c), rows=_exact(r), elements=_exact(e))
+        for ids, (c, r, e) in sorted(totals.items())
         if c > 0
     ]
