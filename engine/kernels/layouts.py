@@ -27,7 +27,7 @@ numba kernel; scratch arrays come from a per-thread pool, so no call allocates o
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,7 +40,6 @@ from engine.constants import (
     WEIGHT_FORMATS,
 )
 from engine.errors import EngineError, check_choice
-from engine.formats import i2s as i2s_format
 from engine.kernels import lut, ternary
 from engine.kernels.cpu import schedule_args, select_blk, select_i2s, select_qk256, select_tl
 
@@ -197,8 +196,8 @@ def prepare_matrix(
             return _prepare_qk256(values, rows, cols, variant)
         scale = _one_scale(flavor, values, scales)
         if scale is not None:
-            packed = i2s_format.pack(values, scale)
-            return replace(_prepare_i2s_zero_copy(packed, rows, cols, variant), flavor=flavor)
+            codes = (values + np.int8(1)).view(np.uint8)
+            return _i2s_matrix(flavor, pack_i2s_order(codes), scale, rows, cols, variant)
         return _prepare_blocked(flavor, values, scales, rows, cols, variant)
     if flavor == FORMAT_QK256:
         raise KernelInputError(
@@ -221,10 +220,16 @@ def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) 
         raise KernelInputError(f"i2s: tensor holds {raw.size} bytes, {rows} x {cols} needs at least {n4 + 4}")
     body = raw[:n4]
     _check_i2s_bytes(body)
-    w = body.reshape(rows, cols // 128, 32)
     scale = np.frombuffer(raw[n4 : n4 + 4].tobytes(), dtype="<f4").astype(np.float32)[0]
     if not np.isfinite(scale):
         raise KernelInputError("i2s: the per-tensor scale is not finite")
+    return _i2s_matrix(FORMAT_I2S, body.reshape(rows, cols // 128, 32), scale, rows, cols, variant)
+
+
+def _i2s_matrix(
+    flavor: str, w: np.ndarray, scale: np.float32, rows: int, cols: int, variant: str
+) -> TernaryMatrix:
+    """The i2s kernels over I2_S blocks `w` [rows, cols/128, 32] (codes 0..2) with one finite scale."""
     nb = cols // 128
     gemv, gemm, variant = select_i2s(variant)
     extra = schedule_args(variant)
@@ -236,8 +241,9 @@ def _prepare_i2s_zero_copy(raw: np.ndarray, rows: int, cols: int, variant: str) 
         qsum = _scratch("qsum", (q.shape[0],), np.int32)
         gemm(w, scale, q.reshape(q.shape[0], nb, 4, 32), s, out, qsum, cols, counts, *extra)
 
+    nbytes = w.nbytes + 4
     return TernaryMatrix(
-        rows, cols, FORMAT_I2S, "i2s", "i2s_gemv", "i2s_gemm", n4 + 4, variant, {"w": w}, run_gemv, run_gemm
+        rows, cols, flavor, "i2s", "i2s_gemv", "i2s_gemm", nbytes, variant, {"w": w}, run_gemv, run_gemm
     )
 
 
