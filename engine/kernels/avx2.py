@@ -31,7 +31,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import Trace
 
 # numba's cache cannot see edits to avx2_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "c88ad083a9f4c9dc0c9c306357d6433228c511062ae29a8d14de14d258a7672d"
+IR_SHA256 = "cbcb4f38d0c5260f1c557757f7cfb00783ff3ab1a007f628183e95171ef4a1c7"
 require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
 
 ROW_TILE = 4

@@ -401,17 +401,37 @@ def tile_blk_tokens(builder, wptr, row_bytes, nrows, qptrs, dptr, nsum, sptr, ss
     `dptr` points at the tile's first row of float32 scales (nsum per row), `sptr` at qsum[0, t0] of an int32
     [nsum, sstride] table (a block's token sums side by side: one load for all tokens). A scale block's two
     int16 sums per token (lanes within -4096 .. 4064) go through one vphaddw tree for all tokens, then the
-    float multiply-add runs per lane in the portable order. K-chunks outermost as in tile_tokens; the rows'
-    float sums (tokens in lanes) wait on the stack.
+    float multiply-add runs per lane in the portable order. The loop over scale blocks is software-pipelined
+    (a step reduces and scales the sums the step before it left) so that the long tail of the reduction
+    overlaps the next multiplies instead of stalling retirement. K-chunks outermost as in tile_tokens; the
+    rows' float sums (tokens in lanes) wait on the stack.
     """
     ntok = len(qptrs)
     fv = ir.VectorType(ir.FloatType(), ntok)
     iv = ir.VectorType(I32, ntok)
     faccs = cgutils.alloca_once(builder, ir.ArrayType(fv, GEMM_ROWS))
     facc = cgutils.alloca_once(builder, fv)
+    pending = [cgutils.alloca_once(builder, V16) for _ in qptrs]
 
     def row_acc(r):
         return builder.gep(faccs, [I32(0), r])
+
+    def add_term(drow, j):
+        """facc += d[j] * (the pending sums of scale block j - qsum[j]), per lane."""
+        vecs = [builder.load(p) for p in pending]
+        if ntok == 1:
+            total = builder.insert_element(
+                ir.Constant(iv, None), hsum(builder, widen(builder, vecs[0])), I32(0)
+            )
+        else:
+            total = hsum16_many(builder, vecs)
+        qs = builder.load(
+            builder.bitcast(builder.gep(sptr, [builder.mul(j, sstride)]), iv.as_pointer()), align=4
+        )
+        dj = builder.insert_element(ir.Constant(fv, None), builder.load(builder.gep(drow, [j])), I32(0))
+        dv = builder.shuffle_vector(dj, dj, ir.Constant(iv, [0] * ntok))
+        term = builder.fmul(dv, builder.sitofp(builder.sub(total, qs), fv))
+        builder.store(builder.fadd(builder.load(facc), term), facc)
 
     with cgutils.for_range(builder, nrows) as row:
         builder.store(ir.Constant(fv, None), row_acc(row.index))
@@ -423,21 +443,11 @@ def tile_blk_tokens(builder, wptr, row_bytes, nrows, qptrs, dptr, nsum, sptr, ss
             with cgutils.for_range(builder, count) as loop:
                 j = builder.add(j0, loop.index)
                 vecs = block_sums(builder, rptr, qptrs, builder.mul(j, I64(2)), I64(2))
-                if ntok == 1:
-                    total = builder.insert_element(
-                        ir.Constant(iv, None), hsum(builder, widen(builder, vecs[0])), I32(0)
-                    )
-                else:
-                    total = hsum16_many(builder, vecs)
-                qs = builder.load(
-                    builder.bitcast(builder.gep(sptr, [builder.mul(j, sstride)]), iv.as_pointer()), align=4
-                )
-                dj = builder.insert_element(
-                    ir.Constant(fv, None), builder.load(builder.gep(drow, [j])), I32(0)
-                )
-                dv = builder.shuffle_vector(dj, dj, ir.Constant(iv, [0] * ntok))
-                term = builder.fmul(dv, builder.sitofp(builder.sub(total, qs), fv))
-                builder.store(builder.fadd(builder.load(facc), term), facc)
+                with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
+                    add_term(drow, builder.sub(j, I64(1)))
+                for slot, v in zip(pending, vecs, strict=True):
+                    builder.store(v, slot)
+            add_term(drow, builder.sub(builder.add(j0, count), I64(1)))
             builder.store(builder.load(facc), row_acc(row.index))
     with cgutils.for_range(builder, nrows) as row:
         sums = builder.load(row_acc(row.index))
