@@ -26,6 +26,7 @@ from engine.constants import LAYER_MATRICES
 from engine.errors import EngineError, check_choice
 from engine.kernels import matmul, matvec, quantize_activations
 from engine.kernels.actquant_blocks import QK_K, matvec_blocks, quantize_blocks
+from engine.kernels.aligned import aligned_zeros
 from engine.kernels.cpu import select_logits
 from engine.kernels.ops import (
     attention_gqa,
@@ -56,14 +57,17 @@ ACT_QUANT_MODES = ("token", "block256")
 
 
 class _Buffers:
-    """Activations of `n` tokens, a row each: decode owns one set (n = 1), prefill one per prompt length."""
+    """Activations of `n` tokens, a row each: decode owns one set (n = 1), prefill one per prompt length.
+
+    The int8 rows the ternary kernels read start on cache lines (aligned_zeros).
+    """
 
     def __init__(self, n: int, hidden: int, kv: int, ffn: int) -> None:
         f32 = np.float32
         self.n = n
         self.x = np.zeros((n, hidden), f32)  # the residual stream
         self.xn = np.zeros((n, hidden), f32)  # RMSNorm of x (or of att): input of the hidden-wide projections
-        self.q_h = np.zeros((n, hidden), np.int8)  # xn in int8, one scale per token: q_h = xn * s_h
+        self.q_h = aligned_zeros((n, hidden), np.int8)  # xn in int8, one scale per token: q_h = xn * s_h
         self.s_h = np.zeros(n, f32)  # those scales
         self.q = np.zeros((n, hidden), f32)  # queries: n_heads * head_dim per token
         self.k = np.zeros((n, kv), f32)  # keys of these tokens: n_kv_heads * head_dim, copied into the cache
@@ -74,7 +78,7 @@ class _Buffers:
         self.up = np.zeros((n, ffn), f32)  # ffn_up output
         self.act = np.zeros((n, ffn), f32)  # act(gate) * up
         self.act_n = np.zeros((n, ffn), f32)  # RMSNorm of act: input of ffn_down
-        self.q_f = np.zeros((n, ffn), np.int8)  # act_n in int8: q_f = act_n * s_f
+        self.q_f = aligned_zeros((n, ffn), np.int8)  # act_n in int8: q_f = act_n * s_f
         self.s_f = np.zeros(n, f32)  # those scales
 
 

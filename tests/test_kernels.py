@@ -8,6 +8,7 @@ import pytest
 from engine.errors import EngineError
 from engine.formats import FORMATS
 from engine.kernels import KernelInputError, matmul, matvec, prepare_matrix, quantize_activations
+from engine.kernels.aligned import LINE, aligned_zeros
 from engine.kernels.cpu import has_avx2, has_permw, has_vnni
 from engine.kernels.lut import CANON3
 from engine.trace import Trace, kid
@@ -327,11 +328,12 @@ def test_real_2b4t_shapes_are_exact(rows, cols):
 
 @pytest.mark.parametrize("flavor", list(SHAPES))
 @pytest.mark.parametrize("fill", [-128, 127])
-@pytest.mark.parametrize("cols", [512, 2048])
+@pytest.mark.parametrize("cols", [512, 2048, 4352])
 def test_extreme_sums_do_not_overflow(flavor, fill, cols):
     """Every weight at its largest code and every activation at an extreme: the int16 block sums' limits
     (row tiles and lone rows, token groups of the GEMMs and lone tokens; 2048 columns fill whole 8-block
-    groups of the AVX2 GEMV, whose int16 sums then reach -32768)."""
+    groups of the AVX2 GEMV and one whole 16-block group of the AVX2 GEMM, whose int16 sums then reach
+    -32768 at q = -128 and 32512 at q = 127)."""
     rows, tokens = 7, 9
     top = 2 if flavor == "qk256" else 1
     values = np.full((rows, cols), top, dtype=np.int8)
@@ -406,3 +408,38 @@ def test_an_edited_ir_emitter_module_fails_the_kernel_import(tmp_path) -> None:
     stand_in.__file__ = str(edited)
     with pytest.raises(ImportError, match="set IR_SHA256 in vnni.py"):
         require_ir_digest(stand_in, vnni.IR_SHA256, "vnni.py")
+
+
+@pytest.mark.parametrize("flavor", ["i2s", "tq2_0", "tq1_0"])
+def test_gemm_row_tiles_and_column_chunks_are_exact(flavor):
+    """Shapes that exercise every part of the AVX2 GEMM's schedule: 37 rows (two whole 16-row tiles and a
+    partial one), 4352 columns (two whole 16-block column chunks and a 2-block one), 19 tokens (two 8-token
+    groups and three lone tokens), extreme activations in some tokens."""
+    rng = np.random.default_rng(37)
+    rows, cols = 37, 4352
+    values, scales = _random_weights(rng, flavor, rows, cols)
+    raw = FORMATS[flavor].pack(values, scales)
+    q, s = _activations(rng, 19, cols)
+    q[4] = 127
+    q[9] = -128
+    q[17] = -128
+    want = _expected(flavor, values, scales, q, s)
+    for variant in ("portable", "auto", "avx2") if has_avx2() else ("portable", "auto"):
+        m = prepare_matrix(flavor, raw, rows, cols, variant=variant)
+        out = np.full((19, rows), np.nan, np.float32)
+        matmul(m, q, s, out, Trace().counts)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_aligned_zeros_start_on_a_cache_line():
+    for shape, dtype in [
+        ((128, 2560), np.int8),
+        ((3, 6912), np.int8),
+        ((5, 7), np.float32),
+        ((1,), np.int32),
+    ]:
+        for _ in range(4):
+            a = aligned_zeros(shape, dtype)
+            assert a.ctypes.data % LINE == 0
+            assert a.shape == shape and a.dtype == dtype and a.flags["C_CONTIGUOUS"] and a.flags["WRITEABLE"]
+            assert not a.any()

@@ -8,9 +8,14 @@ kernel adds to its portable twin's trace row.
 
 - GEMV: ROW_TILE consecutive rows per step share each activation load; eight blocks (four cache lines) of
   each row per step, summed in int16 and widened once (avx2_ir.GEMV_GROUP).
-- GEMM (prefill): one row against GEMM_TOKENS tokens; a block's four bit planes are unpacked once for all.
+- GEMM (prefill): tiles of avx2_ir.GEMM_ROWS rows against GEMM_TOKENS tokens, column chunks outermost in
+  the tile so that a chunk's activations stay in L1; a block's codes are unpacked once (1x) for all tokens,
+  one int16 sum per token over a chunk (avx2_ir.GEMM_GROUP). The tile writes float32(int sum - qsum) (or
+  the TQ float sum) into `out`; the scaling by 1 / s and the tensor scale follows in the kernel.
 - TQ2_0 / TQ1_0 (i2s_blk): each 256-value scale block's exact sums go through one vphaddw tree for the
   rows (GEMV) or tokens (GEMM), then the per-lane float multiply-add in the portable order.
+- The int8 activations should start on a cache line (engine.kernels.aligned): a 32-byte load that splits
+  two lines costs the GEMM about a sixth of its speed.
 - logits: |q| once per token; vpsignb + vpmaddubsw per row (needs emb_q within [-127, 127], which the
   model's int8 embedding copy guarantees; q may hold -128).
 """
@@ -26,7 +31,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import Trace
 
 # numba's cache cannot see edits to avx2_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "5085586fe93581c03b5108fa23583103e868f9f954f74c39d788aa39f9d5ceed"
+IR_SHA256 = "cbcb4f38d0c5260f1c557757f7cfb00783ff3ab1a007f628183e95171ef4a1c7"
 require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
 
 ROW_TILE = 4
@@ -159,70 +164,95 @@ def _i8_rows_dot4(typingctx, e, r0, u, q, plan):
     return ret(e, r0, u, q, plan), codegen
 
 
-def _row_tokens_intrinsic(ntok: int):
-    """int32 sums of code * q of row r against tokens t0 .. t0 + ntok - 1 (q int8[T, nb, 4, 32])."""
-    ret = types.UniTuple(types.int32, ntok)
-
-    def typer(typingctx, w, r, q, t0):
-        ok = _c_array(w, types.uint8, 3) and _c_array(q, types.int8, 4)
-        if not (ok and isinstance(r, types.Integer) and isinstance(t0, types.Integer)):
-            return None
-
-        def codegen(context, builder, sig, args):
-            wary, row, qary, tok = (_arg(context, builder, sig, args, i) for i in range(4))
-            wptr = _row_ptrs(builder, wary, row, 1)[0]
-            nb = builder.extract_value(wary.shape, 1)
-            vecs = avx2_ir.row_tokens_dot(
-                builder, wptr, _row_ptrs(builder, qary, tok, ntok), avx2_ir.I64(0), nb
-            )
-            return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
-
-        return ret(w, r, q, t0), codegen
-
-    return intrinsic(typer)
+def _tile_args(builder, wary, row0, row1, qary, tok, oary, ntok):
+    """(first row's weights, bytes per row, rows, token pointers, out pointer at [t0, r0], out row stride)."""
+    rows = builder.extract_value(oary.shape, 1)
+    return (
+        _row_ptrs(builder, wary, row0, 1)[0],
+        builder.mul(builder.extract_value(wary.shape, 1), avx2_ir.I64(32)),
+        builder.sub(row1, row0),
+        _row_ptrs(builder, qary, tok, ntok),
+        builder.gep(oary.data, [builder.add(builder.mul(tok, rows), row0)]),
+        rows,
+    )
 
 
-_row_tokens8 = _row_tokens_intrinsic(GEMM_TOKENS)
-_row_tokens1 = _row_tokens_intrinsic(1)
+def _tile_tokens_intrinsic(ntok: int):
+    """Rows r0 .. r1 - 1 (at most avx2_ir.GEMM_ROWS) against tokens t0 .. t0 + ntok - 1: writes
+    float32(sum code * q - qsum[t]) to out[t, r] (q int8[T, nb, 4, 32], qsum int32[T], out float32[T, R])."""
 
-
-def _row_blk_tokens_intrinsic(ntok: int):
-    """float32 per token t0 .. t0 + ntok - 1: row r's sum over scale blocks j of d[r, j] (sum_j - qsum).
-
-    qsum is int32 [T, nsum] scratch holding the sums transposed: block j's token sums side by side.
-    """
-    ret = types.UniTuple(types.float32, ntok)
-
-    def typer(typingctx, w, d, r, q, t0, qsum):
+    def typer(typingctx, w, r0, r1, q, t0, qsum, out):
         ok = (
             _c_array(w, types.uint8, 3)
-            and _c_array(d, types.float32, 2)
             and _c_array(q, types.int8, 4)
-            and _c_array(qsum, types.int32, 2)
-            and isinstance(r, types.Integer)
-            and isinstance(t0, types.Integer)
+            and _c_array(qsum, types.int32, 1)
+            and _c_array(out, types.float32, 2)
+            and all(isinstance(x, types.Integer) for x in (r0, r1, t0))
         )
         if not ok:
             return None
 
         def codegen(context, builder, sig, args):
-            wary, dary, row, qary, tok, sumary = (_arg(context, builder, sig, args, i) for i in range(6))
-            nsum = builder.extract_value(dary.shape, 1)
-            wptr = _row_ptrs(builder, wary, row, 1)[0]
-            drow = builder.gep(dary.data, [builder.mul(row, nsum)])
-            stride = builder.extract_value(qary.shape, 0)
-            sptr = builder.gep(sumary.data, [tok])
-            qptrs = _row_ptrs(builder, qary, tok, ntok)
-            acc = avx2_ir.row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum)
-            return _lane_tuple(context, builder, ret, acc, ntok)
+            wary, row0, row1, qary, tok, sumary, oary = (
+                _arg(context, builder, sig, args, i) for i in range(7)
+            )
+            wptr, row_bytes, nrows, qptrs, optr, rows = _tile_args(
+                builder, wary, row0, row1, qary, tok, oary, ntok
+            )
+            nb = builder.extract_value(wary.shape, 1)
+            qsum = [builder.gep(sumary.data, [builder.add(tok, avx2_ir.I64(t))]) for t in range(ntok)]
+            avx2_ir.tile_tokens(builder, wptr, row_bytes, nrows, qptrs, nb, qsum, optr, rows)
+            return context.get_dummy_value()
 
-        return ret(w, d, r, q, t0, qsum), codegen
+        return types.none(w, r0, r1, q, t0, qsum, out), codegen
 
     return intrinsic(typer)
 
 
-_row_blk_tokens8 = _row_blk_tokens_intrinsic(GEMM_TOKENS)
-_row_blk_tokens1 = _row_blk_tokens_intrinsic(1)
+_tile_tokens8 = _tile_tokens_intrinsic(GEMM_TOKENS)
+_tile_tokens1 = _tile_tokens_intrinsic(1)
+
+
+def _tile_blk_tokens_intrinsic(ntok: int):
+    """Rows r0 .. r1 - 1 (at most avx2_ir.GEMM_ROWS) against tokens t0 .. t0 + ntok - 1: writes the sum over
+    scale blocks j of d[r, j] * (sum_j - qsum_j) to out[t, r] (qsum int32 [T, nsum] scratch holding the sums
+    transposed: block j's token sums side by side)."""
+
+    def typer(typingctx, w, d, r0, r1, q, t0, qsum, out):
+        ok = (
+            _c_array(w, types.uint8, 3)
+            and _c_array(d, types.float32, 2)
+            and _c_array(q, types.int8, 4)
+            and _c_array(qsum, types.int32, 2)
+            and _c_array(out, types.float32, 2)
+            and all(isinstance(x, types.Integer) for x in (r0, r1, t0))
+        )
+        if not ok:
+            return None
+
+        def codegen(context, builder, sig, args):
+            wary, dary, row0, row1, qary, tok, sumary, oary = (
+                _arg(context, builder, sig, args, i) for i in range(8)
+            )
+            wptr, row_bytes, nrows, qptrs, optr, rows = _tile_args(
+                builder, wary, row0, row1, qary, tok, oary, ntok
+            )
+            nsum = builder.extract_value(dary.shape, 1)
+            dptr = builder.gep(dary.data, [builder.mul(row0, nsum)])
+            stride = builder.extract_value(qary.shape, 0)
+            sptr = builder.gep(sumary.data, [tok])
+            avx2_ir.tile_blk_tokens(
+                builder, wptr, row_bytes, nrows, qptrs, dptr, nsum, sptr, stride, optr, rows
+            )
+            return context.get_dummy_value()
+
+        return types.none(w, d, r0, r1, q, t0, qsum, out), codegen
+
+    return intrinsic(typer)
+
+
+_tile_blk_tokens8 = _tile_blk_tokens_intrinsic(GEMM_TOKENS)
+_tile_blk_tokens1 = _tile_blk_tokens_intrinsic(1)
 
 
 # ---------------------------------------------------------------- i2s (one scale per tensor)
@@ -244,15 +274,9 @@ def i2s_gemv_avx2(w, scale, q, s, out, cols, counts, plan):
         out[r] = np.float32(_rows_dot1(w, r, q, plan)[0] - sq) / s * scale
 
 
-@njit(cache=True)
-def _store_tokens(out, r, t, sums, ntok, qsum, s, scale):
-    for j in range(ntok):
-        out[t + j, r] = np.float32(sums[j] - qsum[t + j]) / s[t + j] * scale
-
-
 @njit(cache=True, parallel=True)
 def i2s_gemm_avx2(w, scale, q, s, out, qsum, cols, counts, plan):
-    """Same contract and result as ternary.i2s_gemm: a row against GEMM_TOKENS tokens per step."""
+    """Same contract and result as ternary.i2s_gemm: tiles of GEMM_ROWS rows against GEMM_TOKENS tokens."""
     rows = w.shape[0]
     ntok = q.shape[0]
     ternary._count(counts, ternary._I2S_GEMM, rows, cols, ntok)
@@ -260,13 +284,17 @@ def i2s_gemm_avx2(w, scale, q, s, out, qsum, cols, counts, plan):
         qsum[t] = ternary._qsum_total(q[t])
     full = ntok - ntok % GEMM_TOKENS
     for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
-        r1 = min(rows, (c + 1) * ternary.ROW_CHUNK)
+        r0 = c * ternary.ROW_CHUNK
+        r1 = min(rows, r0 + ternary.ROW_CHUNK)
         for t in range(0, full, GEMM_TOKENS):
-            for r in range(c * ternary.ROW_CHUNK, r1):
-                _store_tokens(out, r, t, _row_tokens8(w, r, q, t), GEMM_TOKENS, qsum, s, scale)
+            for r in range(r0, r1, avx2_ir.GEMM_ROWS):
+                _tile_tokens8(w, r, min(r1, r + avx2_ir.GEMM_ROWS), q, t, qsum, out)
         for t in range(full, ntok):
-            for r in range(c * ternary.ROW_CHUNK, r1):
-                _store_tokens(out, r, t, _row_tokens1(w, r, q, t), 1, qsum, s, scale)
+            for r in range(r0, r1, avx2_ir.GEMM_ROWS):
+                _tile_tokens1(w, r, min(r1, r + avx2_ir.GEMM_ROWS), q, t, qsum, out)
+        for t in range(ntok):
+            for r in range(r0, r1):
+                out[t, r] = out[t, r] / s[t] * scale
 
 
 # ---------------------------------------------------------------- i2s_blk (TQ2_0 / TQ1_0: one scale per 256)
@@ -303,12 +331,6 @@ def _qsum_transposed(q, qsum):
             flat[j * ntok + t] = part
 
 
-@njit(cache=True)
-def _store_blk_tokens(out, r, t, sums, ntok, s):
-    for j in range(ntok):
-        out[t + j, r] = sums[j] / s[t + j]
-
-
 @njit(cache=True, parallel=True)
 def i2s_blk_gemm_avx2(w, d, q, s, out, qsum, cols, counts, plan):
     """Same contract and result as ternary.i2s_blk_gemm (qsum scratch [T, cols / 256], filled transposed)."""
@@ -318,13 +340,17 @@ def i2s_blk_gemm_avx2(w, d, q, s, out, qsum, cols, counts, plan):
     _qsum_transposed(q, qsum)
     full = ntok - ntok % GEMM_TOKENS
     for c in prange((rows + ternary.ROW_CHUNK - 1) // ternary.ROW_CHUNK):
-        r1 = min(rows, (c + 1) * ternary.ROW_CHUNK)
+        r0 = c * ternary.ROW_CHUNK
+        r1 = min(rows, r0 + ternary.ROW_CHUNK)
         for t in range(0, full, GEMM_TOKENS):
-            for r in range(c * ternary.ROW_CHUNK, r1):
-                _store_blk_tokens(out, r, t, _row_blk_tokens8(w, d, r, q, t, qsum), GEMM_TOKENS, s)
+            for r in range(r0, r1, avx2_ir.GEMM_ROWS):
+                _tile_blk_tokens8(w, d, r, min(r1, r + avx2_ir.GEMM_ROWS), q, t, qsum, out)
         for t in range(full, ntok):
-            for r in range(c * ternary.ROW_CHUNK, r1):
-                _store_blk_tokens(out, r, t, _row_blk_tokens1(w, d, r, q, t, qsum), 1, s)
+            for r in range(r0, r1, avx2_ir.GEMM_ROWS):
+                _tile_blk_tokens1(w, d, r, min(r1, r + avx2_ir.GEMM_ROWS), q, t, qsum, out)
+        for t in range(ntok):
+            for r in range(r0, r1):
+                out[t, r] = out[t, r] / s[t]
 
 
 # ---------------------------------------------------------------- i2s_qk256 (codes through [-2, -1, 1, 2])

@@ -10,6 +10,10 @@ products into int16 lanes (saturating), `vpmaddwd` against ones adds adjacent in
   tile so that a block's activations are loaded once and the rows' int16 sums stay in registers; the
   TQ2_0 / TQ1_0 kernels add the two blocks of a 256-value scale block. QK256 codes (0, 1, 3, 4 after
   mapping) take the plain shift-and-mask planes (`qk256_codes`).
+- GEMM (several tokens): a block's codes are unpacked once at 1x (three shifts, four masks) for all the
+  tokens of a step, one int16 sum per token (`ternary_codes`, `block_sums`, GEMM_GROUP says how many
+  blocks fit), in tiles of rows whose column chunks keep the activations in L1 (`tile_tokens`,
+  `tile_blk_tokens`).
 - int8 x int8 (logits): `vpsignb` moves the activation's sign onto the embedding byte, so vpmaddubsw takes
   |q| (unsigned, <= 128) times e * sign(q) (|e| <= 127): a pair is at most 2 * 128 * 127 < 2^15.
 The integer sums are exact, so any order gives the portable kernels' values; the float math that follows
@@ -19,6 +23,8 @@ Weight traffic: a step reads one or more 64-byte cache lines of each row of a ti
 requests the lines `distance` bytes further along the tile's contiguous bytes (a runtime value measured
 per host).
 """
+
+from contextlib import contextmanager
 
 from llvmlite import ir
 from numba.core import cgutils
@@ -303,59 +309,147 @@ def i8_rows_dot(builder, rptrs, uptr, qptr, n, distance):
     return [builder.load(acc) for acc in accs]
 
 
-# ---------------------------------------------------------------- one ternary row x several tokens (GEMM)
-def row_tokens_dot(builder, wptr, qptrs, first, count):
-    """<8 x i32> partial sums of code * q of one row against each token's activations in `qptrs`.
+# ---------------------------------------------------------------- ternary row tiles x several tokens (GEMM)
+# The GEMM unpacks a block once for all tokens of a step, so it takes the codes at 1x (three shifts, four
+# masks) and keeps ONE int16 sum per token. Bound: a vpmaddubsw lane is c_a q_a + c_b q_b with codes 0..2
+# and q in -128..127, so -512 .. 508 (never saturates); a block's four planes add four lanes: -2048 .. 2032;
+# GEMM_GROUP = 16 blocks: -32768 .. 32512, exact in int16 whatever the order of the additions (every partial
+# sum adds fewer such terms). One vpmaddwd widens a token's sum once per group.
+GEMM_GROUP = 16
+# Rows per tile: a K-chunk of GEMM_GROUP blocks of the tile's rows (GEMM_ROWS * 512 bytes) shares L1 with the
+# chunk's activations (GEMM_GROUP * 128 bytes per token, 16 KB for 8 tokens).
+GEMM_ROWS = 16
 
-    Blocks first .. first + count - 1; each block's four planes are unpacked once and serve every token.
-    """
-    zero = ir.Constant(V32, None)
-    accs = [cgutils.alloca_once_value(builder, zero) for _ in qptrs]
+
+def ternary_codes(builder: ir.IRBuilder, wbytes: ir.Value) -> list[ir.Value]:
+    """The four bit planes of a ternary block as unsigned codes 0..2: (w >> (6 - 2 g)) & 3."""
+    three = ir.Constant(V8, [3] * 32)
+    shifted = [builder.lshr(wbytes, ir.Constant(V8, [6 - 2 * g] * 32)) for g in range(3)]
+    return [builder.and_(v, three) for v in [*shifted, wbytes]]
+
+
+def block_codes_dot(builder: ir.IRBuilder, codes: list[ir.Value], qptr: ir.Value, k: ir.Value) -> ir.Value:
+    """<16 x i16> lanes of sum code * q over block k (four planes), each within -2048 .. 2032."""
+    parts = [maddubs(builder, c, q) for c, q in zip(codes, block_q(builder, qptr, k), strict=True)]
+    return builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
+
+
+@contextmanager
+def chunks(builder: ir.IRBuilder, n: ir.Value, size: int):
+    """A loop over n items in chunks of `size` (the last one shorter): yields (first item, count)."""
+    step = I64(size)
+    with cgutils.for_range(builder, builder.udiv(builder.add(n, I64(size - 1)), step)) as loop:
+        first = builder.mul(loop.index, step)
+        rest = builder.sub(n, first)
+        yield first, builder.select(builder.icmp_unsigned("<", rest, step), rest, step)
+
+
+def block_sums(builder, wptr, qptrs, k0, count):
+    """<16 x i16> sums of code * q of one row over blocks k0 .. k0 + count - 1, one per token in `qptrs`
+    (count <= GEMM_GROUP): a block's codes are unpacked once and serve every token."""
+    sums = [cgutils.alloca_once(builder, V16) for _ in qptrs]
+    for s in sums:
+        builder.store(ir.Constant(V16, None), s)
     with cgutils.for_range(builder, count) as loop:
-        k = builder.add(first, loop.index)
-        planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
-        for qptr, acc in zip(qptrs, accs, strict=True):
-            s16 = unscale(builder, add_planes(builder, [None, None], planes, block_q(builder, qptr, k)))
-            builder.store(builder.add(builder.load(acc), widen(builder, s16)), acc)
-    return [builder.load(acc) for acc in accs]
+        k = builder.add(k0, loop.index)
+        codes = ternary_codes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
+        for qptr, s in zip(qptrs, sums, strict=True):
+            builder.store(builder.add(builder.load(s), block_codes_dot(builder, codes, qptr, k)), s)
+    return [builder.load(s) for s in sums]
 
 
-def row_tokens_sum16(builder, wptr, qptrs, k0):
-    """<16 x i16> partial sums of code * q over blocks k0 and k0 + 1 of one row, per token in `qptrs`."""
-    sums = [[None, None] for _ in qptrs]
-    for k in (k0, builder.add(k0, I64(1))):
-        planes = ternary_planes(builder, load32(builder, wptr, builder.mul(k, I64(32))))
-        sums = [
-            add_planes(builder, acc, planes, block_q(builder, qptr, k))
-            for acc, qptr in zip(sums, qptrs, strict=True)
-        ]
-    return [unscale(builder, acc) for acc in sums]
+def _store_lanes(builder, values, optr, ostride, row):
+    """values[t] (float) to optr[t * ostride + row]."""
+    for t, v in enumerate(values):
+        builder.store(v, builder.gep(optr, [builder.add(builder.mul(ostride, I64(t)), row)]))
 
 
-def row_blk_tokens(builder, wptr, drow, qptrs, sptr, stride, nsum):
-    """<T x float>: one row's sum over scale blocks j of d[j] * (int sum_j - qsum[j, t]) for T tokens.
+def tile_tokens(builder, wptr, row_bytes, nrows, qptrs, nb, qsum, optr, ostride):
+    """Rows 0 .. nrows - 1 (nrows <= GEMM_ROWS, `row_bytes` apart from `wptr`) against the tokens of `qptrs`:
+    float32(sum code * q - qsum[t]) of row r, token t to optr[t * ostride + r] (`qsum` pointers per token).
 
-    `sptr` points at qsum[0, t0] of an int32 [nsum, stride] table (a block's token sums side by side), so
-    eight tokens' sums are one load; the float math runs per lane in the portable order.
+    K-chunks of GEMM_GROUP blocks outermost: a chunk's activations stay in L1 while every row of the tile
+    passes over them, however long the rows; the rows' int32 sums per token wait on the stack.
     """
-    n = len(qptrs)
-    fv = ir.VectorType(ir.FloatType(), n)
-    iv = ir.VectorType(I32, n)
-    facc = cgutils.alloca_once_value(builder, ir.Constant(fv, None))
-    with cgutils.for_range(builder, nsum) as loop:
-        j = loop.index
-        vecs = row_tokens_sum16(builder, wptr, qptrs, builder.mul(j, I64(2)))
-        if n == 1:
+    ntok = len(qptrs)
+    accs = cgutils.alloca_once(builder, ir.ArrayType(V32, GEMM_ROWS * ntok))
+
+    def acc(r, t):
+        return builder.gep(accs, [I32(0), builder.add(builder.mul(r, I64(ntok)), I64(t))])
+
+    with cgutils.for_range(builder, nrows) as row:
+        for t in range(ntok):
+            builder.store(ir.Constant(V32, None), acc(row.index, t))
+    with chunks(builder, nb, GEMM_GROUP) as (k0, count):
+        with cgutils.for_range(builder, nrows) as row:
+            rptr = builder.gep(wptr, [builder.mul(row.index, row_bytes)])
+            for t, s16 in enumerate(block_sums(builder, rptr, qptrs, k0, count)):
+                slot = acc(row.index, t)
+                builder.store(builder.add(builder.load(slot), widen(builder, s16)), slot)
+    with cgutils.for_range(builder, nrows) as row:
+        totals = [
+            builder.sub(hsum(builder, builder.load(acc(row.index, t))), builder.load(qsum[t]))
+            for t in range(ntok)
+        ]
+        _store_lanes(builder, [builder.sitofp(x, ir.FloatType()) for x in totals], optr, ostride, row.index)
+
+
+def tile_blk_tokens(builder, wptr, row_bytes, nrows, qptrs, dptr, nsum, sptr, sstride, optr, ostride):
+    """Rows 0 .. nrows - 1 (as tile_tokens) of a TQ2_0 / TQ1_0 matrix: per row r and token t the sum over
+    the 256-value scale blocks j of d[r, j] * (int sum_j - qsum[j, t]), in j order, to optr[t * ostride + r].
+
+    `dptr` points at the tile's first row of float32 scales (nsum per row), `sptr` at qsum[0, t0] of an int32
+    [nsum, sstride] table (a block's token sums side by side: one load for all tokens). A scale block's two
+    int16 sums per token (lanes within -4096 .. 4064) go through one vphaddw tree for all tokens, then the
+    float multiply-add runs per lane in the portable order. The loop over scale blocks is software-pipelined
+    (a step reduces and scales the sums the step before it left) so that the long tail of the reduction
+    overlaps the next multiplies instead of stalling retirement. K-chunks outermost as in tile_tokens; the
+    rows' float sums (tokens in lanes) wait on the stack.
+    """
+    ntok = len(qptrs)
+    fv = ir.VectorType(ir.FloatType(), ntok)
+    iv = ir.VectorType(I32, ntok)
+    faccs = cgutils.alloca_once(builder, ir.ArrayType(fv, GEMM_ROWS))
+    facc = cgutils.alloca_once(builder, fv)
+    pending = [cgutils.alloca_once(builder, V16) for _ in qptrs]
+
+    def row_acc(r):
+        return builder.gep(faccs, [I32(0), r])
+
+    def add_term(drow, j):
+        """facc += d[j] * (the pending sums of scale block j - qsum[j]), per lane."""
+        vecs = [builder.load(p) for p in pending]
+        if ntok == 1:
             total = builder.insert_element(
                 ir.Constant(iv, None), hsum(builder, widen(builder, vecs[0])), I32(0)
             )
         else:
             total = hsum16_many(builder, vecs)
         qs = builder.load(
-            builder.bitcast(builder.gep(sptr, [builder.mul(j, stride)]), iv.as_pointer()), align=4
+            builder.bitcast(builder.gep(sptr, [builder.mul(j, sstride)]), iv.as_pointer()), align=4
         )
         dj = builder.insert_element(ir.Constant(fv, None), builder.load(builder.gep(drow, [j])), I32(0))
-        dv = builder.shuffle_vector(dj, dj, ir.Constant(ir.VectorType(I32, n), [0] * n))
+        dv = builder.shuffle_vector(dj, dj, ir.Constant(iv, [0] * ntok))
         term = builder.fmul(dv, builder.sitofp(builder.sub(total, qs), fv))
         builder.store(builder.fadd(builder.load(facc), term), facc)
-    return builder.load(facc)
+
+    with cgutils.for_range(builder, nrows) as row:
+        builder.store(ir.Constant(fv, None), row_acc(row.index))
+    with chunks(builder, nsum, GEMM_GROUP // 2) as (j0, count):
+        with cgutils.for_range(builder, nrows) as row:
+            rptr = builder.gep(wptr, [builder.mul(row.index, row_bytes)])
+            drow = builder.gep(dptr, [builder.mul(row.index, nsum)])
+            builder.store(builder.load(row_acc(row.index)), facc)
+            with cgutils.for_range(builder, count) as loop:
+                j = builder.add(j0, loop.index)
+                vecs = block_sums(builder, rptr, qptrs, builder.mul(j, I64(2)), I64(2))
+                with builder.if_then(builder.icmp_unsigned("!=", loop.index, I64(0)), likely=True):
+                    add_term(drow, builder.sub(j, I64(1)))
+                for slot, v in zip(pending, vecs, strict=True):
+                    builder.store(v, slot)
+            add_term(drow, builder.sub(builder.add(j0, count), I64(1)))
+            builder.store(builder.load(facc), row_acc(row.index))
+    with cgutils.for_range(builder, nrows) as row:
+        sums = builder.load(row_acc(row.index))
+        lanes = [builder.extract_element(sums, I32(t)) for t in range(ntok)]
+        _store_lanes(builder, lanes, optr, ostride, row.index)
