@@ -144,7 +144,8 @@ def test_gemv_and_gemm_exact(flavor, kernel, rows, cols, variant):
     assert (m.rows, m.cols, m.kernel, m.flavor) == (rows, cols, kernel, flavor)
     # a TQ2_0 / TQ1_0 tensor of a single block has one scale: it runs as I2_S
     one_scale = kernel == "i2s" and flavor in ("tq2_0", "tq1_0") and rows * cols == 256
-    assert m.gemv_id == ("i2s_gemv" if one_scale else GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv")
+    family_id = GEMV_ID[flavor] if kernel == "i2s" else f"{kernel}_gemv"
+    assert m.gemv_id == ("i2s_gemv" if one_scale else family_id)
     assert m.gemm_id == m.gemv_id.replace("_gemv", "_gemm")
     trace = Trace()
     for t in (1, 3, 19):  # 19 crosses the tl token chunk of 16
