@@ -140,24 +140,21 @@ def _ternary_scales(flavor: str, scales: np.ndarray, rows: int, cols: int) -> tu
     return np.ascontiguousarray(scales, np.float32).reshape(rows, cols // 32), 32, False
 
 
-def _one_scale(flavor: str, values: np.ndarray, scales: np.ndarray) -> np.float32 | None:
-    """The scale every 256-value block holding a nonzero weight shares, for TQ2_0 / TQ1_0; None when two
-    differ or it is not finite, or for another format.
-
-    Blocks under scale 0 are zeroed in `values` (they add 0 x their sum either way), so the I2_S copy runs
-    the same model with one scale.
-    """
+def _one_scale(flavor: str, values: np.ndarray, scales: np.ndarray) -> tuple[np.float32, np.ndarray] | None:
+    """For TQ2_0 / TQ1_0: the scale every 256-value block holding a nonzero weight shares, and the values
+    with the blocks under scale 0 zeroed (they add 0 x their sum either way); None when two scales differ or
+    the shared one is not finite, or for another format."""
     if flavor not in ONE_SCALE_FORMATS:
         return None
     rows, cols = values.shape
-    blocks = values.reshape(rows, cols // 256, 256)
+    blocks = np.array(values, np.int8).reshape(rows, cols // 256, 256)
     d = np.asarray(scales, np.float32).reshape(rows, cols // 256)
     live = blocks.any(axis=2)
     shared = np.unique(d[live & (d != 0)])
     if shared.size > 1 or not np.isfinite(shared).all():
         return None
     blocks[live & (d == 0)] = 0
-    return shared[0] if shared.size else np.float32(0.0)
+    return (shared[0] if shared.size else np.float32(0.0)), blocks.reshape(rows, cols)
 
 
 def _check_i2s_bytes(raw: np.ndarray) -> None:
@@ -194,9 +191,10 @@ def prepare_matrix(
     if kernel == "i2s":
         if flavor == FORMAT_QK256:
             return _prepare_qk256(values, rows, cols, variant)
-        scale = _one_scale(flavor, values, scales)
-        if scale is not None:
-            codes = (values + np.int8(1)).view(np.uint8)
+        one = _one_scale(flavor, values, scales)
+        if one is not None:
+            scale, live = one
+            codes = (live + np.int8(1)).view(np.uint8)
             return _i2s_matrix(flavor, pack_i2s_order(codes), scale, rows, cols, variant)
         return _prepare_blocked(flavor, values, scales, rows, cols, variant)
     if flavor == FORMAT_QK256:
