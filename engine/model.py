@@ -218,11 +218,11 @@ class Model:
 
         # the kernels of decode and of prefill
         relu2 = cfg.ffn_act == "relu2"
+        gate, gate_tokens = (relu2_gate, relu2_gate_tokens) if relu2 else (silu_gate, silu_gate_tokens)
         logits = Model._logits_int8 if logits_mode == "int8" else Model._logits_f32
         gemv, gemm = (_gemv, _gemm) if act_quant == "token" else (_Q8KProjection(),) * 2
-        self._decode_ops = _kernels(gemv, relu2_gate if relu2 else silu_gate, rmsnorm, logits)
-        tokens_gate = relu2_gate_tokens if relu2 else silu_gate_tokens
-        self._prefill_ops = _kernels(gemm, tokens_gate, rmsnorm_tokens, logits)
+        self._decode_ops = _kernels(gemv, gate, rmsnorm, logits)
+        self._prefill_ops = _kernels(gemm, gate_tokens, rmsnorm_tokens, logits)
 
     def _logit_bytes(self, weights: Weights) -> int:
         """Bytes of the embedding one logits call reads (the int8 row sums only on the VNNI path)."""

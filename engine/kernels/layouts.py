@@ -147,13 +147,16 @@ def _one_scale(flavor: str, values: np.ndarray, scales: np.ndarray) -> tuple[np.
     if flavor not in ONE_SCALE_FORMATS:
         return None
     rows, cols = values.shape
-    blocks = np.array(values, np.int8).reshape(rows, cols // 256, 256)
+    blocks = values.reshape(rows, cols // 256, 256)
     d = np.asarray(scales, np.float32).reshape(rows, cols // 256)
     live = blocks.any(axis=2)
     shared = np.unique(d[live & (d != 0)])
     if shared.size > 1 or not np.isfinite(shared).all():
         return None
-    blocks[live & (d == 0)] = 0
+    dead = live & (d == 0)
+    if dead.any():  # only then a copy: the caller's values stay as unpacked
+        blocks = blocks.copy()
+        blocks[dead] = 0
     return (shared[0] if shared.size else np.float32(0.0)), blocks.reshape(rows, cols)
 
 
