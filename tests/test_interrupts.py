@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -48,8 +49,24 @@ class _RaisesWhenDropped:
         raise self.exc
 
 
-def test_the_swallowed_interrupt_is_not_reported_but_other_unraisables_are(remembering, capsys) -> None:
-    _RaisesWhenDropped(KeyboardInterrupt())
+class _InterruptedWhenDropped:
+    """Its __del__ is running when SIGINT arrives: the handler's KeyboardInterrupt is raised inside it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # the handler runs here and ends the sleep
+
+
+def test_an_interrupt_dropped_in_a_finalizer_is_delivered_again_at_once(remembering, capsys) -> None:
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _InterruptedWhenDropped()
+        while time.monotonic() - start < 5:  # long work after the finalizer: the interrupt must land in it
+            pass
+    assert time.monotonic() - start < 1
     assert "KeyboardInterrupt" not in capsys.readouterr().err
+
+
+def test_other_unraisables_are_still_reported(remembering, capsys) -> None:
     _RaisesWhenDropped(ValueError("kept"))
     assert "kept" in capsys.readouterr().err

@@ -201,6 +201,20 @@ def bench_env(tmp_path_factory):
     return env, min(seconds)
 
 
+def test_an_interrupted_command_leaves_with_its_exit_handlers_run_and_output_flushed():
+    """The quick exit after Ctrl-C skips only the interpreter's teardown."""
+    script = (
+        "import atexit, sys, harness.entry as entry\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "sys.stdout.write('buffered line\\n')\n"
+        "entry._leave_interrupted()\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130
+    assert proc.stdout == "buffered line\nexit handler ran\n"
+
+
 def test_sigint_during_a_benchmark_stops_within_a_second(tmp_path, bench_env):
     env, full = bench_env
     rng = random.Random(11)
