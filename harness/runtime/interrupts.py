@@ -37,8 +37,8 @@ def _unraisable(report: "sys.UnraisableHookArgs") -> None:
 
 def _deliver_again() -> None:
     """SIGINT once more, a few milliseconds from now, from a helper thread: delivered from here, the handler
-    would run inside this hook and be dropped again. Without it, a dropped interrupt waited for the next
-    `raise_if_swallowed()`: 3 s, once, while numba imported modules to load a cached kernel."""
+    would run inside this hook and be dropped again. Without it, a dropped interrupt waits for the next
+    `raise_if_swallowed()`, seconds away while numba imports modules to load a cached kernel."""
     while True:
         try:
             timer = threading.Timer(_AGAIN_SECONDS, _thread.interrupt_main, args=(signal.SIGINT,))
