@@ -6,7 +6,7 @@ Run from a checkout (PYTHONPATH selects which one, so two trees can be compared 
     python benchmarks/prefill_profile.py --threads 1 --gguf ~/.cache/bitnet-harness/models/<file>.gguf
 
 Each round resets the model and runs the forward pass of `--tokens` prompt tokens with every kernel timed
-(engine.profiling.TimedKernels); prints one JSON record with the median round (by wall time): wall and
+(`Model.prefill` with a profile); prints one JSON record with the median round (by wall time): wall and
 process CPU seconds, tokens per second, and the per-kernel seconds of that round.
 """
 
@@ -18,7 +18,6 @@ import time
 import numpy as np
 
 from engine.model import load_model
-from engine.profiling import TimedKernels
 from engine.synth import ensure_preset_model
 
 
@@ -36,12 +35,10 @@ def main() -> None:
     rounds = []
     for _ in range(args.rounds):
         model.reset()
-        if model._prefill_bufs is None or model._prefill_bufs.n != ids.size:
-            model._prefill_bufs = model._buffers(ids.size)
-        timed = TimedKernels(model._prefill_ops, True)
+        report: dict = {}
         wall, cpu = time.perf_counter(), time.process_time()
-        model._forward(ids, model._prefill_bufs, timed.ops)
-        rounds.append((time.perf_counter() - wall, time.process_time() - cpu, timed.report()))
+        model.prefill(ids, profile=report, by_kernel=True)
+        rounds.append((time.perf_counter() - wall, time.process_time() - cpu, report))
     wall, cpu, report = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
     record = {
         "gguf": path.name,

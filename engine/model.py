@@ -280,16 +280,18 @@ class Model:
         self.trace.reset()
         return seconds
 
-    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+    def prefill(
+        self, tokens: Sequence[int], profile: dict | None = None, by_kernel: bool = False
+    ) -> np.ndarray:
         """Run the prompt through GEMM kernels (one call per matrix for all tokens); logits of the last one.
 
         The tokens are appended at the current position. The returned array is the model's logits buffer,
-        overwritten by the next call.
+        overwritten by the next call. `profile` and `by_kernel` as for `decode`.
         """
         ids = self._check_tokens(tokens)
         if self._prefill_bufs is None or self._prefill_bufs.n != ids.size:
             self._prefill_bufs = self._buffers(ids.size)
-        self._forward(ids, self._prefill_bufs, self._prefill_ops)
+        self._run(ids, self._prefill_bufs, self._prefill_ops, profile, by_kernel)
         return self._logits
 
     def decode(self, token: int, profile: dict | None = None, by_kernel: bool = False) -> np.ndarray:
@@ -304,13 +306,19 @@ class Model:
         if not 0 <= token < self.config.vocab_size:
             raise EngineError(f"token id {token} outside the vocabulary (0..{self.config.vocab_size - 1})")
         self._tok[0] = token
-        if profile is None:
-            self._forward(self._tok, self._dec, self._decode_ops)
-        else:
-            timed = TimedKernels(self._decode_ops, by_kernel)
-            self._forward(self._tok, self._dec, timed.ops)
-            profile.update(timed.report())
+        self._run(self._tok, self._dec, self._decode_ops, profile, by_kernel)
         return self._logits
+
+    def _run(
+        self, ids: np.ndarray, b: _Buffers, ops: _Kernels, profile: dict | None, by_kernel: bool
+    ) -> None:
+        """The forward pass over `ops`, or over its timed copy when a `profile` dict is to be filled."""
+        if profile is None:
+            self._forward(ids, b, ops)
+        else:
+            timed = TimedKernels(ops, by_kernel)
+            self._forward(ids, b, timed.ops)
+            profile.update(timed.report())
 
     def _check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
         ids = np.asarray(tokens, dtype=np.int64).reshape(-1)

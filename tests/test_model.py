@@ -143,6 +143,20 @@ def test_profile_by_kernel_charges_every_layer_step(model) -> None:
     model.trace.reset()
 
 
+def test_a_profiled_prefill_runs_the_same_kernels_and_gives_the_same_logits(model) -> None:
+    runs = []
+    for profile in (None, {}):
+        model.reset()
+        model.trace.reset()
+        logits = model.prefill(PROMPT, profile, by_kernel=True).copy()
+        runs.append((logits, model.trace.snapshot()))
+        if profile is not None:
+            assert len(profile["layers"]) == model.config.n_layers
+            assert set(LAYER_MATRICES) <= set(profile["kernels"])
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    model.trace.reset()
+
+
 def test_reported_numbers(model) -> None:
     cfg = model.config
     assert len(model.kernel_choices) == cfg.n_layers * len(LAYER_MATRICES)
