@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from engine.kernels import matvec, prepare_matrix
+from engine.kernels.aligned import aligned_zeros
 from engine.loader import load_file
 from engine.synth import ensure_preset_model
 from engine.trace import Trace
@@ -24,10 +25,8 @@ HUGE = 2 << 20
 
 def huge_copy(raw: np.ndarray) -> np.ndarray:
     """The bytes in a 2 MB-aligned numpy buffer (numpy asks the kernel for transparent huge pages)."""
-    room = np.empty(raw.size + HUGE, np.uint8)
-    start = (-room.ctypes.data) % HUGE
-    out = room[start : start + raw.size]
-    out[:] = raw
+    out = aligned_zeros((raw.size,), np.uint8, HUGE)
+    out[:] = raw.reshape(-1)
     return out
 
 

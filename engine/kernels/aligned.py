@@ -10,10 +10,10 @@ import numpy as np
 LINE = 64
 
 
-def aligned_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """np.zeros(shape, dtype) whose data starts at a multiple of LINE bytes."""
+def aligned_zeros(shape: tuple[int, ...], dtype: type, align: int = LINE) -> np.ndarray:
+    """np.zeros(shape, dtype) whose data starts at a multiple of `align` bytes (a cache line by default)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.zeros(nbytes + LINE, np.uint8)
-    start = -raw.ctypes.data % LINE
+    raw = np.zeros(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
     return raw[start : start + nbytes].view(dtype).reshape(shape)
