@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from numba import njit
 
 from engine.kernels import avx2, ops, vnni
 from engine.kernels.cpu import has_avx2, has_vnni, select_logits
@@ -129,7 +130,81 @@ def test_attention_block_equals_token_by_token(trace: Trace) -> None:
             step,
             trace.counts,
         )
-        np.testing.assert_allclose(step[0], block[t], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(step[0], block[t])
+
+
+@pytest.mark.parametrize(("head_dim", "n_kv"), [(12, 1), (64, 2), (76, 2), (128, 5)])
+def test_attention_matches_numpy_for_head_sizes_with_tails(trace: Trace, head_dim: int, n_kv: int) -> None:
+    """Head sizes with a 64-value block, a lone 8-value vector and single values; queries whose contexts end
+    inside and at the end of the 8-position steps."""
+    n_heads, ctx, pos0, n_tok = 4 * n_kv, 40, 13, 11
+    k_cache = np.zeros((ctx, n_kv, head_dim), np.float32)
+    v_cache = np.zeros_like(k_cache)
+    k_cache[:pos0], v_cache[:pos0] = _f32(pos0, n_kv, head_dim), _f32(pos0, n_kv, head_dim)
+    q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
+    scores = np.zeros((n_heads, ctx), np.float32)
+    out = np.zeros((n_tok, n_heads * head_dim), np.float32)
+    ops.attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, trace.counts)
+    seen = slice(0, pos0 + n_tok)
+    expected = _attention_numpy(q, k_cache[seen].swapaxes(0, 1), v_cache[seen].swapaxes(0, 1), pos0, n_heads)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@njit
+def _scores_of(q, k_cache, g, n_ctx, scores):
+    return ops._attention_scores(q, 0, 1, k_cache, g, n_ctx, np.float32(0.25), scores)
+
+
+@njit
+def _weighted_sum_of(scores, inv, v_cache, g, n_ctx, out):
+    ops._attention_weighted_sum(scores, 1, inv, v_cache, g, n_ctx, out, 0)
+
+
+def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 a * b + c rounded once (the float64 product is exact; the float64 sum rounds first, which
+    changes the float32 result only at an exact float32 midpoint)."""
+    return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("head_dim", [12, 16, 128])
+def test_attention_scores_sum_in_the_documented_lane_order(head_dim: int) -> None:
+    """Lane l sums d = l, l + 8, ... by FMA, lanes add as ((0+4)+(2+6))+((1+5)+(3+7)), the last head_dim % 8
+    values follow by FMA: the scores equal that order emulated in numpy, bit for bit, for positions inside
+    and after the 8-position steps."""
+    n_kv, ctx, n_ctx = 3, 24, 21
+    q, k_cache = _f32(1, 2 * head_dim), _f32(ctx, n_kv, head_dim)
+    scores = np.zeros((2, ctx), np.float32)
+    best = _scores_of(q, k_cache, 2, n_ctx, scores)
+    qh, keys = q[0, head_dim:], k_cache[:n_ctx, 2]
+    full = head_dim - head_dim % 8
+    lanes = np.zeros((n_ctx, 8), np.float32)
+    for d in range(0, full, 8):
+        lanes = _fma32(np.broadcast_to(qh[d : d + 8], lanes.shape), keys[:, d : d + 8], lanes)
+    half = lanes[:, :4] + lanes[:, 4:]
+    quarter = half[:, :2] + half[:, 2:]
+    dots = quarter[:, 0] + quarter[:, 1]
+    for d in range(full, head_dim):
+        dots = _fma32(np.full(n_ctx, qh[d]), keys[:, d], dots)
+    expected = dots * np.float32(0.25)
+    np.testing.assert_array_equal(scores[1, :n_ctx], expected)
+    assert best == expected.max()
+
+
+@pytest.mark.parametrize("head_dim", [12, 72, 128])
+def test_attention_weighted_sum_adds_positions_in_order(head_dim: int) -> None:
+    """out[d] = fma(p[j] * inv, v[j, d], out[d]) for j = 0, 1, ... from 0: equal, bit for bit, to that
+    order emulated in numpy, for the 64-value blocks, a lone 8-value vector and single values."""
+    n_kv, ctx, n_ctx = 2, 16, 13
+    scores, v_cache = np.abs(_f32(2, ctx)), _f32(ctx, n_kv, head_dim)
+    inv = np.float32(1.0) / scores[1, :n_ctx].sum()
+    out = np.zeros((1, 2 * head_dim), np.float32)
+    _weighted_sum_of(scores, inv, v_cache, 1, n_ctx, out)
+    expected = np.zeros(head_dim, np.float32)
+    for j in range(n_ctx):
+        weight = np.full(head_dim, scores[1, j] * inv)
+        expected = _fma32(weight, v_cache[j, 1], expected)
+    np.testing.assert_array_equal(out[0, head_dim:], expected)
+    assert not out[0, :head_dim].any()  # head 0's columns are untouched
 
 
 def test_gates(trace: Trace) -> None:

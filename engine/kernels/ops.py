@@ -13,9 +13,15 @@ import math
 
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
+from engine.kernels import attention_ir
+from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import CALLS, ELEMENTS, ROWS, kid
+
+# numba's cache cannot see edits to attention_ir.py: this file names the emitters it was built with.
+IR_SHA256 = "496135f0db199a7481301b22af5440bd8df004494eb4a88e8c831073a7c23287"
+require_ir_digest(attention_ir, IR_SHA256, "engine/kernels/ops.py")
 
 _EMBED = kid("embed_lookup")
 _RMSNORM = kid("rmsnorm")
@@ -127,20 +133,57 @@ def rope_neox(x, n_heads, head_dim, pos0, cos_tab, sin_tab, counts):
     _count(counts, _ROPE, n_tok, n_tok * n_heads * head_dim)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _dot(a, b, n):
-    """float32 dot product of a[:n] and b[:n]; reassociation lets LLVM vectorize the sum (16 lanes)."""
-    acc = np.float32(0.0)
-    for i in range(n):
-        acc += a[i] * b[i]
-    return acc
+def _float_array(a, ndim: int) -> bool:
+    return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == ndim and a.layout == "C"
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _axpy(p, x, y, n):
-    """y[:n] += p * x[:n] (vectorized)."""
-    for i in range(n):
-        y[i] += p * x[i]
+def _i64(context, builder, sig, args, i):
+    return context.cast(builder, args[i], sig.args[i], types.int64)
+
+
+@intrinsic
+def _attention_scores(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
+    """scores[h, j] = scale * (q[t, head h] . k_cache[j, g]) for j < n_ctx; returns the largest."""
+    ints = (t, h, g, n_ctx)
+    ok = _float_array(q, 2) and _float_array(k_cache, 3) and _float_array(scores, 2)
+    if not (ok and all(isinstance(i, types.Integer) for i in ints) and scale == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        qa, ka, sa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 7))
+        t, h, g, n_ctx = (_i64(context, builder, sig, args, i) for i in (1, 2, 4, 5))
+        head_dim = builder.extract_value(ka.shape, 2)
+        stride = builder.mul(builder.extract_value(ka.shape, 1), head_dim)
+        qrow = builder.mul(t, builder.extract_value(qa.shape, 1))
+        qptr = builder.gep(qa.data, [builder.add(qrow, builder.mul(h, head_dim))])
+        kptr = builder.gep(ka.data, [builder.mul(g, head_dim)])
+        sptr = builder.gep(sa.data, [builder.mul(h, builder.extract_value(sa.shape, 1))])
+        return attention_ir.scores(builder, qptr, kptr, stride, n_ctx, head_dim, args[6], sptr)
+
+    return types.float32(q, t, h, k_cache, g, n_ctx, scale, scores), codegen
+
+
+@intrinsic
+def _attention_weighted_sum(typingctx, scores, h, inv, v_cache, g, n_ctx, out, t):
+    """out[t, head h] = sum_j (scores[h, j] * inv) * v_cache[j, g] over j < n_ctx (attention_ir)."""
+    ints = (h, g, n_ctx, t)
+    ok = _float_array(scores, 2) and _float_array(v_cache, 3) and _float_array(out, 2)
+    if not (ok and all(isinstance(i, types.Integer) for i in ints) and inv == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        sa, va, oa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 6))
+        h, g, n_ctx, t = (_i64(context, builder, sig, args, i) for i in (1, 4, 5, 7))
+        head_dim = builder.extract_value(va.shape, 2)
+        stride = builder.mul(builder.extract_value(va.shape, 1), head_dim)
+        pptr = builder.gep(sa.data, [builder.mul(h, builder.extract_value(sa.shape, 1))])
+        vptr = builder.gep(va.data, [builder.mul(g, head_dim)])
+        orow = builder.mul(t, builder.extract_value(oa.shape, 1))
+        optr = builder.gep(oa.data, [builder.add(orow, builder.mul(h, head_dim))])
+        attention_ir.weighted_sum(builder, pptr, args[2], vptr, stride, n_ctx, head_dim, optr)
+        return context.get_dummy_value()
+
+    return types.none(scores, h, inv, v_cache, g, n_ctx, out, t), codegen
 
 
 @njit(cache=True, parallel=True)
@@ -149,8 +192,8 @@ def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts)
 
     q: [T, n_heads*head_dim]; k, v: [T, n_kv*head_dim]; caches: [context, n_kv, head_dim]; scores: scratch
     [n_heads, context]; out: [T, n_heads*head_dim]. Query t sees positions 0..pos0+t; softmax in float32 with
-    the max subtracted; scale 1/sqrt(head_dim). Heads run in parallel; the q.k and p.v loops over head_dim
-    are vectorized (float32 sums reassociated into SIMD lanes). rows = T, elements = 2 * n_heads * head_dim *
+    the max subtracted; scale 1/sqrt(head_dim). Heads run in parallel; q.k and the weighted sum of v run in
+    attention_ir's fixed order (the same on every host). rows = T, elements = 2 * n_heads * head_dim *
     sum_t(pos0+t+1) (the multiply-adds of q.k and p.v).
     """
     n_tok = q.shape[0]
@@ -164,26 +207,15 @@ def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts)
     scale = np.float32(1.0 / math.sqrt(head_dim))
     for h in prange(n_heads):
         g = h // group
-        qb = h * head_dim
         for t in range(n_tok):
             n_ctx = pos0 + t + 1
-            qrow = q[t, qb : qb + head_dim]
-            best = -np.inf
-            for j in range(n_ctx):
-                acc = _dot(qrow, k_cache[j, g], head_dim) * scale
-                scores[h, j] = acc
-                if acc > best:
-                    best = acc
+            best = _attention_scores(q, t, h, k_cache, g, n_ctx, scale, scores)
             total = np.float32(0.0)
             for j in range(n_ctx):
-                e = np.float32(math.exp(scores[h, j] - best))
+                e = math.exp(scores[h, j] - best)
                 scores[h, j] = e
                 total += e
-            inv = np.float32(1.0) / total
-            orow = out[t, qb : qb + head_dim]
-            orow[:] = 0.0
-            for j in range(n_ctx):
-                _axpy(scores[h, j] * inv, v_cache[j, g], orow, head_dim)
+            _attention_weighted_sum(scores, h, np.float32(1.0) / total, v_cache, g, n_ctx, out, t)
     attended = n_tok * pos0 + n_tok * (n_tok + 1) // 2
     _count(counts, _ATTN, n_tok, 2 * n_heads * head_dim * attended)
 

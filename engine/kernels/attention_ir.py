@@ -1,0 +1,129 @@
+"""LLVM IR emitters of attention's two float loops (ops.attention_gqa): q.k scores and the weighted sum of v.
+
+Both work on <8 x float> vectors with `llvm.fma`, which LLVM lowers for any x86-64 host (256-bit registers
+under AVX2 and AVX-512 alike), so the order of every sum is the one written here on every host:
+- Scores: lane l of a position's accumulator sums q[d] * k[d] over d = l, l + 8, ... in order (one fused
+  multiply-add each), the eight lanes are added as ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), and
+  the last head_dim % 8 products follow one by one. Eight positions run side by side so that one load of q
+  serves eight rows of k and eight independent chains keep the FMA units busy; a single position (the
+  tail) runs the same arithmetic.
+- Weighted sum: out[d] = fma(w[j], v[j, d], out[d]) for j = 0, 1, ... from 0.0, w[j] = p[j] * inv, the
+  accumulators held in registers for 64 values of d at a time instead of read and written per position.
+"""
+
+from llvmlite import ir
+from numba.core import cgutils
+
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+F32 = ir.FloatType()
+LANES = 8
+VF = ir.VectorType(F32, LANES)
+POSITIONS = 8  # positions whose scores one step computes
+OUT_VECTORS = 8  # accumulators of the weighted sum held in registers at once (64 values of d)
+
+
+def _fma(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+    """a * b + c rounded once (llvm.fma of the operands' type)."""
+    name = "llvm.fma.v8f32" if a.type == VF else "llvm.fma.f32"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(a.type, [a.type] * 3), name)
+    return builder.call(fn, [a, b, c])
+
+
+def _load_vec(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
+    """Eight floats at `base` + `offset` (float pointer, unaligned)."""
+    return builder.load(builder.bitcast(builder.gep(base, [offset]), VF.as_pointer()), align=4)
+
+
+def _splat(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    v = builder.insert_element(ir.Constant(VF, ir.Undefined), x, I32(0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, LANES), [0] * LANES))
+
+
+def _halves(builder: ir.IRBuilder, v: ir.Value, n: int) -> ir.Value:
+    """Lanes 0 .. n/2 - 1 plus lanes n/2 .. n - 1 of an n-lane vector."""
+    mask = ir.VectorType(I32, n // 2)
+    lo = builder.shuffle_vector(v, v, ir.Constant(mask, list(range(n // 2))))
+    hi = builder.shuffle_vector(v, v, ir.Constant(mask, list(range(n // 2, n))))
+    return builder.fadd(lo, hi)
+
+
+def lane_sum(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """float sum of an <8 x float>: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))."""
+    v = _halves(builder, _halves(builder, v, 8), 4)
+    return builder.fadd(builder.extract_element(v, I32(0)), builder.extract_element(v, I32(1)))
+
+
+def _position_dots(builder, qptr, kptr, stride, j0, count: int, head_dim):
+    """Dot products of q with the `count` key rows j0 .. j0 + count - 1 (rows `stride` floats apart)."""
+    nvec = builder.udiv(head_dim, I64(LANES))
+    rows = [builder.gep(kptr, [builder.mul(builder.add(j0, I64(p)), stride)]) for p in range(count)]
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(VF, None)) for _ in range(count)]
+    with cgutils.for_range(builder, nvec) as loop:
+        d = builder.mul(loop.index, I64(LANES))
+        qv = _load_vec(builder, qptr, d)
+        for row, acc in zip(rows, accs, strict=True):
+            builder.store(_fma(builder, qv, _load_vec(builder, row, d), builder.load(acc)), acc)
+    sums = [cgutils.alloca_once_value(builder, lane_sum(builder, builder.load(acc))) for acc in accs]
+    done = builder.mul(nvec, I64(LANES))
+    with cgutils.for_range(builder, builder.sub(head_dim, done)) as loop:
+        d = builder.add(done, loop.index)
+        qd = builder.load(builder.gep(qptr, [d]))
+        for row, total in zip(rows, sums, strict=True):
+            builder.store(_fma(builder, qd, builder.load(builder.gep(row, [d])), builder.load(total)), total)
+    return [builder.load(total) for total in sums]
+
+
+def scores(builder, qptr, kptr, stride, n_ctx, head_dim, scale, sptr) -> ir.Value:
+    """sptr[j] = scale * (q . k_j) for j < n_ctx, k_j at kptr + j * stride; returns the largest score."""
+    best = cgutils.alloca_once_value(builder, ir.Constant(F32, float("-inf")))
+
+    def step(j0, count):
+        for p, dot in enumerate(_position_dots(builder, qptr, kptr, stride, j0, count, head_dim)):
+            value = builder.fmul(dot, scale)
+            builder.store(value, builder.gep(sptr, [builder.add(j0, I64(p))]))
+            old = builder.load(best)
+            builder.store(builder.select(builder.fcmp_ordered(">", value, old), value, old), best)
+
+    blocks = builder.udiv(n_ctx, I64(POSITIONS))
+    with cgutils.for_range(builder, blocks) as loop:
+        step(builder.mul(loop.index, I64(POSITIONS)), POSITIONS)
+    done = builder.mul(blocks, I64(POSITIONS))
+    with cgutils.for_range(builder, builder.sub(n_ctx, done)) as loop:
+        step(builder.add(done, loop.index), 1)
+    return builder.load(best)
+
+
+def _weighted_columns(builder, pptr, inv, vptr, stride, n_ctx, optr, d0, count: int):
+    """out[d0 .. d0 + 8 count) = sum over j of (p[j] * inv) * v_j[...], j in order, one FMA per step."""
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(VF, None)) for _ in range(count)]
+    with cgutils.for_range(builder, n_ctx) as loop:
+        w = _splat(builder, builder.fmul(builder.load(builder.gep(pptr, [loop.index])), inv))
+        row = builder.gep(vptr, [builder.add(builder.mul(loop.index, stride), d0)])
+        for i, acc in enumerate(accs):
+            builder.store(_fma(builder, w, _load_vec(builder, row, I64(LANES * i)), builder.load(acc)), acc)
+    for i, acc in enumerate(accs):
+        ptr = builder.gep(optr, [builder.add(d0, I64(LANES * i))])
+        builder.store(builder.load(acc), builder.bitcast(ptr, VF.as_pointer()), align=4)
+
+
+def weighted_sum(builder, pptr, inv, vptr, stride, n_ctx, head_dim, optr) -> None:
+    """optr[d] = sum_j (pptr[j] * inv) * v_j[d] for d < head_dim, v_j at vptr + j * stride."""
+    args = (builder, pptr, inv, vptr, stride, n_ctx, optr)
+    width = LANES * OUT_VECTORS
+    wide = builder.udiv(head_dim, I64(width))
+    with cgutils.for_range(builder, wide) as loop:
+        _weighted_columns(*args, builder.mul(loop.index, I64(width)), OUT_VECTORS)
+    done = builder.mul(wide, I64(width))
+    narrow = builder.udiv(builder.sub(head_dim, done), I64(LANES))
+    with cgutils.for_range(builder, narrow) as loop:
+        _weighted_columns(*args, builder.add(done, builder.mul(loop.index, I64(LANES))), 1)
+    done = builder.add(done, builder.mul(narrow, I64(LANES)))
+    with cgutils.for_range(builder, builder.sub(head_dim, done)) as column:
+        d = builder.add(done, column.index)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
+        with cgutils.for_range(builder, n_ctx) as loop:
+            w = builder.fmul(builder.load(builder.gep(pptr, [loop.index])), inv)
+            v = builder.load(builder.gep(vptr, [builder.add(builder.mul(loop.index, stride), d)]))
+            builder.store(_fma(builder, w, v, builder.load(acc)), acc)
+        builder.store(builder.load(acc), builder.gep(optr, [d]))
