@@ -190,6 +190,54 @@ def test_attention_scores_sum_in_the_documented_lane_order(head_dim: int) -> Non
     assert best == expected.max()
 
 
+@njit
+def _softmax_of(scores, n_ctx, best, h=0):
+    return ops._attention_softmax(scores, h, n_ctx, best)
+
+
+def test_attention_exp_is_within_one_ulp_and_zero_below_the_normal_range() -> None:
+    """exp(x) for x <= 0 against float64: under 1 ulp wherever the result is a normal float32, 0 below
+    ln(2^-126) and at -inf, exactly 1 at 0, NaN kept."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [-rng.random(200_000) * 90, np.linspace(-88.0, 0.0, 20_001), [-87.33654, -87.3366, -1e-30, -0.0]]
+    ).astype(np.float32)
+    scores = np.concatenate([x, [-np.inf, np.nan]]).astype(np.float32).reshape(1, -1)
+    _softmax_of(scores, scores.shape[1], np.float32(0.0))
+    got, exact = scores[0, : x.size].astype(np.float64), np.exp(x.astype(np.float64))
+    normal = exact >= np.finfo(np.float32).tiny
+    ulps = np.abs(got[normal] - exact[normal]) / np.spacing(exact[normal].astype(np.float32))
+    assert ulps.max() < 1.0
+    assert not got[~normal].any() and (~normal).sum() > 1000
+    assert got[-1] == 1.0 and got[-2] == 1.0
+    assert scores[0, -2] == 0.0 and np.isnan(scores[0, -1])
+
+
+def test_attention_softmax_sums_in_the_documented_lane_order() -> None:
+    """The weights' sum: lane l over j = l, l + 8, ..., the lanes as the scores add theirs, then the last
+    n % 8 in order (float32 adds emulated in numpy, bit for bit, for 20 rows whose weights span 1e-9 .. 1);
+    the weights are exp(s - best) within 1 ulp."""
+    n_ctx, rows = 45, 20
+    scores = (_f32(rows, 48) * 5).astype(np.float32)
+    raw = scores.copy()
+    for h in range(rows):
+        best = np.float32(raw[h, :n_ctx].max())
+        total = _softmax_of(scores, n_ctx, best, h)
+        weights = scores[h, :n_ctx]
+        exact = np.exp((raw[h, :n_ctx] - best).astype(np.float64))  # of the float32 difference
+        assert (np.abs(weights - exact) < np.spacing(exact.astype(np.float32))).all()
+        assert (scores[h, n_ctx:] == raw[h, n_ctx:]).all()  # positions past n_ctx untouched
+        lanes = np.zeros(8, np.float32)
+        for j in range(0, n_ctx - n_ctx % 8, 8):
+            lanes = lanes + weights[j : j + 8]
+        half = lanes[:4] + lanes[4:]
+        quarter = half[:2] + half[2:]
+        expected = quarter[0] + quarter[1]
+        for j in range(n_ctx - n_ctx % 8, n_ctx):
+            expected = expected + weights[j]
+        assert total == expected, h
+
+
 @pytest.mark.parametrize("head_dim", [12, 72, 128])
 def test_attention_weighted_sum_adds_positions_in_order(head_dim: int) -> None:
     """out[d] = fma(p[j] * inv, v[j, d], out[d]) for j = 0, 1, ... from 0: equal, bit for bit, to that

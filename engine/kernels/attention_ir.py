@@ -1,12 +1,15 @@
-"""LLVM IR emitters of attention's two float loops (ops.attention_gqa): q.k scores and the weighted sum of v.
+"""LLVM IR emitters of attention's float loops (ops.attention_gqa): q.k scores, softmax, weighted sum of v.
 
-Both work on <8 x float> vectors with `llvm.fma`, which LLVM lowers for any x86-64 host (256-bit registers
+All work on <8 x float> vectors with `llvm.fma`, which LLVM lowers for any x86-64 host (256-bit registers
 under AVX2 and AVX-512 alike), so the order of every sum is the one written here on every host:
 - Scores: lane l of a position's accumulator sums q[d] * k[d] over d = l, l + 8, ... in order (one fused
   multiply-add each), the eight lanes are added as ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), and
   the last head_dim % 8 products follow one by one. Eight positions run side by side so that one load of q
   serves eight rows of k and eight independent chains keep the FMA units busy; a single position (the
   tail) runs the same arithmetic.
+- Softmax weights: e[j] = exp(s[j] - max) eight at a time by the polynomial of `exp_lanes` (under 1 ulp
+  from the exact value; 0 below -87.3, where float32 turns subnormal), their sum lane by lane over j = l,
+  l + 8, ..., the lanes added as in the scores, then the last n % 8 one by one.
 - Weighted sum: out[d] = fma(w[j], v[j, d], out[d]) for j = 0, 1, ... from 0.0, w[j] = p[j] * inv, the
   accumulators held in registers for 64 values of d at a time instead of read and written per position.
 """
@@ -15,6 +18,7 @@ from llvmlite import ir
 from numba.core import cgutils
 
 I32 = ir.IntType(32)
+VI32 = ir.VectorType(I32, 8)
 I64 = ir.IntType(64)
 F32 = ir.FloatType()
 LANES = 8
@@ -23,11 +27,20 @@ POSITIONS = 8  # positions whose scores one step computes
 OUT_VECTORS = 8  # accumulators of the weighted sum held in registers at once (64 values of d)
 
 
+def _call(builder: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value:
+    """The LLVM intrinsic `name`.v8f32 or `name`.f32, by the type of the first argument."""
+    suffix = "v8f32" if args[0].type == VF else "f32"
+    ftype = ir.FunctionType(args[0].type, [a.type for a in args])
+    return builder.call(cgutils.get_or_insert_function(builder.module, ftype, f"{name}.{suffix}"), args)
+
+
 def _fma(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
-    """a * b + c rounded once (llvm.fma of the operands' type)."""
-    name = "llvm.fma.v8f32" if a.type == VF else "llvm.fma.f32"
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(a.type, [a.type] * 3), name)
-    return builder.call(fn, [a, b, c])
+    """a * b + c rounded once."""
+    return _call(builder, "llvm.fma", [a, b, c])
+
+
+def _vconst(value: float) -> ir.Constant:
+    return ir.Constant(VF, [value] * LANES)
 
 
 def _load_vec(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
@@ -127,3 +140,57 @@ def weighted_sum(builder, pptr, inv, vptr, stride, n_ctx, head_dim, optr) -> Non
             v = builder.load(builder.gep(vptr, [builder.add(builder.mul(loop.index, stride), d)]))
             builder.store(_fma(builder, w, v, builder.load(acc)), acc)
         builder.store(builder.load(acc), builder.gep(optr, [d]))
+
+
+# exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 in two steps (ln 2 = EXP_LN2_HI + EXP_LN2_LO with
+# EXP_LN2_HI exact in 9 bits, so k * EXP_LN2_HI is exact), exp(r) = 1 + r + r^2 P(r) on |r| <= ln 2 / 2
+# (Cephes' single-precision coefficients).
+EXP_LOWEST = -87.33654  # ln(2^-126): below it the result is a float32 subnormal; the lanes return 0
+EXP_LN2_HI = 0.693359375
+EXP_LN2_LO = -2.12194440e-4
+EXP_POLY = (
+    1.9875691500e-4,
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+)
+
+
+def exp_lanes(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """<8 x float> exp(x) for x <= 0 (softmax arguments): under 1 ulp; 0 below EXP_LOWEST; NaN stays NaN."""
+    low = builder.fcmp_ordered("<", x, _vconst(EXP_LOWEST))
+    k = _call(builder, "llvm.rint", [builder.fmul(x, _vconst(1.4426950408889634))])
+    r = _fma(builder, k, _vconst(-EXP_LN2_HI), x)
+    r = _fma(builder, k, _vconst(-EXP_LN2_LO), r)
+    p = _vconst(EXP_POLY[0])
+    for c in EXP_POLY[1:]:
+        p = _fma(builder, p, r, _vconst(c))
+    y = builder.fadd(_fma(builder, p, builder.fmul(r, r), r), _vconst(1.0))
+    kbits = builder.shl(
+        builder.fptosi(builder.select(low, _vconst(0.0), k), VI32), ir.Constant(VI32, [23] * 8)
+    )
+    scaled = builder.bitcast(builder.add(builder.bitcast(y, VI32), kbits), VF)
+    return builder.select(low, ir.Constant(VF, None), scaled)
+
+
+def softmax_weights(builder, sptr, n_ctx, best) -> ir.Value:
+    """sptr[j] = exp(sptr[j] - best) for j < n_ctx; returns their sum (lanes, then the tail in order)."""
+    full = builder.udiv(n_ctx, I64(LANES))
+    acc = cgutils.alloca_once_value(builder, ir.Constant(VF, None))
+    shift = _splat(builder, best)
+    with cgutils.for_range(builder, full) as loop:
+        ptr = builder.bitcast(builder.gep(sptr, [builder.mul(loop.index, I64(LANES))]), VF.as_pointer())
+        e = exp_lanes(builder, builder.fsub(builder.load(ptr, align=4), shift))
+        builder.store(e, ptr, align=4)
+        builder.store(builder.fadd(builder.load(acc), e), acc)
+    total = cgutils.alloca_once_value(builder, lane_sum(builder, builder.load(acc)))
+    done = builder.mul(full, I64(LANES))
+    with cgutils.for_range(builder, builder.sub(n_ctx, done)) as loop:
+        ptr = builder.gep(sptr, [builder.add(done, loop.index)])
+        x = builder.insert_element(ir.Constant(VF, None), builder.fsub(builder.load(ptr), best), I32(0))
+        e = builder.extract_element(exp_lanes(builder, x), I32(0))
+        builder.store(e, ptr)
+        builder.store(builder.fadd(builder.load(total), e), total)
+    return builder.load(total)

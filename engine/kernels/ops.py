@@ -20,7 +20,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import CALLS, ELEMENTS, ROWS, kid
 
 # numba's cache cannot see edits to attention_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "496135f0db199a7481301b22af5440bd8df004494eb4a88e8c831073a7c23287"
+IR_SHA256 = "d0b936571278648d2e389145f35f8873da691257d6bb7b09df6505f6539c07b3"
 require_ir_digest(attention_ir, IR_SHA256, "engine/kernels/ops.py")
 
 _EMBED = kid("embed_lookup")
@@ -164,6 +164,22 @@ def _attention_scores(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
 
 
 @intrinsic
+def _attention_softmax(typingctx, scores, h, n_ctx, best):
+    """scores[h, j] = exp(scores[h, j] - best) for j < n_ctx; returns their sum (attention_ir)."""
+    ok = _float_array(scores, 2) and isinstance(h, types.Integer) and isinstance(n_ctx, types.Integer)
+    if not (ok and best == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        sa = context.make_array(sig.args[0])(context, builder, args[0])
+        h, n_ctx = (_i64(context, builder, sig, args, i) for i in (1, 2))
+        sptr = builder.gep(sa.data, [builder.mul(h, builder.extract_value(sa.shape, 1))])
+        return attention_ir.softmax_weights(builder, sptr, n_ctx, args[3])
+
+    return types.float32(scores, h, n_ctx, best), codegen
+
+
+@intrinsic
 def _attention_weighted_sum(typingctx, scores, h, inv, v_cache, g, n_ctx, out, t):
     """out[t, head h] = sum_j (scores[h, j] * inv) * v_cache[j, g] over j < n_ctx (attention_ir)."""
     ints = (h, g, n_ctx, t)
@@ -210,11 +226,7 @@ def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts)
         for t in range(n_tok):
             n_ctx = pos0 + t + 1
             best = _attention_scores(q, t, h, k_cache, g, n_ctx, scale, scores)
-            total = np.float32(0.0)
-            for j in range(n_ctx):
-                e = math.exp(scores[h, j] - best)
-                scores[h, j] = e
-                total += e
+            total = _attention_softmax(scores, h, n_ctx, best)
             _attention_weighted_sum(scores, h, np.float32(1.0) / total, v_cache, g, n_ctx, out, t)
     attended = n_tok * pos0 + n_tok * (n_tok + 1) // 2
     _count(counts, _ATTN, n_tok, 2 * n_heads * head_dim * attended)
