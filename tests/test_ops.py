@@ -89,8 +89,16 @@ def _attention_numpy(q, keys, values, pos0, n_heads):
     return out
 
 
-def test_attention_block_matches_numpy_and_stores_cache(trace: Trace) -> None:
-    n_heads, n_kv, head_dim, ctx, pos0, n_tok = 4, 2, 8, 12, 3, 4
+@pytest.mark.parametrize(
+    ("n_heads", "n_kv", "head_dim", "pos0", "n_tok"),
+    [(4, 2, 8, 3, 4), (4, 1, 12, 13, 11), (8, 2, 64, 13, 11), (8, 2, 76, 13, 11), (20, 5, 128, 13, 11)],
+)
+def test_attention_block_matches_numpy_and_stores_cache(
+    trace: Trace, n_heads: int, n_kv: int, head_dim: int, pos0: int, n_tok: int
+) -> None:
+    """Head sizes with 64-value blocks, a lone 8-value vector and single values; queries whose contexts end
+    inside and at the end of the 8-position steps."""
+    ctx = pos0 + n_tok + 5
     k_cache = np.zeros((ctx, n_kv, head_dim), np.float32)
     v_cache = np.zeros_like(k_cache)
     k_cache[:pos0], v_cache[:pos0] = _f32(pos0, n_kv, head_dim), _f32(pos0, n_kv, head_dim)
@@ -131,23 +139,6 @@ def test_attention_block_equals_token_by_token(trace: Trace) -> None:
             trace.counts,
         )
         np.testing.assert_array_equal(step[0], block[t])
-
-
-@pytest.mark.parametrize(("head_dim", "n_kv"), [(12, 1), (64, 2), (76, 2), (128, 5)])
-def test_attention_matches_numpy_for_head_sizes_with_tails(trace: Trace, head_dim: int, n_kv: int) -> None:
-    """Head sizes with a 64-value block, a lone 8-value vector and single values; queries whose contexts end
-    inside and at the end of the 8-position steps."""
-    n_heads, ctx, pos0, n_tok = 4 * n_kv, 40, 13, 11
-    k_cache = np.zeros((ctx, n_kv, head_dim), np.float32)
-    v_cache = np.zeros_like(k_cache)
-    k_cache[:pos0], v_cache[:pos0] = _f32(pos0, n_kv, head_dim), _f32(pos0, n_kv, head_dim)
-    q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
-    scores = np.zeros((n_heads, ctx), np.float32)
-    out = np.zeros((n_tok, n_heads * head_dim), np.float32)
-    ops.attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, trace.counts)
-    seen = slice(0, pos0 + n_tok)
-    expected = _attention_numpy(q, k_cache[seen].swapaxes(0, 1), v_cache[seen].swapaxes(0, 1), pos0, n_heads)
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
 @njit

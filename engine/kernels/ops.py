@@ -137,27 +137,39 @@ def _float_array(a, ndim: int) -> bool:
     return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == ndim and a.layout == "C"
 
 
+def _integers(*values) -> bool:
+    return all(isinstance(v, types.Integer) for v in values)
+
+
 def _i64(context, builder, sig, args, i):
     return context.cast(builder, args[i], sig.args[i], types.int64)
+
+
+def _at(builder, ary, row, col):
+    """Pointer to element [row, col] of a C-contiguous 2-D array's data."""
+    return builder.gep(ary.data, [builder.add(builder.mul(row, builder.extract_value(ary.shape, 1)), col)])
+
+
+def _cache_group(builder, cache, g):
+    """(head_dim, floats from one position to the next, pointer to KV head g at position 0) of a cache."""
+    head_dim = builder.extract_value(cache.shape, 2)
+    stride = builder.mul(builder.extract_value(cache.shape, 1), head_dim)
+    return head_dim, stride, builder.gep(cache.data, [builder.mul(g, head_dim)])
 
 
 @intrinsic
 def _attention_scores(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
     """scores[h, j] = scale * (q[t, head h] . k_cache[j, g]) for j < n_ctx; returns the largest."""
-    ints = (t, h, g, n_ctx)
     ok = _float_array(q, 2) and _float_array(k_cache, 3) and _float_array(scores, 2)
-    if not (ok and all(isinstance(i, types.Integer) for i in ints) and scale == types.float32):
+    if not (ok and _integers(t, h, g, n_ctx) and scale == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
         qa, ka, sa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 7))
         t, h, g, n_ctx = (_i64(context, builder, sig, args, i) for i in (1, 2, 4, 5))
-        head_dim = builder.extract_value(ka.shape, 2)
-        stride = builder.mul(builder.extract_value(ka.shape, 1), head_dim)
-        qrow = builder.mul(t, builder.extract_value(qa.shape, 1))
-        qptr = builder.gep(qa.data, [builder.add(qrow, builder.mul(h, head_dim))])
-        kptr = builder.gep(ka.data, [builder.mul(g, head_dim)])
-        sptr = builder.gep(sa.data, [builder.mul(h, builder.extract_value(sa.shape, 1))])
+        head_dim, stride, kptr = _cache_group(builder, ka, g)
+        qptr = _at(builder, qa, t, builder.mul(h, head_dim))
+        sptr = _at(builder, sa, h, attention_ir.I64(0))
         return attention_ir.scores(builder, qptr, kptr, stride, n_ctx, head_dim, args[6], sptr)
 
     return types.float32(q, t, h, k_cache, g, n_ctx, scale, scores), codegen
@@ -165,15 +177,14 @@ def _attention_scores(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
 
 @intrinsic
 def _attention_softmax(typingctx, scores, h, n_ctx, best):
-    """scores[h, j] = exp(scores[h, j] - best) for j < n_ctx; returns their sum (attention_ir)."""
-    ok = _float_array(scores, 2) and isinstance(h, types.Integer) and isinstance(n_ctx, types.Integer)
-    if not (ok and best == types.float32):
+    """scores[h, j] = exp(scores[h, j] - best) for j < n_ctx; returns their sum."""
+    if not (_float_array(scores, 2) and _integers(h, n_ctx) and best == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
         sa = context.make_array(sig.args[0])(context, builder, args[0])
         h, n_ctx = (_i64(context, builder, sig, args, i) for i in (1, 2))
-        sptr = builder.gep(sa.data, [builder.mul(h, builder.extract_value(sa.shape, 1))])
+        sptr = _at(builder, sa, h, attention_ir.I64(0))
         return attention_ir.softmax_weights(builder, sptr, n_ctx, args[3])
 
     return types.float32(scores, h, n_ctx, best), codegen
@@ -181,21 +192,17 @@ def _attention_softmax(typingctx, scores, h, n_ctx, best):
 
 @intrinsic
 def _attention_weighted_sum(typingctx, scores, h, inv, v_cache, g, n_ctx, out, t):
-    """out[t, head h] = sum_j (scores[h, j] * inv) * v_cache[j, g] over j < n_ctx (attention_ir)."""
-    ints = (h, g, n_ctx, t)
+    """out[t, head h] = sum_j (scores[h, j] * inv) * v_cache[j, g] over j < n_ctx."""
     ok = _float_array(scores, 2) and _float_array(v_cache, 3) and _float_array(out, 2)
-    if not (ok and all(isinstance(i, types.Integer) for i in ints) and inv == types.float32):
+    if not (ok and _integers(h, g, n_ctx, t) and inv == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
         sa, va, oa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 6))
         h, g, n_ctx, t = (_i64(context, builder, sig, args, i) for i in (1, 4, 5, 7))
-        head_dim = builder.extract_value(va.shape, 2)
-        stride = builder.mul(builder.extract_value(va.shape, 1), head_dim)
-        pptr = builder.gep(sa.data, [builder.mul(h, builder.extract_value(sa.shape, 1))])
-        vptr = builder.gep(va.data, [builder.mul(g, head_dim)])
-        orow = builder.mul(t, builder.extract_value(oa.shape, 1))
-        optr = builder.gep(oa.data, [builder.add(orow, builder.mul(h, head_dim))])
+        head_dim, stride, vptr = _cache_group(builder, va, g)
+        pptr = _at(builder, sa, h, attention_ir.I64(0))
+        optr = _at(builder, oa, t, builder.mul(h, head_dim))
         attention_ir.weighted_sum(builder, pptr, args[2], vptr, stride, n_ctx, head_dim, optr)
         return context.get_dummy_value()
 
