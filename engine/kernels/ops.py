@@ -215,9 +215,9 @@ def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts)
 
     q: [T, n_heads*head_dim]; k, v: [T, n_kv*head_dim]; caches: [context, n_kv, head_dim]; scores: scratch
     [n_heads, context]; out: [T, n_heads*head_dim]. Query t sees positions 0..pos0+t; softmax in float32 with
-    the max subtracted; scale 1/sqrt(head_dim). Heads run in parallel; q.k and the weighted sum of v run in
-    attention_ir's fixed order (the same on every host). rows = T, elements = 2 * n_heads * head_dim *
-    sum_t(pos0+t+1) (the multiply-adds of q.k and p.v).
+    the max subtracted; scale 1/sqrt(head_dim). Heads run in parallel; q.k, the softmax and the weighted sum
+    of v run as attention_ir emits them, in one order on every host. rows = T, elements = 2 * n_heads *
+    head_dim * sum_t(pos0+t+1) (the multiply-adds of q.k and p.v).
     """
     n_tok = q.shape[0]
     _, n_kv, head_dim = k_cache.shape
