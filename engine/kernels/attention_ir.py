@@ -161,6 +161,7 @@ EXP_POLY = (
 def exp_lanes(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """<8 x float> exp(x) for x <= 0 (softmax arguments): under 1 ulp; 0 below EXP_LOWEST; NaN stays NaN."""
     low = builder.fcmp_ordered("<", x, _vconst(EXP_LOWEST))
+    nan = builder.fcmp_unordered("uno", x, x)
     k = _call(builder, "llvm.rint", [builder.fmul(x, _vconst(1.4426950408889634))])
     r = _fma(builder, k, _vconst(-EXP_LN2_HI), x)
     r = _fma(builder, k, _vconst(-EXP_LN2_LO), r)
@@ -169,7 +170,8 @@ def exp_lanes(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
         p = _fma(builder, p, r, _vconst(c))
     y = builder.fadd(_fma(builder, p, builder.fmul(r, r), r), _vconst(1.0))
     kbits = builder.shl(
-        builder.fptosi(builder.select(low, _vconst(0.0), k), VI32), ir.Constant(VI32, [23] * 8)
+        builder.fptosi(builder.select(builder.or_(low, nan), _vconst(0.0), k), VI32),
+        ir.Constant(VI32, [23] * 8),
     )
     scaled = builder.bitcast(builder.add(builder.bitcast(y, VI32), kbits), VF)
     return builder.select(low, ir.Constant(VF, None), scaled)

@@ -20,7 +20,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import CALLS, ELEMENTS, ROWS, kid
 
 # numba's cache cannot see edits to attention_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "d0b936571278648d2e389145f35f8873da691257d6bb7b09df6505f6539c07b3"
+IR_SHA256 = "90c1d8dcf21b2b565ff8d2d76ae63a8d94c192835056f02dfb7922723da52264"
 require_ir_digest(attention_ir, IR_SHA256, "engine/kernels/ops.py")
 
 _EMBED = kid("embed_lookup")
