@@ -24,7 +24,7 @@ from avx2_gemv_ab import load_emitters  # this folder is on sys.path when the sc
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from engine.kernels import avx2, ternary
+from engine.kernels import avx2, intrinsic_args, ternary
 from engine.trace import Trace
 
 BASE_TOKENS = 8  # tokens per step of the baseline tree's GEMMs
@@ -36,7 +36,7 @@ def tokens_intrinsic(ir, ntok):
 
     def typer(typingctx, w, r, q, t0):
         def codegen(context, builder, sig, args):
-            wary, row, qary, tok = (avx2._arg(context, builder, sig, args, i) for i in range(4))
+            wary, row, qary, tok = (intrinsic_args.arg(context, builder, sig, args, i) for i in range(4))
             wptr = avx2._row_ptrs(builder, wary, row, 1)[0]
             nb = builder.extract_value(wary.shape, 1)
             qptrs = avx2._row_ptrs(builder, qary, tok, ntok)
@@ -54,7 +54,9 @@ def blk_tokens_intrinsic(ir, ntok):
 
     def typer(typingctx, w, d, r, q, t0, qsum):
         def codegen(context, builder, sig, args):
-            wary, dary, row, qary, tok, sumary = (avx2._arg(context, builder, sig, args, i) for i in range(6))
+            wary, dary, row, qary, tok, sumary = (
+                intrinsic_args.arg(context, builder, sig, args, i) for i in range(6)
+            )
             nsum = builder.extract_value(dary.shape, 1)
             wptr = avx2._row_ptrs(builder, wary, row, 1)[0]
             drow = builder.gep(dary.data, [builder.mul(row, nsum)])

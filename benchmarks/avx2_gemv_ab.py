@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from engine.kernels import avx2, avx2_ir
+from engine.kernels import avx2, avx2_ir, intrinsic_args
 
 
 def load_emitters(path: str):
@@ -37,7 +37,7 @@ def rows_intrinsic(emit):
 
     def typer(typingctx, w, r0, q, plan):
         def codegen(context, builder, sig, args):
-            wary, row, qary, plan_ary = (avx2._arg(context, builder, sig, args, i) for i in range(4))
+            wary, row, qary, plan_ary = (intrinsic_args.arg(context, builder, sig, args, i) for i in range(4))
             wptrs = avx2._row_ptrs(builder, wary, row, avx2.ROW_TILE)
             nb = builder.extract_value(wary.shape, 1)
             qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())

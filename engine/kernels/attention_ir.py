@@ -43,9 +43,9 @@ def _vconst(value: float) -> ir.Constant:
     return ir.Constant(VF, [value] * LANES)
 
 
-def _load_vec(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
-    """Eight floats at `base` + `offset` (float pointer, unaligned)."""
-    return builder.load(builder.bitcast(builder.gep(base, [offset]), VF.as_pointer()), align=4)
+def _load(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value, vtype: ir.Type = VF) -> ir.Value:
+    """Eight floats (or one, vtype F32) at `base` + `offset` (float pointer, unaligned)."""
+    return builder.load(builder.bitcast(builder.gep(base, [offset]), vtype.as_pointer()), align=4)
 
 
 def _splat(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -74,9 +74,9 @@ def _position_dots(builder, qptr, kptr, stride, j0, count: int, head_dim):
     accs = [cgutils.alloca_once_value(builder, ir.Constant(VF, None)) for _ in range(count)]
     with cgutils.for_range(builder, nvec) as loop:
         d = builder.mul(loop.index, I64(LANES))
-        qv = _load_vec(builder, qptr, d)
+        qv = _load(builder, qptr, d)
         for row, acc in zip(rows, accs, strict=True):
-            builder.store(_fma(builder, qv, _load_vec(builder, row, d), builder.load(acc)), acc)
+            builder.store(_fma(builder, qv, _load(builder, row, d), builder.load(acc)), acc)
     sums = [cgutils.alloca_once_value(builder, lane_sum(builder, builder.load(acc))) for acc in accs]
     done = builder.mul(nvec, I64(LANES))
     with cgutils.for_range(builder, builder.sub(head_dim, done)) as loop:
@@ -107,39 +107,33 @@ def scores(builder, qptr, kptr, stride, n_ctx, head_dim, scale, sptr) -> ir.Valu
     return builder.load(best)
 
 
-def _weighted_columns(builder, pptr, inv, vptr, stride, n_ctx, optr, d0, count: int):
-    """out[d0 .. d0 + 8 count) = sum over j of (p[j] * inv) * v_j[...], j in order, one FMA per step."""
-    accs = [cgutils.alloca_once_value(builder, ir.Constant(VF, None)) for _ in range(count)]
+def _weighted_columns(builder, pptr, inv, vptr, stride, n_ctx, optr, d0, count: int, lanes: int = LANES):
+    """out[d0 .. d0 + lanes count) = sum over j of (p[j] * inv) * v_j[...], j in order, one FMA per step;
+    `lanes` 8 (vectors) or 1 (single values)."""
+    vtype = VF if lanes == LANES else F32
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(vtype, None)) for _ in range(count)]
     with cgutils.for_range(builder, n_ctx) as loop:
-        w = _splat(builder, builder.fmul(builder.load(builder.gep(pptr, [loop.index])), inv))
+        w = builder.fmul(builder.load(builder.gep(pptr, [loop.index])), inv)
+        w = _splat(builder, w) if lanes == LANES else w
         row = builder.gep(vptr, [builder.add(builder.mul(loop.index, stride), d0)])
         for i, acc in enumerate(accs):
-            builder.store(_fma(builder, w, _load_vec(builder, row, I64(LANES * i)), builder.load(acc)), acc)
+            v = _load(builder, row, I64(lanes * i), vtype)
+            builder.store(_fma(builder, w, v, builder.load(acc)), acc)
     for i, acc in enumerate(accs):
-        ptr = builder.gep(optr, [builder.add(d0, I64(LANES * i))])
-        builder.store(builder.load(acc), builder.bitcast(ptr, VF.as_pointer()), align=4)
+        ptr = builder.gep(optr, [builder.add(d0, I64(lanes * i))])
+        builder.store(builder.load(acc), builder.bitcast(ptr, vtype.as_pointer()), align=4)
 
 
 def weighted_sum(builder, pptr, inv, vptr, stride, n_ctx, head_dim, optr) -> None:
-    """optr[d] = sum_j (pptr[j] * inv) * v_j[d] for d < head_dim, v_j at vptr + j * stride."""
+    """optr[d] = sum_j (pptr[j] * inv) * v_j[d] for d < head_dim, v_j at vptr + j * stride: 64 values of d
+    at a time, then single vectors of 8, then single values."""
     args = (builder, pptr, inv, vptr, stride, n_ctx, optr)
-    width = LANES * OUT_VECTORS
-    wide = builder.udiv(head_dim, I64(width))
-    with cgutils.for_range(builder, wide) as loop:
-        _weighted_columns(*args, builder.mul(loop.index, I64(width)), OUT_VECTORS)
-    done = builder.mul(wide, I64(width))
-    narrow = builder.udiv(builder.sub(head_dim, done), I64(LANES))
-    with cgutils.for_range(builder, narrow) as loop:
-        _weighted_columns(*args, builder.add(done, builder.mul(loop.index, I64(LANES))), 1)
-    done = builder.add(done, builder.mul(narrow, I64(LANES)))
-    with cgutils.for_range(builder, builder.sub(head_dim, done)) as column:
-        d = builder.add(done, column.index)
-        acc = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
-        with cgutils.for_range(builder, n_ctx) as loop:
-            w = builder.fmul(builder.load(builder.gep(pptr, [loop.index])), inv)
-            v = builder.load(builder.gep(vptr, [builder.add(builder.mul(loop.index, stride), d)]))
-            builder.store(_fma(builder, w, v, builder.load(acc)), acc)
-        builder.store(builder.load(acc), builder.gep(optr, [d]))
+    done = I64(0)
+    for width, count, lanes in ((LANES * OUT_VECTORS, OUT_VECTORS, LANES), (LANES, 1, LANES), (1, 1, 1)):
+        steps = builder.udiv(builder.sub(head_dim, done), I64(width))
+        with cgutils.for_range(builder, steps) as loop:
+            _weighted_columns(*args, builder.add(done, builder.mul(loop.index, I64(width))), count, lanes)
+        done = builder.add(done, builder.mul(steps, I64(width)))
 
 
 # exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 in two steps (ln 2 = EXP_LN2_HI + EXP_LN2_LO with

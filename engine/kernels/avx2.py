@@ -27,6 +27,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from engine.kernels import avx2_ir, ops, ternary
+from engine.kernels.intrinsic_args import arg, c_array
 from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import Trace
 
@@ -40,17 +41,6 @@ GEMM_TOKENS = 8
 PF_MATRIX = 0
 PF_LOGITS = 1
 SCHEDULE = np.zeros(2, dtype=np.int64)
-
-
-def _c_array(a, dtype, ndim) -> bool:
-    return isinstance(a, types.Array) and a.dtype == dtype and a.ndim == ndim and a.layout == "C"
-
-
-def _arg(context, builder, sig, args, i):
-    """The i-th intrinsic argument: an array's data struct, or an integer cast to int64."""
-    if isinstance(sig.args[i], types.Array):
-        return context.make_array(sig.args[i])(context, builder, args[i])
-    return context.cast(builder, args[i], sig.args[i], types.int64)
 
 
 def _lane_tuple(context, builder, ret, vector, n):
@@ -80,12 +70,12 @@ def _rows_dot_intrinsic(nrows: int, qk256: bool):
     ret = types.UniTuple(types.int32, nrows)
 
     def typer(typingctx, w, r0, q, plan):
-        ok = _c_array(w, types.uint8, 3) and _c_array(q, types.int8, 3) and _c_array(plan, types.int64, 1)
+        ok = c_array(w, types.uint8, 3) and c_array(q, types.int8, 3) and c_array(plan, types.int64, 1)
         if not (ok and isinstance(r0, types.Integer)):
             return None
 
         def codegen(context, builder, sig, args):
-            wary, row, qary, sary = (_arg(context, builder, sig, args, i) for i in range(4))
+            wary, row, qary, sary = (arg(context, builder, sig, args, i) for i in range(4))
             wptrs = _row_ptrs(builder, wary, row, nrows)
             nb = builder.extract_value(wary.shape, 1)
             qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
@@ -109,18 +99,18 @@ def _rows_blk_intrinsic(nrows: int):
 
     def typer(typingctx, w, d, r0, q, qsum, plan):
         ok = (
-            _c_array(w, types.uint8, 3)
-            and _c_array(d, types.float32, 2)
-            and _c_array(q, types.int8, 3)
-            and _c_array(qsum, types.int32, 1)
-            and _c_array(plan, types.int64, 1)
+            c_array(w, types.uint8, 3)
+            and c_array(d, types.float32, 2)
+            and c_array(q, types.int8, 3)
+            and c_array(qsum, types.int32, 1)
+            and c_array(plan, types.int64, 1)
             and isinstance(r0, types.Integer)
         )
         if not ok:
             return None
 
         def codegen(context, builder, sig, args):
-            wary, dary, row, qary, sumary, sary = (_arg(context, builder, sig, args, i) for i in range(6))
+            wary, dary, row, qary, sumary, sary = (arg(context, builder, sig, args, i) for i in range(6))
             nsum = builder.extract_value(dary.shape, 1)
             wptrs = _row_ptrs(builder, wary, row, nrows)
             drow0 = builder.gep(dary.data, [builder.mul(row, nsum)])
@@ -143,10 +133,10 @@ _rows_blk1 = _rows_blk_intrinsic(1)
 def _i8_rows_dot4(typingctx, e, r0, u, q, plan):
     """int32 sums e[r] . q for rows r0 .. r0 + 3 of e int8[rows, n] (n % 64 == 0); u = |q| as uint8[n]."""
     ok = (
-        _c_array(e, types.int8, 2)
-        and _c_array(u, types.uint8, 1)
-        and _c_array(q, types.int8, 1)
-        and _c_array(plan, types.int64, 1)
+        c_array(e, types.int8, 2)
+        and c_array(u, types.uint8, 1)
+        and c_array(q, types.int8, 1)
+        and c_array(plan, types.int64, 1)
         and isinstance(r0, types.Integer)
     )
     if not ok:
@@ -154,7 +144,7 @@ def _i8_rows_dot4(typingctx, e, r0, u, q, plan):
     ret = types.UniTuple(types.int32, ROW_TILE)
 
     def codegen(context, builder, sig, args):
-        eary, row, uary, qary, sary = (_arg(context, builder, sig, args, i) for i in range(5))
+        eary, row, uary, qary, sary = (arg(context, builder, sig, args, i) for i in range(5))
         n = builder.extract_value(eary.shape, 1)
         rptrs = _row_ptrs(builder, eary, row, ROW_TILE)
         qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
@@ -183,10 +173,10 @@ def _tile_tokens_intrinsic(ntok: int):
 
     def typer(typingctx, w, r0, r1, q, t0, qsum, out):
         ok = (
-            _c_array(w, types.uint8, 3)
-            and _c_array(q, types.int8, 4)
-            and _c_array(qsum, types.int32, 1)
-            and _c_array(out, types.float32, 2)
+            c_array(w, types.uint8, 3)
+            and c_array(q, types.int8, 4)
+            and c_array(qsum, types.int32, 1)
+            and c_array(out, types.float32, 2)
             and all(isinstance(x, types.Integer) for x in (r0, r1, t0))
         )
         if not ok:
@@ -194,7 +184,7 @@ def _tile_tokens_intrinsic(ntok: int):
 
         def codegen(context, builder, sig, args):
             wary, row0, row1, qary, tok, sumary, oary = (
-                _arg(context, builder, sig, args, i) for i in range(7)
+                arg(context, builder, sig, args, i) for i in range(7)
             )
             wptr, row_bytes, nrows, qptrs, optr, rows = _tile_args(
                 builder, wary, row0, row1, qary, tok, oary, ntok
@@ -220,11 +210,11 @@ def _tile_blk_tokens_intrinsic(ntok: int):
 
     def typer(typingctx, w, d, r0, r1, q, t0, qsum, out):
         ok = (
-            _c_array(w, types.uint8, 3)
-            and _c_array(d, types.float32, 2)
-            and _c_array(q, types.int8, 4)
-            and _c_array(qsum, types.int32, 2)
-            and _c_array(out, types.float32, 2)
+            c_array(w, types.uint8, 3)
+            and c_array(d, types.float32, 2)
+            and c_array(q, types.int8, 4)
+            and c_array(qsum, types.int32, 2)
+            and c_array(out, types.float32, 2)
             and all(isinstance(x, types.Integer) for x in (r0, r1, t0))
         )
         if not ok:
@@ -232,7 +222,7 @@ def _tile_blk_tokens_intrinsic(ntok: int):
 
         def codegen(context, builder, sig, args):
             wary, dary, row0, row1, qary, tok, sumary, oary = (
-                _arg(context, builder, sig, args, i) for i in range(8)
+                arg(context, builder, sig, args, i) for i in range(8)
             )
             wptr, row_bytes, nrows, qptrs, optr, rows = _tile_args(
                 builder, wary, row0, row1, qary, tok, oary, ntok

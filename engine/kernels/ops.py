@@ -16,11 +16,12 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from engine.kernels import attention_ir
+from engine.kernels.intrinsic_args import arg, c_array, integers
 from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import CALLS, ELEMENTS, ROWS, kid
 
 # numba's cache cannot see edits to attention_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "90c1d8dcf21b2b565ff8d2d76ae63a8d94c192835056f02dfb7922723da52264"
+IR_SHA256 = "507a09254d7c0ab832a1ba3e43dd1d204f4f121670bc33019d97da26a77ddcbe"
 require_ir_digest(attention_ir, IR_SHA256, "engine/kernels/ops.py")
 
 _EMBED = kid("embed_lookup")
@@ -133,18 +134,6 @@ def rope_neox(x, n_heads, head_dim, pos0, cos_tab, sin_tab, counts):
     _count(counts, _ROPE, n_tok, n_tok * n_heads * head_dim)
 
 
-def _float_array(a, ndim: int) -> bool:
-    return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == ndim and a.layout == "C"
-
-
-def _integers(*values) -> bool:
-    return all(isinstance(v, types.Integer) for v in values)
-
-
-def _i64(context, builder, sig, args, i):
-    return context.cast(builder, args[i], sig.args[i], types.int64)
-
-
 def _at(builder, ary, row, col):
     """Pointer to element [row, col] of a C-contiguous 2-D array's data."""
     return builder.gep(ary.data, [builder.add(builder.mul(row, builder.extract_value(ary.shape, 1)), col)])
@@ -160,13 +149,17 @@ def _cache_group(builder, cache, g):
 @intrinsic
 def _attention_scores(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
     """scores[h, j] = scale * (q[t, head h] . k_cache[j, g]) for j < n_ctx; returns the largest."""
-    ok = _float_array(q, 2) and _float_array(k_cache, 3) and _float_array(scores, 2)
-    if not (ok and _integers(t, h, g, n_ctx) and scale == types.float32):
+    ok = (
+        c_array(q, types.float32, 2)
+        and c_array(k_cache, types.float32, 3)
+        and c_array(scores, types.float32, 2)
+    )
+    if not (ok and integers(t, h, g, n_ctx) and scale == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
-        qa, ka, sa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 7))
-        t, h, g, n_ctx = (_i64(context, builder, sig, args, i) for i in (1, 2, 4, 5))
+        qa, t, h, ka, g, n_ctx = (arg(context, builder, sig, args, i) for i in range(6))
+        sa = arg(context, builder, sig, args, 7)
         head_dim, stride, kptr = _cache_group(builder, ka, g)
         qptr = _at(builder, qa, t, builder.mul(h, head_dim))
         sptr = _at(builder, sa, h, attention_ir.I64(0))
@@ -178,12 +171,11 @@ def _attention_scores(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
 @intrinsic
 def _attention_softmax(typingctx, scores, h, n_ctx, best):
     """scores[h, j] = exp(scores[h, j] - best) for j < n_ctx; returns their sum."""
-    if not (_float_array(scores, 2) and _integers(h, n_ctx) and best == types.float32):
+    if not (c_array(scores, types.float32, 2) and integers(h, n_ctx) and best == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
-        sa = context.make_array(sig.args[0])(context, builder, args[0])
-        h, n_ctx = (_i64(context, builder, sig, args, i) for i in (1, 2))
+        sa, h, n_ctx = (arg(context, builder, sig, args, i) for i in range(3))
         sptr = _at(builder, sa, h, attention_ir.I64(0))
         return attention_ir.softmax_weights(builder, sptr, n_ctx, args[3])
 
@@ -193,13 +185,17 @@ def _attention_softmax(typingctx, scores, h, n_ctx, best):
 @intrinsic
 def _attention_weighted_sum(typingctx, scores, h, inv, v_cache, g, n_ctx, out, t):
     """out[t, head h] = sum_j (scores[h, j] * inv) * v_cache[j, g] over j < n_ctx."""
-    ok = _float_array(scores, 2) and _float_array(v_cache, 3) and _float_array(out, 2)
-    if not (ok and _integers(h, g, n_ctx, t) and inv == types.float32):
+    ok = (
+        c_array(scores, types.float32, 2)
+        and c_array(v_cache, types.float32, 3)
+        and c_array(out, types.float32, 2)
+    )
+    if not (ok and integers(h, g, n_ctx, t) and inv == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
-        sa, va, oa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 6))
-        h, g, n_ctx, t = (_i64(context, builder, sig, args, i) for i in (1, 4, 5, 7))
+        sa, h = (arg(context, builder, sig, args, i) for i in range(2))
+        va, g, n_ctx, oa, t = (arg(context, builder, sig, args, i) for i in range(3, 8))
         head_dim, stride, vptr = _cache_group(builder, va, g)
         pptr = _at(builder, sa, h, attention_ir.I64(0))
         optr = _at(builder, oa, t, builder.mul(h, head_dim))
