@@ -41,7 +41,7 @@ def rows_intrinsic(emit):
             wptrs = avx2._row_ptrs(builder, wary, row, avx2.ROW_TILE)
             nb = builder.extract_value(wary.shape, 1)
             qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
-            distance = avx2._distance(builder, plan_ary, avx2.PF_MATRIX)
+            distance = avx2._distance(builder, plan_ary)
             vecs = emit(builder, wptrs, qptr, nb, distance)
             return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
 
@@ -85,8 +85,7 @@ def main() -> None:
     qflat = q.reshape(-1).astype(np.float64)  # float64 sums of these sizes are exact
     chunks = [codes[i : i + 1024].reshape(-1, args.cols) for i in range(0, args.rows, 1024)]
     want = np.concatenate([c.astype(np.float64) @ qflat for c in chunks]).astype(np.int64)
-    plan = np.zeros_like(avx2.SCHEDULE)
-    plan[avx2.PF_MATRIX] = args.prefetch
+    plan = np.array([args.prefetch], np.int64)
     kernels = {
         "baseline": gemv(rows_intrinsic(load_emitters(args.baseline_ir).rows_dot)),
         "this": gemv(rows_intrinsic(avx2_ir.rows_dot)),

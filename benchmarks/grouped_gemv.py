@@ -18,7 +18,6 @@ import numpy as np
 from numba import njit, prange
 
 from engine.formats import FORMATS
-from engine.kernel_choice import prefetch_choice
 from engine.kernels import avx2, matvec, prepare_matrix, ternary
 from engine.trace import Trace
 
@@ -65,7 +64,6 @@ def main() -> None:
                 prepare_matrix("i2s", FORMATS["i2s"].pack(values, np.float32(1)), rows, cols, variant="avx2")
             )
         mats.append(group)
-    prefetch_choice()
     q = rng.integers(-127, 128, size=2560, dtype=np.int8)
     qb = q.reshape(20, 4, 32)
     sq = ternary._qsum_total(qb)
@@ -79,7 +77,7 @@ def main() -> None:
 
     def grouped(layer):
         w = [m.arrays["w"] for m in mats[layer]]
-        _gemv3(w[0], w[1], w[2], qb, sq, fused, avx2.SCHEDULE)
+        _gemv3(w[0], w[1], w[2], qb, sq, fused, mats[layer][0].prefetch.plan)
 
     separate(0)
     grouped(0)

@@ -13,7 +13,8 @@ Steps (each a fresh process, so thread counts and caches are the commands' own):
 - llama:   `bitnet-harness benchmark --vs-llama-cpp --prompt-tokens 128 --tokens 64 --repetitions 5`.
 - cpu:     benchmarks/cpu_seconds.py (CPU seconds of the engine, llama.cpp on the TQ2_0 file and llama.cpp
            on the TQ1_0 copy of the same model, rounds interleaved).
-- prefetch: the AVX2 kernels' prefetch sweep (`engine.kernels.avx2.time_prefetch`, GB/s per distance).
+- prefetch: the AVX2 kernels' prefetch sweep (`engine.kernels.avx2.time_prefetch`, GB/s per distance) on the
+  2B-4T row widths: matrix 2560 and 6912 columns, logits 2560.
 - grouped: benchmarks/grouped_gemv.py (Q/K/V as three parallel regions or one).
 - hugepage: benchmarks/hugepage_weights.py (the GEMVs from file pages or a huge-page copy).
 Every record carries the load average before and after it: on a shared machine that is the noise.
@@ -34,7 +35,9 @@ HERE = Path(__file__).resolve().parent
 STEPS = ("membw", "kernels", "profile", "bench", "llama", "cpu", "prefetch", "grouped", "hugepage")
 SWEEP = (
     "import json, sys, numba; from engine.kernels.avx2 import time_prefetch; "
-    "numba.set_num_threads(int(sys.argv[1])); r = time_prefetch(); "
+    "numba.set_num_threads(int(sys.argv[1])); "
+    "widths = (('matrix', 2560), ('matrix', 6912), ('logits', 2560)); "
+    "r = {f'{k} {c}': time_prefetch(k, c) for k, c in widths}; "
     "print(json.dumps({k: {str(d): v for d, v in x.items()} for k, x in r.items()}))"
 )
 PROBE = (

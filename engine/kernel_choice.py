@@ -21,7 +21,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -323,28 +323,35 @@ PREFETCH_AGREEMENT = 0.10  # two prefetch measurements whose best GB/s differ mo
 
 @dataclass
 class PrefetchChoice:
-    """Software prefetch distances (bytes ahead) the AVX2 kernels use on this host, with the evidence."""
+    """The software prefetch distance (bytes ahead) the AVX2 kernels of one kind run with on rows of one
+    width on this host, with the evidence; `plan` is the array those kernels read it from."""
 
-    matrix: int  # ternary GEMVs
-    logits: int  # int8 logits
-    timings: dict[str, dict[str, float]]  # "matrix" / "logits" -> distance -> best GB/s
+    kind: str  # avx2.PREFETCH_KINDS: "matrix" (ternary GEMVs) or "logits" (int8 logits)
+    cols: int  # row width in values
+    distance: int
+    timings: dict[str, float]  # distance -> best GB/s
     threads: int
     cached: bool = False
     seconds: float = 0.0
+    plan: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.plan = np.array([self.distance], np.int64)
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "matrix_bytes": self.matrix,
-            "logits_bytes": self.logits,
-            "timings_gb_per_s": {k: dict(v) for k, v in self.timings.items()},
-            "threads": self.threads,
+            "kind": self.kind,
+            "cols": self.cols,
+            "bytes": self.distance,
+            "timings_gb_per_s": dict(self.timings),
             "cached": self.cached,
             "seconds": self.seconds,
         }
 
 
-_prefetch: dict[str, PrefetchChoice] = {}  # machine key -> its choice, measured or read in this process
-_applied: list[PrefetchChoice] = []  # the choice in avx2.SCHEDULE now
+# (machine key, kind, cols) -> its choice, measured or read in this process; the kernels prepared under a
+# key hold its plan array
+_prefetch: dict[tuple[str, str, int], PrefetchChoice] = {}
 
 
 def fastest_distance(gbps: Mapping[str, float]) -> int:
@@ -361,67 +368,73 @@ def _steady(first: Mapping[int, float], second: Mapping[int, float]) -> bool:
     return a > 0 and b > 0 and abs(a / b - 1) <= PREFETCH_AGREEMENT
 
 
-def prefetch_choice(cache_dir: Path | None = None) -> PrefetchChoice:
-    """The AVX2 kernels' prefetch distances for this machine, applied to `avx2.SCHEDULE`.
+def prefetch_choice(kind: str, cols: int, cache_dir: Path | None = None) -> PrefetchChoice:
+    """The prefetch distance of the AVX2 `kind` kernels ("matrix" or "logits") on rows of `cols` values.
 
-    Measured twice per machine key (CPU, flags, numba, threads, kernel source) by `avx2.time_prefetch`, the
-    best of both kept, and cached beside the family verdicts only when the two agree (a disagreement is
-    measured again by the next process); later calls in the process return the applied choice.
+    Measured twice per machine key (CPU, flags, numba, threads, kernel source) and row width by
+    `avx2.time_prefetch`, the best of both kept, and cached beside the family verdicts only when the two
+    agree (a disagreement is measured again by the next process); later calls in the process return the
+    same choice and plan array.
     """
-    from engine.kernels import avx2
+    target = (machine_key(), kind, cols)
+    if target not in _prefetch:
+        _prefetch[target] = _measure_or_read_prefetch(*target, cache_dir)
+    return _prefetch[target]
 
-    key = machine_key()
-    if key not in _prefetch:
-        _prefetch[key] = _measure_or_read_prefetch(key, cache_dir)
-    choice = _prefetch[key]
-    avx2.SCHEDULE[avx2.PF_MATRIX] = choice.matrix
-    avx2.SCHEDULE[avx2.PF_LOGITS] = choice.logits
-    _applied[:] = [choice]
-    return choice
+
+def prefetch_kind(kernel_id: str) -> str:
+    """The prefetch choice kind an AVX2 kernel id runs with: the logits' own, or the matrices'."""
+    return "logits" if kernel_id == "logits_i8" else "matrix"
+
+
+def prefetch_record(choices: Iterable[PrefetchChoice]) -> dict[str, object] | None:
+    """The receipt's record of the prefetch choices some kernels run with (None for none): each distance
+    with the timings behind it."""
+    chosen = sorted({(c.kind, c.cols): c for c in choices}.values(), key=lambda c: (c.kind, c.cols))
+    if not chosen:
+        return None
+    return {
+        "threads": chosen[0].threads,
+        "cached": all(c.cached for c in chosen),
+        "seconds": sum(c.seconds for c in chosen),
+        "targets": [c.as_dict() for c in chosen],
+    }
 
 
 def _forget_prefetch(key: str, cache_dir: Path | None) -> None:
-    """Drop this machine key's prefetch distances, in the process and in the cache: the next AVX2 matrix
-    measures them again."""
-    _prefetch.pop(key, None)
+    """Drop this machine key's prefetch distances, in the process and in the cache: the next AVX2 kernel
+    prepared measures them again."""
+    for target in [t for t in _prefetch if t[0] == key]:
+        del _prefetch[target]
     path = (cache_dir or default_cache_dir()) / PREFETCH_FILE
     store = _read_cache(path)
     if store.pop(key, None) is not None:
         _write_cache(path, store)
 
 
-def _measure_or_read_prefetch(key: str, cache_dir: Path | None) -> PrefetchChoice:
+def _measure_or_read_prefetch(key: str, kind: str, cols: int, cache_dir: Path | None) -> PrefetchChoice:
     from engine.kernels import avx2
 
     start = time.perf_counter()
     path = (cache_dir or default_cache_dir()) / PREFETCH_FILE
     store = _read_cache(path)
-    entry = store.get(key)
-    valid = (
-        isinstance(entry, dict)
-        and all(isinstance(entry.get(k), dict) and entry[k] for k in ("matrix", "logits"))
-        and all(isinstance(v, float) for k in ("matrix", "logits") for v in entry[k].values())
-    )
+    known = store.get(key) if isinstance(store.get(key), dict) else {}
+    entry = known.get(f"{kind} {cols}")
+    valid = isinstance(entry, dict) and entry and all(isinstance(v, float) for v in entry.values())
     if valid:
-        timings = {k: dict(entry[k]) for k in ("matrix", "logits")}
+        timings = dict(entry)
     else:
-        first, second = avx2.time_prefetch(), avx2.time_prefetch()
-        timings = {
-            k: {str(d): max(first[k][d], second[k][d]) for d in first[k]} for k in ("matrix", "logits")
-        }
-        if all(_steady(first[k], second[k]) for k in ("matrix", "logits")):
-            store[key] = timings
+        first, second = avx2.time_prefetch(kind, cols), avx2.time_prefetch(kind, cols)
+        timings = {str(d): max(first[d], second[d]) for d in first}
+        if _steady(first, second):
+            store[key] = {**known, f"{kind} {cols}": timings}
             _write_cache(path, store)
     return PrefetchChoice(
-        matrix=fastest_distance(timings["matrix"]),
-        logits=fastest_distance(timings["logits"]),
+        kind=kind,
+        cols=cols,
+        distance=fastest_distance(timings),
         timings=timings,
         threads=numba.get_num_threads(),
-        cached=valid,
+        cached=bool(valid),
         seconds=time.perf_counter() - start,
     )
-
-
-def applied_prefetch() -> PrefetchChoice | None:
-    """The prefetch choice the AVX2 kernels run with now (None before any AVX2 kernel was prepared)."""
-    return _applied[0] if _applied else None

@@ -194,6 +194,10 @@ class Model:
         self.kernel_family = "+".join(sorted({m.kernel for m in self._matrices.values()}))
         self._logits_i8, variant = select_logits(cfg.hidden)
         self.logits_variant = variant if logits_mode == "int8" else "portable"
+        # the choice whose plan select_logits bound to the AVX2 logits kernel (same process, same key)
+        self._logits_prefetch = (
+            kernel_choice.prefetch_choice("logits", cfg.hidden) if self.logits_variant == "avx2" else None
+        )
         matrix_bytes = sum(m.nbytes_read for m in self._matrices.values())
         self.weight_bytes_per_token = matrix_bytes + self._logit_bytes(weights)
 
@@ -252,14 +256,14 @@ class Model:
         out["logits_i8" if self.logits_mode == "int8" else "fp32_logits"] = self.logits_variant
         return out
 
-    def prefetch_schedule(self) -> dict[str, object] | None:
-        """The software prefetch distances this host measured for the AVX2 kernels and that they run with
-        (engine.kernel_choice.prefetch_choice), with the timings behind them; None when no kernel of this
-        model runs on the AVX2 path."""
-        choice = kernel_choice.applied_prefetch()
-        if choice is None or "avx2" not in self.kernel_variants().values():
-            return None
-        return choice.as_dict()
+    def prefetch_choices(self) -> list[kernel_choice.PrefetchChoice]:
+        """The software prefetch distances this model's AVX2 kernels run with, one per kind and row width
+        (measured on this host by engine.kernel_choice.prefetch_choice), with the timings behind them;
+        empty when no kernel of this model runs on the AVX2 path."""
+        choices = {id(m.prefetch): m.prefetch for m in self._matrices.values() if m.prefetch is not None}
+        if self._logits_prefetch is not None:
+            choices[id(self._logits_prefetch)] = self._logits_prefetch
+        return list(choices.values())
 
     def reset(self) -> None:
         """Empty the KV cache (positions restart at 0; stale entries are never read)."""

@@ -358,14 +358,21 @@ def test_extreme_sums_do_not_overflow(flavor, fill, cols):
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
 def test_avx2_logits_alone_take_the_measured_prefetch(monkeypatch):
-    """A model whose matrices run no AVX2 kernel (tl1, say) still gets its AVX2 logits' prefetch distance."""
+    """A model whose matrices run no AVX2 kernel (tl1, say) still gets its AVX2 logits' prefetch distance,
+    measured for the logits' own row width."""
     from engine import kernel_choice
     from engine.kernels import cpu
 
     calls = []
+
+    def fake_choice(kind, cols):
+        calls.append((kind, cols))
+        return kernel_choice.PrefetchChoice(kind, cols, 1024, {"1024": 1.0}, 1)
+
     monkeypatch.setattr(cpu, "has_vnni", lambda: False)
-    monkeypatch.setattr(kernel_choice, "prefetch_choice", lambda *a, **k: calls.append(1))
-    assert cpu.select_logits(256)[1] == "avx2" and calls == [1]
+    monkeypatch.setattr(kernel_choice, "prefetch_choice", fake_choice)
+    fn, variant = cpu.select_logits(256)
+    assert variant == "avx2" and calls == [("logits", 256)] and fn.keywords["plan"].tolist() == [1024]
 
 
 def test_avx2_variant_is_refused_without_avx2(monkeypatch):

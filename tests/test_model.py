@@ -235,85 +235,113 @@ def test_2b4t_resident_memory_stays_near_file_size() -> None:
     assert rss <= 1.3 * path.stat().st_size, f"RSS {rss >> 20} MiB vs file {path.stat().st_size >> 20} MiB"
 
 
-@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
-def test_prefetch_distance_is_measured_cached_and_applied(tmp_path: Path, monkeypatch) -> None:
-    """The AVX2 prefetch distances come from timings on this host: the fastest (a shorter one within 3 % of
-    it wins), written to the cache once, then read back; the kernels' schedule array carries them."""
+def _fake_prefetch_timings(monkeypatch, answers: dict[tuple[str, int], list[dict[int, float]]]) -> list:
+    """avx2.time_prefetch replaced by the next of `answers[(kind, cols)]`; returns the list of calls."""
     from engine.kernels import avx2
 
-    measured = {"matrix": {0: 5.0, 1024: 9.0, 4096: 9.2, 8192: 10.0}, "logits": {0: 8.0, 2048: 7.0}}
     calls = []
 
-    def fake_time_prefetch():
-        calls.append(1)
-        return measured
+    def fake_time_prefetch(kind, cols):
+        calls.append((kind, cols))
+        return answers[(kind, cols)].pop(0)
 
     monkeypatch.setattr(avx2, "time_prefetch", fake_time_prefetch)
     monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    monkeypatch.setattr(avx2, "SCHEDULE", np.zeros_like(avx2.SCHEDULE))
-    first = kernel_choice.prefetch_choice(cache_dir=tmp_path)
-    assert (first.matrix, first.logits, first.cached) == (8192, 0, False)
-    assert avx2.SCHEDULE.tolist() == [8192, 0]
-    assert kernel_choice.applied_prefetch() is first
-    assert first.as_dict()["timings_gb_per_s"]["matrix"] == {"0": 5.0, "1024": 9.0, "4096": 9.2, "8192": 10.0}
-    measured["matrix"][4096] = 9.8  # within 3 % of the fastest: the shorter distance is chosen
+    return calls
+
+
+@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
+def test_prefetch_distance_is_measured_per_row_width_cached_and_applied(tmp_path: Path, monkeypatch) -> None:
+    """Each row width gets its own distance, from timings on this host: the fastest (a shorter one within
+    3 % of it wins), written to the cache once, then read back; the plan array carries it."""
+    narrow = {0: 5.0, 1024: 9.0, 4096: 9.2, 8192: 10.0}
+    wide = {0: 5.0, 2048: 6.0, 4096: 9.9, 8192: 10.0}
+    answers = {("matrix", 2560): [narrow] * 4, ("matrix", 6912): [wide] * 2}
+    calls = _fake_prefetch_timings(monkeypatch, answers)
+    first = kernel_choice.prefetch_choice("matrix", 2560, cache_dir=tmp_path)
+    assert (first.distance, first.cached, first.plan.tolist()) == (8192, False, [8192])
+    assert kernel_choice.prefetch_choice("matrix", 2560, cache_dir=tmp_path) is first  # one plan per width
+    other = kernel_choice.prefetch_choice("matrix", 6912, cache_dir=tmp_path)
+    assert (other.distance, other.plan.tolist()) == (4096, [4096])  # within 3 %: the shorter one
+    assert calls == [("matrix", 2560)] * 2 + [("matrix", 6912)] * 2
+    assert first.as_dict()["timings_gb_per_s"] == {"0": 5.0, "1024": 9.0, "4096": 9.2, "8192": 10.0}
     monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    again = kernel_choice.prefetch_choice(cache_dir=tmp_path)
-    assert again.cached and again.matrix == 8192 and len(calls) == 2  # read back, not measured again
+    again = kernel_choice.prefetch_choice("matrix", 2560, cache_dir=tmp_path)
+    assert again.cached and again.distance == 8192 and len(calls) == 4  # read back, not measured again
+    record = kernel_choice.prefetch_record([again, kernel_choice.prefetch_choice("matrix", 6912, tmp_path)])
+    assert [(t["kind"], t["cols"], t["bytes"]) for t in record["targets"]] == [
+        ("matrix", 2560, 8192),
+        ("matrix", 6912, 4096),
+    ]
+    assert record["cached"] and len(calls) == 4
+    narrow[4096] = 9.8
     (tmp_path / kernel_choice.PREFETCH_FILE).unlink()
     monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).matrix == 4096 and len(calls) == 4
+    assert kernel_choice.prefetch_choice("matrix", 2560, cache_dir=tmp_path).distance == 4096
+    assert len(calls) == 6
 
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
 def test_retune_measures_the_prefetch_distances_again(tmp_path: Path, monkeypatch) -> None:
     """`--retune` (kernel_choice.choose(retune=True)) also replaces cached prefetch distances: a choice
     cached from a bad moment must not outlive the user's request to time again."""
-    from engine.kernels import avx2
-
-    answers = [
-        {"matrix": {0: 9.0, 16384: 10.0}, "logits": {0: 9.0, 1024: 10.0}},
-        {"matrix": {0: 9.0, 16384: 10.0}, "logits": {0: 9.0, 1024: 10.0}},
-        {"matrix": {0: 9.0, 4096: 20.0, 16384: 10.0}, "logits": {0: 20.0, 1024: 10.0}},
-        {"matrix": {0: 9.0, 4096: 20.0, 16384: 10.0}, "logits": {0: 20.0, 1024: 10.0}},
-    ]
-    monkeypatch.setattr(avx2, "time_prefetch", lambda: answers.pop(0))
+    bad, good = {0: 9.0, 16384: 10.0}, {0: 9.0, 4096: 20.0, 16384: 10.0}
+    answers = {("logits", 2560): [bad, bad, good, good]}
+    _fake_prefetch_timings(monkeypatch, answers)
+    assert kernel_choice.prefetch_choice("logits", 2560, cache_dir=tmp_path).distance == 16384
     monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    monkeypatch.setattr(avx2, "SCHEDULE", np.zeros_like(avx2.SCHEDULE))
-    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).matrix == 16384
-    monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).cached  # read back
+    assert kernel_choice.prefetch_choice("logits", 2560, cache_dir=tmp_path).cached  # read back
     kernel_choice.choose({}, cache_dir=tmp_path, retune=True)
-    again = kernel_choice.prefetch_choice(cache_dir=tmp_path)
-    assert (again.matrix, again.logits, again.cached) == (4096, 0, False) and not answers
+    again = kernel_choice.prefetch_choice("logits", 2560, cache_dir=tmp_path)
+    assert (again.distance, again.cached) == (4096, False) and not answers[("logits", 2560)]
     monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    assert kernel_choice.prefetch_choice(cache_dir=tmp_path).matrix == 4096  # the new one is cached
+    assert kernel_choice.prefetch_choice("logits", 2560, cache_dir=tmp_path).distance == 4096  # cached
 
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
 def test_prefetch_timings_from_a_slow_spell_are_not_cached(tmp_path: Path, monkeypatch) -> None:
     """Two measurements whose best GB/s disagree by more than 10 % (one fell in a slow spell of a shared
     host) give the best of both for this process, and the next process measures again."""
-    from engine.kernels import avx2
-
-    steady = {"matrix": {0: 10.0, 4096: 20.0, 16384: 19.0}, "logits": {0: 20.0, 4096: 26.0}}
-    spell = {"matrix": {0: 4.0, 4096: 9.0, 16384: 15.0}, "logits": {0: 9.0, 4096: 8.0}}
-    answers = [steady, spell, steady, steady]
-    monkeypatch.setattr(avx2, "time_prefetch", lambda: answers.pop(0))
-    monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    monkeypatch.setattr(avx2, "SCHEDULE", np.zeros_like(avx2.SCHEDULE))
-    first = kernel_choice.prefetch_choice(cache_dir=tmp_path)
-    assert (first.matrix, first.logits, first.cached) == (4096, 4096, False)
+    steady = {0: 10.0, 4096: 20.0, 16384: 19.0}
+    spell = {0: 4.0, 4096: 9.0, 16384: 15.0}
+    answers = {("matrix", 6912): [steady, spell, steady, steady]}
+    _fake_prefetch_timings(monkeypatch, answers)
+    first = kernel_choice.prefetch_choice("matrix", 6912, cache_dir=tmp_path)
+    assert (first.distance, first.cached) == (4096, False)
     assert not (tmp_path / kernel_choice.PREFETCH_FILE).exists()
     monkeypatch.setattr(kernel_choice, "_prefetch", {})
-    second = kernel_choice.prefetch_choice(cache_dir=tmp_path)
-    assert not second.cached and not answers and (tmp_path / kernel_choice.PREFETCH_FILE).exists()
+    second = kernel_choice.prefetch_choice("matrix", 6912, cache_dir=tmp_path)
+    assert not second.cached and not answers[("matrix", 6912)]
+    assert (tmp_path / kernel_choice.PREFETCH_FILE).exists()
 
 
 @pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
 def test_prefetch_timing_streams_every_distance() -> None:
     from engine.kernels import avx2
 
-    got = avx2.time_prefetch(distances=(0, 4096), rounds=2, nbytes=8 << 20)
-    assert set(got) == {"matrix", "logits"}
-    assert all(set(v) == {0, 4096} and all(x > 0 for x in v.values()) for v in got.values())
+    for kind, cols in (("matrix", 384), ("logits", 192)):
+        got = avx2.time_prefetch(kind, cols, distances=(0, 4096), rounds=2, nbytes=8 << 20)
+        assert set(got) == {0, 4096} and all(x > 0 for x in got.values())
+
+
+@pytest.mark.skipif(not has_avx2(), reason="host has no AVX2")
+def test_avx2_matrices_run_with_the_distance_of_their_row_width(tmp_path: Path, monkeypatch) -> None:
+    """A model's AVX2 matrices of each width hold that width's choice (whose plan their kernels take), and
+    its receipt record lists one target per kind and width, the logits' among them."""
+    from engine.kernels import avx2
+
+    monkeypatch.setattr(avx2, "time_prefetch", lambda kind, cols: {0: 1.0, cols * 4: 2.0})
+    monkeypatch.setattr(kernel_choice, "_prefetch", {})
+    monkeypatch.setenv(kernel_choice.CACHE_ENV, str(tmp_path))
+    model = load_model(ensure_preset_model("tiny", cache_dir=tmp_path), kernel="i2s")
+    if "avx2" not in model.kernel_variants().values():
+        pytest.skip("this host runs the model on another path")
+    cfg = model.config
+    for m in model._matrices.values():
+        assert m.prefetch.cols == m.cols and m.prefetch.distance == 4 * m.cols
+    record = kernel_choice.prefetch_record(model.prefetch_choices())
+    assert {(t["kind"], t["cols"]) for t in record["targets"]} == {
+        ("matrix", cfg.hidden),
+        ("matrix", cfg.ffn),
+        ("logits", cfg.hidden),
+    }

@@ -350,7 +350,7 @@ def test_avx2_logits_equal_portable_exactly(vocab: int) -> None:
     emb_s = RNG.random(vocab).astype(np.float32) + np.float32(0.01)
     emb_sum = emb_q.astype(np.int32).sum(axis=1, dtype=np.int32)
     fn, variant = select_logits(hidden, "avx2")
-    assert variant == "avx2" and fn is avx2.logits_i8_avx2
+    assert variant == "avx2" and fn.func is avx2.logits_i8_avx2
     u = np.zeros(hidden, np.uint8)
     for q in (RNG.integers(-128, 128, hidden).astype(np.int8), np.full(hidden, -128, np.int8)):
         want = np.zeros(vocab, np.float32)

@@ -74,20 +74,42 @@ def test_benchmark_receipt_records_the_prefetch_distances_its_avx2_kernels_ran_w
         assert "prefetch" not in choice
         pytest.skip("no kernel ran on the AVX2 path on this host")
     prefetch = choice["prefetch"]
-    assert prefetch == kernel_choice.applied_prefetch().as_dict()
-    for kind, distance in (("matrix", "matrix_bytes"), ("logits", "logits_bytes")):
-        timings = prefetch["timings_gb_per_s"][kind]
-        assert str(prefetch[distance]) in timings  # one of the distances timed, not a constant
-        assert timings[str(prefetch[distance])] >= 0.97 * max(timings.values())
+    for target in prefetch["targets"]:
+        timings = target["timings_gb_per_s"]
+        assert str(target["bytes"]) in timings  # one of the distances timed, not a constant
+        assert timings[str(target["bytes"])] >= 0.97 * max(timings.values())
+        applied = kernel_choice.prefetch_choice(target["kind"], target["cols"])
+        assert target["bytes"] == applied.distance == applied.plan[0]  # the distance the kernels read
     receipt = load_receipt(receipt_path)
-    slower = min(
-        receipt["kernel_choice"]["prefetch"]["timings_gb_per_s"]["matrix"].items(), key=lambda kv: kv[1]
-    )
-    receipt["kernel_choice"]["prefetch"]["matrix_bytes"] = int(
-        slower[0]
-    )  # a distance the timings did not choose
+    target = receipt["kernel_choice"]["prefetch"]["targets"][0]
+    target["bytes"] = int(min(target["timings_gb_per_s"].items(), key=lambda kv: kv[1])[0])  # not chosen
     result = verify(finalize(receipt))
     assert [g.name for g in result.failures] == ["kernel_variants"], result.lines()
+
+
+@pytest.mark.parametrize("forgery", ["foreign width", "twice", "older form"])
+def test_prefetch_targets_must_match_the_model_widths(receipt_path: Path, forgery: str) -> None:
+    """A prefetch target at a width the model has no rows of, or a width listed twice, fails; the older
+    form (one matrix and one logits distance) still verifies."""
+    receipt = load_receipt(receipt_path)
+    prefetch = receipt["kernel_choice"].get("prefetch")
+    if prefetch is None:
+        pytest.skip("no kernel ran on the AVX2 path on this host")
+    targets = prefetch["targets"]
+    if forgery == "foreign width":
+        targets[0]["cols"] += 128
+    elif forgery == "twice":
+        targets.append(dict(targets[0]))
+    else:
+        by_kind = {t["kind"]: t for t in targets}
+        if set(by_kind) != {"matrix", "logits"}:
+            pytest.skip("the older form holds both kinds")
+        del prefetch["targets"]
+        prefetch.update({f"{k}_bytes": t["bytes"] for k, t in by_kind.items()})
+        prefetch["timings_gb_per_s"] = {k: t["timings_gb_per_s"] for k, t in by_kind.items()}
+    result = verify(finalize(receipt))
+    want = [] if forgery == "older form" else ["kernel_variants"]
+    assert [g.name for g in result.failures] == want, result.lines()
 
 
 def test_benchmark_receipt_floor_and_noise(receipt_path: Path) -> None:

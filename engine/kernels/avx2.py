@@ -1,10 +1,10 @@
 """AVX2 variants of the i2s kernel family and the int8 logits (numba @intrinsic over avx2_ir's LLVM IR).
 
 Chosen when LLVM reports avx2 for the host and the AVX-512 VNNI path is absent (engine.kernels.cpu). Each
-kernel has its portable twin's contract plus `plan`, the int64 schedule array of this module (SCHEDULE):
-the software prefetch distances in bytes, 0 = none. Integer sums are exact and the
-float math runs in the portable order, so every result is bit-identical to the portable kernel's, and every
-kernel adds to its portable twin's trace row.
+kernel has its portable twin's contract plus `plan`, an int64[1] array: the software prefetch distance in
+bytes, 0 = none, measured per host and row width (engine.kernel_choice.prefetch_choice). Integer sums are
+exact and the float math runs in the portable order, so every result is bit-identical to the portable
+kernel's, and every kernel adds to its portable twin's trace row.
 
 - GEMV: ROW_TILE consecutive rows per step share each activation load; eight blocks (four cache lines) of
   each row per step, summed in int16 and widened once (avx2_ir.GEMV_GROUP).
@@ -37,10 +37,6 @@ require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
 
 ROW_TILE = 4
 GEMM_TOKENS = 8
-# SCHEDULE slots: prefetch distance in bytes for the ternary GEMVs and for the logits (0 = no prefetch)
-PF_MATRIX = 0
-PF_LOGITS = 1
-SCHEDULE = np.zeros(2, dtype=np.int64)
 
 
 def _lane_tuple(context, builder, ret, vector, n):
@@ -50,8 +46,9 @@ def _lane_tuple(context, builder, ret, vector, n):
     )
 
 
-def _distance(builder, plan_ary, slot):
-    return builder.load(builder.gep(plan_ary.data, [avx2_ir.I64(slot)]))
+def _distance(builder, plan_ary):
+    """plan[0]: the prefetch distance in bytes."""
+    return builder.load(plan_ary.data)
 
 
 def _row_ptrs(builder, ary, row0, nrows):
@@ -79,7 +76,7 @@ def _rows_dot_intrinsic(nrows: int, qk256: bool):
             wptrs = _row_ptrs(builder, wary, row, nrows)
             nb = builder.extract_value(wary.shape, 1)
             qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
-            vecs = avx2_ir.rows_dot(builder, wptrs, qptr, nb, _distance(builder, sary, PF_MATRIX), qk256)
+            vecs = avx2_ir.rows_dot(builder, wptrs, qptr, nb, _distance(builder, sary), qk256)
             return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
 
         return ret(w, r0, q, plan), codegen
@@ -116,7 +113,7 @@ def _rows_blk_intrinsic(nrows: int):
             drow0 = builder.gep(dary.data, [builder.mul(row, nsum)])
             dptrs = [builder.gep(drow0, [builder.mul(nsum, avx2_ir.I64(j))]) for j in range(nrows)]
             qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
-            dist = _distance(builder, sary, PF_MATRIX)
+            dist = _distance(builder, sary)
             acc = avx2_ir.rows_blk(builder, wptrs, dptrs, qptr, sumary.data, nsum, dist)
             return _lane_tuple(context, builder, ret, acc, nrows)
 
@@ -148,7 +145,7 @@ def _i8_rows_dot4(typingctx, e, r0, u, q, plan):
         n = builder.extract_value(eary.shape, 1)
         rptrs = _row_ptrs(builder, eary, row, ROW_TILE)
         qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
-        vecs = avx2_ir.i8_rows_dot(builder, rptrs, uary.data, qptr, n, _distance(builder, sary, PF_LOGITS))
+        vecs = avx2_ir.i8_rows_dot(builder, rptrs, uary.data, qptr, n, _distance(builder, sary))
         return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
 
     return ret(e, r0, u, q, plan), codegen
@@ -407,49 +404,63 @@ def _logits_i8(emb_q, emb_s, q, s, u, out, counts, plan):
     ops._count(counts, ops._LOGITS_I8, vocab, vocab * hidden)
 
 
-def logits_i8_avx2(emb_q, emb_s, emb_sum, q, s, u, out, counts) -> None:
+def logits_i8_avx2(emb_q, emb_s, emb_sum, q, s, u, out, counts, plan) -> None:
     """Same result as ops.logits_i8 (hidden % 64 == 0, emb_q within [-127, 127]); the VNNI kernel's
-    arguments (emb_sum is not read: no unsigned shift here), u = uint8[hidden] scratch for |q|."""
-    _logits_i8(emb_q, emb_s, q, s, u, out, counts, SCHEDULE)
+    arguments (emb_sum is not read: no unsigned shift here), u = uint8[hidden] scratch for |q|, then the
+    prefetch plan."""
+    _logits_i8(emb_q, emb_s, q, s, u, out, counts, plan)
 
 
 # ---------------------------------------------------------------- prefetch distance, measured
-PREFETCH_DISTANCES = (0, 1024, 2048, 4096, 8192, 16384)
+PREFETCH_KINDS = ("matrix", "logits")  # the i2s GEMV family (ternary rows) and the int8 logits
+PREFETCH_DISTANCES = (0, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384)
 _PROBE_BYTES = 64 << 20  # twice a 32 MB last-level cache: every pass streams from DRAM
-_PROBE_COLS = 2560
 _FILL = 0x99  # codes 2, 1, 2, 1: a valid ternary byte; as int8 -103, a valid int8 embedding value
 
 
 def time_prefetch(
-    distances: tuple[int, ...] = PREFETCH_DISTANCES, rounds: int = 5, nbytes: int = _PROBE_BYTES
-) -> dict[str, dict[int, float]]:
-    """Best GB/s of the i2s GEMV ("matrix") and the int8 logits ("logits") at each prefetch distance.
+    kind: str,
+    cols: int,
+    distances: tuple[int, ...] = PREFETCH_DISTANCES,
+    rounds: int = 5,
+    nbytes: int = _PROBE_BYTES,
+) -> dict[int, float]:
+    """Best GB/s of the i2s GEMV (kind "matrix", cols % 128 == 0) or the int8 logits ("logits",
+    cols % 64 == 0) over rows of `cols` values at each prefetch distance.
 
-    Both stream one buffer of `nbytes` (larger than the last-level cache) as 2560-column rows, the decode
-    step's traffic; the distances are timed in turns (one call each per round) so that a burst of load from
-    other processes falls on all of them alike, and the best call of each is kept.
+    The kernels request the lines `distance` bytes ahead along a tile of ROW_TILE rows, so the distance
+    that keeps every row's next lines in flight grows with the row's width (at 6912 columns 2 KB ran at
+    two thirds of 4-8 KB where 2560 columns ran alike): each width is timed on its own. One buffer of
+    `nbytes` (larger than the last-level cache) is streamed per call; the distances are timed in turns
+    (one call each per round) so that a burst of load from other processes falls on all of them alike,
+    and the best call of each is kept.
     """
-    data = np.full(nbytes // (_PROBE_COLS * 4) * (_PROBE_COLS * 4), _FILL, np.uint8)
-    w = data.reshape(-1, _PROBE_COLS // 128, 32)
-    e = data.view(np.int8).reshape(-1, _PROBE_COLS)
-    q = np.zeros((_PROBE_COLS // 128, 4, 32), np.int8)
-    u = np.zeros(_PROBE_COLS, np.uint8)
-    out = np.zeros(w.shape[0], np.float32)
-    scales = np.ones(e.shape[0], np.float32)
+    row_bytes = cols // 4 if kind == "matrix" else cols
+    data = np.full(nbytes // (row_bytes * ROW_TILE) * (row_bytes * ROW_TILE), _FILL, np.uint8)
     counts = Trace().counts
-    plan = np.zeros_like(SCHEDULE)
-    runs = {
-        "matrix": lambda: i2s_gemv_avx2(w, np.float32(1), q, np.float32(1), out, _PROBE_COLS, counts, plan),
-        "logits": lambda: _logits_i8(e, scales, q.reshape(-1), np.float32(1), u, out, counts, plan),
-    }
-    best = {name: dict.fromkeys(distances, 0.0) for name in runs}
-    for run in runs.values():
-        run()  # compile or load, and fault the buffer in
+    plan = np.zeros(1, np.int64)
+    if kind == "matrix":
+        w = data.reshape(-1, cols // 128, 32)
+        q = np.zeros((cols // 128, 4, 32), np.int8)
+        out = np.zeros(w.shape[0], np.float32)
+
+        def run():
+            i2s_gemv_avx2(w, np.float32(1), q, np.float32(1), out, cols, counts, plan)
+
+    else:
+        e = data.view(np.int8).reshape(-1, cols)
+        q1, u = np.zeros(cols, np.int8), np.zeros(cols, np.uint8)
+        out, scales = np.zeros(e.shape[0], np.float32), np.ones(e.shape[0], np.float32)
+
+        def run():
+            _logits_i8(e, scales, q1, np.float32(1), u, out, counts, plan)
+
+    best = dict.fromkeys(distances, 0.0)
+    run()  # compile or load, and fault the buffer in
     for _ in range(rounds):
         for d in distances:
-            plan[:] = d
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                best[name][d] = max(best[name][d], data.nbytes / (time.perf_counter() - start) / 1e9)
+            plan[0] = d
+            start = time.perf_counter()
+            run()
+            best[d] = max(best[d], data.nbytes / (time.perf_counter() - start) / 1e9)
     return best

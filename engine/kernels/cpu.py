@@ -6,11 +6,11 @@ VNNI), "avx512bw" (permw.py: vpermw lookups for tl1 / tl2), or "portable" (terna
 the host lacks the features or the caller asks for portable. `prefer`: "auto" (the best path the host has),
 "portable", or "avx2" (that path even where AVX-512 VNNI exists, so both can be tested there). Every
 variant adds to the same trace row as its portable twin and returns bit-identical results (the tests run
-both). The avx2 kernels take one more argument, `avx2.SCHEDULE` (`schedule_args`).
+both). The avx2 kernels take one more argument, their prefetch plan (`prefetch_for`).
 """
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from engine import kernel_choice
 from engine.constants import VARIANT_FEATURES
@@ -56,16 +56,11 @@ def _i2s_path(prefer: str) -> str:
     return "avx2" if has_avx2() else "portable"
 
 
-def schedule_args(variant: str) -> tuple:
-    """Extra trailing arguments the kernels of `variant` take: the avx2 schedule array, else none.
-
-    The first AVX2 matrix of a process fills the schedule with this host's measured prefetch distances
-    (`engine.kernel_choice.prefetch_choice`: timed once per machine, then read from the cache).
-    """
-    if variant != "avx2":
-        return ()
-    kernel_choice.prefetch_choice()
-    return (avx2.SCHEDULE,)
+def prefetch_for(variant: str, kind: str, cols: int) -> kernel_choice.PrefetchChoice | None:
+    """The prefetch choice whose plan the `kind` kernels of `variant` take as their last argument on rows
+    of `cols` values: this host's measured distance for avx2 (`engine.kernel_choice.prefetch_choice`:
+    timed once per machine and row width, then read from the cache), else None (no extra argument)."""
+    return kernel_choice.prefetch_choice(kind, cols) if variant == "avx2" else None
 
 
 def select_blk(prefer: str = "auto") -> tuple[Callable, Callable, str]:
@@ -119,6 +114,5 @@ def select_logits(hidden: int, prefer: str = "auto") -> tuple[Callable, str]:
     if path == "avx512vnni" and hidden % 64 == 0:
         return vnni.logits_i8_vnni, path
     if path == "avx2" and hidden % 64 == 0:
-        schedule_args(path)  # the prefetch distance, even when no AVX2 matrix was prepared before
-        return avx2.logits_i8_avx2, path
+        return partial(avx2.logits_i8_avx2, plan=prefetch_for(path, "logits", hidden).plan), path
     return ops.logits_i8, "portable"

@@ -40,8 +40,9 @@ from engine.constants import (
     WEIGHT_FORMATS,
 )
 from engine.errors import EngineError, check_choice
+from engine.kernel_choice import PrefetchChoice
 from engine.kernels import lut, ternary
-from engine.kernels.cpu import schedule_args, select_blk, select_i2s, select_qk256, select_tl
+from engine.kernels.cpu import prefetch_for, select_blk, select_i2s, select_qk256, select_tl
 
 KERNELS = ("i2s", "tl1", "tl2")
 VARIANTS = ("auto", "portable", "avx2")
@@ -66,6 +67,7 @@ class TernaryMatrix:
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _gemv: Callable = field(default=None, repr=False)
     _gemm: Callable = field(default=None, repr=False)
+    prefetch: PrefetchChoice | None = None  # the avx2 kernels' prefetch distance, measured for this width
 
 
 # ---- scratch --------------------------------------------------------------------------------------------
@@ -96,6 +98,11 @@ def _padded(q: np.ndarray, width: int) -> np.ndarray:
 
 
 # ---- packing helpers ------------------------------------------------------------------------------------
+
+
+def _plan_args(prefetch: PrefetchChoice | None) -> tuple:
+    """The avx2 kernels' trailing argument (their prefetch plan); other variants take none."""
+    return () if prefetch is None else (prefetch.plan,)
 
 
 def _round_up(n: int, m: int) -> int:
@@ -233,7 +240,8 @@ def _i2s_matrix(
     """The i2s kernels over I2_S blocks `w` [rows, cols/128, 32] (codes 0..2) with one finite scale."""
     nb = cols // 128
     gemv, gemm, variant = select_i2s(variant)
-    extra = schedule_args(variant)
+    prefetch = prefetch_for(variant, "matrix", cols)
+    extra = _plan_args(prefetch)
 
     def run_gemv(q, s, out, counts):
         gemv(w, scale, q.reshape(nb, 4, 32), np.float32(s), out, cols, counts, *extra)
@@ -244,7 +252,18 @@ def _i2s_matrix(
 
     nbytes = w.nbytes + 4
     return TernaryMatrix(
-        rows, cols, flavor, "i2s", "i2s_gemv", "i2s_gemm", nbytes, variant, {"w": w}, run_gemv, run_gemm
+        rows,
+        cols,
+        flavor,
+        "i2s",
+        "i2s_gemv",
+        "i2s_gemm",
+        nbytes,
+        variant,
+        {"w": w},
+        run_gemv,
+        run_gemm,
+        prefetch,
     )
 
 
@@ -265,7 +284,8 @@ def _prepare_blocked(
     else:
         gemv, gemm, variant = ternary.i2s_b32_gemv, ternary.i2s_b32_gemm, "portable"
         ids = ("i2s_b32_gemv", "i2s_b32_gemm")
-    extra = schedule_args(variant)
+    prefetch = prefetch_for(variant, "matrix", width)
+    extra = _plan_args(prefetch)
 
     def run_gemv(q, s, out, counts):
         qp = _padded(q, width).reshape(nb, 4, 32)
@@ -288,6 +308,7 @@ def _prepare_blocked(
         {"w": w, "d": d},
         run_gemv,
         run_gemm,
+        prefetch,
     )
 
 
@@ -298,7 +319,8 @@ def _prepare_qk256(values: np.ndarray, rows: int, cols: int, variant: str) -> Te
     w = pack_i2s_order(_pad_cols(codes, width, 0))
     nb = width // 128
     gemv, gemm, variant = select_qk256(variant)
-    extra = schedule_args(variant)
+    prefetch = prefetch_for(variant, "matrix", width)
+    extra = _plan_args(prefetch)
 
     def run_gemv(q, s, out, counts):
         gemv(w, _padded(q, width).reshape(nb, 4, 32), np.float32(s), out, cols, counts, *extra)
@@ -320,6 +342,7 @@ def _prepare_qk256(values: np.ndarray, rows: int, cols: int, variant: str) -> Te
         {"w": w},
         run_gemv,
         run_gemm,
+        prefetch,
     )
 
 

@@ -5,6 +5,7 @@ the run's facts: kernels and their counters, model, host, threads, kernel choice
 """
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import numba
@@ -63,7 +64,7 @@ def kernel_choice_section(
     selection: Selection,
     variants: dict[str, str],
     ran: set[str],
-    prefetch: dict[str, object] | None = None,
+    prefetch: Iterable[kernel_choice.PrefetchChoice] = (),
 ) -> dict[str, Any]:
     """The family per matrix shape, the instruction-set variant of each kernel that ran, and for `auto` how
     each family was chosen (engine.kernel_choice): every round's timings, the verdict and its reason."""
@@ -76,8 +77,10 @@ def kernel_choice_section(
         "per_shape": per_shape,
         "variants": {k: v for k, v in sorted(variants.items()) if k in ran},
     }
-    if prefetch is not None and "avx2" in section["variants"].values():
-        section["prefetch"] = prefetch
+    avx2_kinds = {kernel_choice.prefetch_kind(k) for k, v in section["variants"].items() if v == "avx2"}
+    record = kernel_choice.prefetch_record(c for c in prefetch if c.kind in avx2_kinds)
+    if record is not None:
+        section["prefetch"] = record
     if selection.mode == "auto":
         section["tuning"] = {
             "method": (
@@ -160,7 +163,7 @@ def _run_facts(
         "phases": phases,
         "threads": numba.get_num_threads(),
         "kernel_choice": kernel_choice_section(
-            model.kernel_selection, variants, set(counts), model.prefetch_schedule()
+            model.kernel_selection, variants, set(counts), model.prefetch_choices()
         ),
         "harness": harness_facts(harness_version()),
         "host": host_facts(),

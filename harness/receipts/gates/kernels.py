@@ -5,7 +5,7 @@ i2s from tl1; the per-shape kernel choice, the model's weight format and the hos
 """
 
 from engine.constants import VARIANT_FEATURES, WEIGHT_FORMATS
-from engine.kernel_choice import PREFETCH_TOLERANCE, fastest_distance
+from engine.kernel_choice import PREFETCH_TOLERANCE, fastest_distance, prefetch_kind
 from engine.trace import KERNEL_IDS
 from harness.receipts.checks import Check
 from harness.receipts.expectations import (
@@ -272,29 +272,57 @@ def kernel_variants(c: Check) -> None:
                 f"missing {', '.join(missing)}",
                 "This variant cannot have run on this host; the receipt's kernel choice is not its own.",
             )
-    _check_prefetch(c, r["kernel_choice"].get("prefetch"), "avx2" in variants.values())
+    _check_prefetch(c, r["kernel_choice"].get("prefetch"), variants, r["model"])
 
 
-def _check_prefetch(c: Check, prefetch: object, avx2_ran: bool) -> None:
-    """The AVX2 kernels' prefetch distances: recorded exactly when an AVX2 variant ran, each one of the
-    distances timed and the shortest within PREFETCH_TOLERANCE of the fastest (engine.kernel_choice)."""
+def _check_prefetch(c: Check, prefetch: object, variants: dict[str, str], model: dict) -> None:
+    """The AVX2 kernels' prefetch distances: recorded only when an AVX2 variant ran, each one of the
+    distances timed and the shortest within PREFETCH_TOLERANCE of the fastest (engine.kernel_choice); one
+    per kind and row width, at widths this model's matrices (or its logits) have."""
     if not isinstance(prefetch, dict):
         return  # older receipts and hosts without the AVX2 path record none
-    if not avx2_ran:
+    avx2_kinds = {prefetch_kind(k) for k, v in variants.items() if v == "avx2"}
+    if not avx2_kinds:
         c.fail(
             "kernel_choice.prefetch only beside an avx2 variant", "prefetch with no avx2 kernel", "Cannot be."
         )
         return
-    for kind in ("matrix", "logits"):
-        timings = prefetch["timings_gb_per_s"].get(kind, {})
-        chosen = prefetch[f"{kind}_bytes"]
+    if "targets" not in prefetch:  # written before the distance was chosen per row width
+        choices = [
+            (kind, None, prefetch[f"{kind}_bytes"], prefetch["timings_gb_per_s"].get(kind, {}))
+            for kind in ("matrix", "logits")
+        ]
+    else:
+        choices = [(t["kind"], t["cols"], t["bytes"], t["timings_gb_per_s"]) for t in prefetch["targets"]]
+        widths = {
+            "matrix": {-(-cols // 128) * 128 for _, cols in matrix_shapes(model)},
+            "logits": {model["hidden"]},
+        }
+        seen = [(kind, cols) for kind, cols, _, _ in choices]
+        stray = sorted(
+            f"{kind} {cols}" for kind, cols in seen if kind not in avx2_kinds or cols not in widths[kind]
+        )
+        if stray or len(set(seen)) != len(seen):
+            c.fail(
+                "one prefetch target per avx2 kernel kind and row width of this model",
+                ", ".join(stray) or "a target twice",
+                "Each distance is timed for the rows its kernels stream.",
+            )
+        if prefetch["cached"] != all(t["cached"] for t in prefetch["targets"]):
+            c.fail(
+                "prefetch.cached = every target cached",
+                prefetch["cached"],
+                "The summary contradicts the targets.",
+            )
+    for kind, cols, chosen, timings in choices:
+        name = kind if cols is None else f"{kind} {cols}"
         if not timings:
-            c.fail(f"timings of the {kind} prefetch distances", "none", "The choice must show its evidence.")
+            c.fail(f"timings of the {name} prefetch distances", "none", "The choice must show its evidence.")
             continue
         want = fastest_distance(timings)
         if chosen != want:
             c.fail(
-                f"{kind}_bytes = {want} (shortest within {PREFETCH_TOLERANCE:.0%} of the fastest)",
+                f"{name} prefetch = {want} bytes (shortest within {PREFETCH_TOLERANCE:.0%} of the fastest)",
                 chosen,
                 "The prefetch distance follows from its recorded timings.",
             )
