@@ -326,7 +326,7 @@ class PrefetchChoice:
     """The software prefetch distance (bytes ahead) the AVX2 kernels of one kind run with on rows of one
     width on this host, with the evidence; `plan` is the array those kernels read it from."""
 
-    kind: str  # avx2.PREFETCH_KINDS: "matrix" (ternary GEMVs) or "logits" (int8 logits)
+    kind: str  # "matrix" (the ternary GEMVs) or "logits" (the int8 logits)
     cols: int  # row width in values
     distance: int
     timings: dict[str, float]  # distance -> best GB/s

@@ -412,7 +412,6 @@ def logits_i8_avx2(emb_q, emb_s, emb_sum, q, s, u, out, counts, plan) -> None:
 
 
 # ---------------------------------------------------------------- prefetch distance, measured
-PREFETCH_KINDS = ("matrix", "logits")  # the i2s GEMV family (ternary rows) and the int8 logits
 PREFETCH_DISTANCES = (0, 1024, 2048, 4096, 8192, 16384)  # finer steps only let noise pick among equals
 _PROBE_BYTES = 64 << 20  # twice a 32 MB last-level cache: every pass streams from DRAM
 _FILL = 0x99  # codes 2, 1, 2, 1: a valid ternary byte; as int8 -103, a valid int8 embedding value
