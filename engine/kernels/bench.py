@@ -73,7 +73,7 @@ _EVICT_BYTES = 320 * 1024 * 1024
 
 
 @njit(cache=True, parallel=True)
-def _touch(words):
+def touch(words):
     """Read every word of a buffer (to push other data out of the caches); returns their sum."""
     total = np.int64(0)
     for c in prange(words.shape[0]):
@@ -120,7 +120,7 @@ def _time(call: Callable[[], None], repeats: int, evict: np.ndarray | None) -> l
     out = []
     for _ in range(repeats):
         if evict is not None:
-            _touch(evict)
+            touch(evict)
         t0 = time.perf_counter()
         call()
         out.append(time.perf_counter() - t0)
@@ -151,7 +151,7 @@ def time_kernel(
 def eviction_buffer(nbytes: int = _EVICT_BYTES) -> np.ndarray:
     """A buffer larger than the last-level cache share, read before every cold sample."""
     words = np.ones((max(nbytes // 8 // 4096, 1), 4096), dtype=np.int64)
-    _touch(words[:1])
+    touch(words[:1])
     return words
 
 

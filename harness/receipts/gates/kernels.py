@@ -5,6 +5,7 @@ i2s from tl1; the per-shape kernel choice, the model's weight format and the hos
 """
 
 from engine.constants import VARIANT_FEATURES, WEIGHT_FORMATS
+from engine.formats import i2s
 from engine.kernel_choice import PREFETCH_TOLERANCE, fastest_distance, prefetch_kind
 from engine.trace import KERNEL_IDS
 from harness.receipts.checks import Check
@@ -295,7 +296,8 @@ def _check_prefetch(c: Check, prefetch: object, variants: dict[str, str], model:
     else:
         choices = [(t["kind"], t["cols"], t["bytes"], t["timings_gb_per_s"]) for t in prefetch["targets"]]
         widths = {
-            "matrix": {-(-cols // 128) * 128 for _, cols in matrix_shapes(model)},
+            # the execution layout pads rows to whole I2_S blocks
+            "matrix": {-(-cols // i2s.BLOCK_VALUES) * i2s.BLOCK_VALUES for _, cols in matrix_shapes(model)},
             "logits": {model["hidden"]},
         }
         seen = [(kind, cols) for kind, cols, _, _ in choices]
