@@ -7,7 +7,9 @@ Every step is a numba kernel that updates `Model.trace`; decode allocates no arr
 
 `Model._forward` calls its kernels through a `_Kernels` table named by profile step. Decode and prefill differ
 only in their table (GEMV or GEMM projections); a profiled decode runs the same forward pass over a copy of
-the decode table whose calls are timed (engine/profiling.py).
+the decode table whose calls are timed (engine/profiling.py). Where every matrix runs the one-scale i2s
+layout, decode runs each layer as one compiled call of the same kernels (engine/kernels/decode_block.py);
+a decode profiled by kernel runs its layers step by step, so that each step can be timed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from engine.kernels import matmul, matvec, quantize_activations
 from engine.kernels.actquant_blocks import QK_K, matvec_blocks, quantize_blocks
 from engine.kernels.aligned import aligned_zeros
 from engine.kernels.cpu import select_logits
+from engine.kernels.decode_block import DECODE_BLOCKS, NO_PLAN
 from engine.kernels.ops import (
     attention_gqa,
     embed_lookup,
@@ -46,7 +49,7 @@ from engine.pages import advise
 from engine.profiling import TimedKernels
 from engine.tokenizer import Tokenizer
 from engine.trace import Trace
-from engine.weights import Layer, Projection, Weights, load_weights, select_kernels
+from engine.weights import Projection, Weights, load_weights, select_kernels
 
 KERNEL_FAMILIES = ("i2s", "tl1", "tl2")
 KERNEL_MODES = ("auto", *KERNEL_FAMILIES)
@@ -127,7 +130,7 @@ class _Kernels:
     """
 
     embed: Callable  # embed_lookup
-    layer: Callable  # Model._layer
+    layer: Callable  # Model._layer, or Model._layer_block in decode
     logits: Callable  # Model._logits_int8 or Model._logits_f32
     rmsnorm: Callable
     act_quant_i8: Callable
@@ -144,12 +147,15 @@ class _Kernels:
     ffn_down: Callable
 
 
-def _kernels(project: Callable, gate_act: Callable, norm: Callable, logits: Callable) -> _Kernels:
+def _kernels(
+    project: Callable, gate_act: Callable, norm: Callable, logits: Callable, layer: Callable | None = None
+) -> _Kernels:
     """The table of one kind of pass: `project` runs all seven projections, `gate_act` is the FFN gate,
-    `norm` the RMSNorm (prefill takes the versions that spread tokens over the threads)."""
+    `norm` the RMSNorm (prefill takes the versions that spread tokens over the threads); `layer` runs a
+    layer (Model._layer, step by step through this table, when None)."""
     return _Kernels(
         embed=embed_lookup,
-        layer=Model._layer,
+        layer=layer or Model._layer,
         logits=logits,
         rmsnorm=norm,
         act_quant_i8=quantize_activations,
@@ -221,12 +227,56 @@ class Model:
         self._logits = np.zeros(cfg.vocab_size, np.float32)  # what prefill and decode return, reused
 
         # the kernels of decode and of prefill
-        relu2 = cfg.ffn_act == "relu2"
+        relu2 = self._relu2 = cfg.ffn_act == "relu2"
         gate, gate_tokens = (relu2_gate, relu2_gate_tokens) if relu2 else (silu_gate, silu_gate_tokens)
         logits = Model._logits_int8 if logits_mode == "int8" else Model._logits_f32
         gemv, gemm = (_gemv, _gemm) if act_quant == "token" else (_Q8KProjection(),) * 2
-        self._decode_ops = _kernels(gemv, gate, rmsnorm, logits)
+        self._decode_parts = (gemv, gate, rmsnorm, logits)
+        self._decode_steps = _kernels(*self._decode_parts)
         self._prefill_ops = _kernels(gemm, gate_tokens, rmsnorm_tokens, logits)
+        # the GEMV variant of the compiled decode block, or None: decode runs its layers step by step
+        self.decode_block = self._block_variant()
+        if self.decode_block is not None:
+            self._block_fn = DECODE_BLOCKS[self.decode_block]
+            self._block_args = self._block_arguments()
+        self.set_decode_block(self.decode_block is not None)
+
+    def _block_variant(self) -> str | None:
+        """The GEMV variant of engine.kernels.decode_block that runs this model's decode layers: all matrices
+        must be one-scale i2s on one variant, activations quantized per token. None: step by step."""
+        variants = {m.variant for m in self._matrices.values()}
+        one_scale = all(m.gemv_id == "i2s_gemv" and m.scale is not None for m in self._matrices.values())
+        if self.act_quant != "token" or not one_scale or len(variants) != 1:
+            return None
+        variant = variants.pop()
+        return variant if variant in DECODE_BLOCKS else None
+
+    def _block_arguments(self) -> list[tuple]:
+        """Per layer, the decode block's arguments before (pos, eps, relu2, counts): buffers, norms, the
+        seven matrices' codes, scales, output scales and prefetch plans, the KV cache, RoPE tables, shape."""
+        b, cfg = self._dec, self.config
+        bufs = (b.x, b.xn, b.q_h, b.s_h, b.q, b.k, b.v, b.att, b.proj)
+        bufs += (b.gate, b.up, b.act, b.act_n, b.q_f, b.s_f)
+        rope = (self._cos, self._sin, self._scores)
+        shape = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
+        out = []
+        for layer, kv in zip(self._layers, self._kv, strict=True):
+            projections = list(layer.projections().values())
+            matrices = [p.matrix for p in projections]
+            out.append(
+                (
+                    bufs,
+                    (layer.attn_norm, layer.attn_sub_norm, layer.ffn_norm, layer.ffn_sub_norm),
+                    tuple(m.arrays["w"] for m in matrices),
+                    tuple(np.float32(m.scale) for m in matrices),
+                    tuple(np.float32(p.scale) for p in projections),
+                    tuple(NO_PLAN if m.prefetch is None else m.prefetch.plan for m in matrices),
+                    kv,
+                    rope,
+                    shape,
+                )
+            )
+        return out
 
     def _logit_bytes(self, weights: Weights) -> int:
         """Bytes of the embedding one logits call reads (the int8 row sums only on the VNNI path)."""
@@ -264,6 +314,15 @@ class Model:
         if self._logits_prefetch is not None:
             choices[id(self._logits_prefetch)] = self._logits_prefetch
         return list(choices.values())
+
+    def set_decode_block(self, enabled: bool) -> None:
+        """Run decode's layers as one compiled call each (the default where `decode_block` names a variant)
+        or step by step through the kernel table (for A/B timing of the two)."""
+        if enabled and self.decode_block is None:
+            raise EngineError("no decode block: this model's matrices do not all run one-scale i2s")
+        self._decode_ops = (
+            _kernels(*self._decode_parts, Model._layer_block) if enabled else self._decode_steps
+        )
 
     def reset(self) -> None:
         """Empty the KV cache (positions restart at 0; stale entries are never read)."""
@@ -303,14 +362,16 @@ class Model:
 
         `profile`, when given, receives stage seconds "embed", "forward", "logits" and "layers" (per layer);
         with `by_kernel` also "kernels": seconds per step of the layer (summed over layers), the Python
-        dispatch between the kernel calls included in the step that follows it.
+        dispatch between the kernel calls included in the step that follows it. With `by_kernel` the layers
+        run step by step even where decode otherwise runs each as one compiled call (`decode_block`).
         """
         if self.pos >= self.config.context_length:
             raise EngineError(f"context full: {self.config.context_length} tokens; reset the model")
         if not 0 <= token < self.config.vocab_size:
             raise EngineError(f"token id {token} outside the vocabulary (0..{self.config.vocab_size - 1})")
         self._tok[0] = token
-        self._run(self._tok, self._dec, self._decode_ops, profile, by_kernel)
+        ops = self._decode_steps if by_kernel else self._decode_ops
+        self._run(self._tok, self._dec, ops, profile, by_kernel)
         return self._logits
 
     def _run(
@@ -341,15 +402,15 @@ class Model:
         """Tokens `ids` at positions pos, pos + 1, ... through every layer; the last one's logits."""
         n = ids.shape[0]
         ops.embed(self._embedding, self._lut, ids, b.x, self.trace.counts)
-        for layer, kv in zip(self._layers, self._kv, strict=True):
-            ops.layer(self, layer, kv, b, ops)
+        for i in range(len(self._layers)):
+            ops.layer(self, i, b, ops)
         ops.logits(self, b.x[n - 1 : n])
         self.pos += n
 
-    def _layer(self, layer: Layer, kv: tuple[np.ndarray, np.ndarray], b: _Buffers, ops: _Kernels) -> None:
-        """One transformer block over b.x: attention, then the feed-forward network, each added to b.x."""
+    def _layer(self, i: int, b: _Buffers, ops: _Kernels) -> None:
+        """Transformer block i over b.x: attention, then the feed-forward network, each added to b.x."""
         counts, cfg, eps, pos = self.trace.counts, self.config, self._eps, self.pos
-        k_cache, v_cache = kv
+        layer, (k_cache, v_cache) = self._layers[i], self._kv[i]
         # attention
         ops.rmsnorm(b.x, layer.attn_norm, eps, b.xn, counts)
         ops.act_quant_i8(b.xn, b.q_h, b.s_h, counts)
@@ -373,6 +434,10 @@ class Model:
         ops.act_quant_i8(b.act_n, b.q_f, b.s_f, counts)
         ops.ffn_down(layer.ffn_down, b.act_n, b.q_f, b.s_f, b.proj, counts)
         ops.residual_add(b.x, b.proj, counts)
+
+    def _layer_block(self, i: int, b: _Buffers, ops: _Kernels) -> None:
+        """`_layer` for the one decode token, as one compiled call of the same kernels (decode's buffers)."""
+        self._block_fn(*self._block_args[i], self.pos, self._eps, self._relu2, self.trace.counts)
 
     def _logits_int8(self, x_last: np.ndarray) -> None:
         """RMSNorm(output_norm) of the last hidden state [1, hidden], int8, dot every int8 embedding row."""

@@ -414,7 +414,7 @@ def test_an_edited_ir_emitter_module_fails_the_kernel_import(tmp_path) -> None:
     edited.write_text(Path(vnni_ir.__file__).read_text() + "\n# edited\n")
     stand_in = types.ModuleType("engine.kernels.vnni_ir")
     stand_in.__file__ = str(edited)
-    with pytest.raises(ImportError, match="set IR_SHA256 in vnni.py"):
+    with pytest.raises(ImportError, match="set the digest in vnni.py"):
         require_ir_digest(stand_in, vnni.IR_SHA256, "vnni.py")
 
 

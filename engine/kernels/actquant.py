@@ -57,7 +57,7 @@ def _count(counts, ntok, cols):
 
 
 @njit(cache=True)
-def _quantize_serial(x, q_out, s_out, counts):
+def quantize_serial(x, q_out, s_out, counts):
     _count(counts, x.shape[0], x.shape[1])
     for t in range(x.shape[0]):
         _quantize_token(x, t, q_out, s_out)
@@ -86,4 +86,4 @@ def quantize_activations(x: np.ndarray, q_out: np.ndarray, s_out: np.ndarray, co
     if x.shape[0] > 1:
         _quantize_parallel(x, q_out, s_out, counts)
     else:
-        _quantize_serial(x, q_out, s_out, counts)
+        quantize_serial(x, q_out, s_out, counts)

@@ -1,21 +1,28 @@
-"""Stale-cache guard for kernels whose LLVM IR is emitted by another module.
+"""Stale-cache guard for kernels built from code in other modules (IR emitters, or kernels they call).
 
 numba's on-disk cache keys a compiled kernel on the source file that defines it, never on the modules whose
-IR emitters it calls. A kernel module therefore names the sha256 of its emitter module: an edited emitter
-fails the import until the digest, and with it the kernel module's own source, changes too, so numba
-recompiles instead of serving machine code built from the old IR.
+IR emitters or kernels it calls and links in. Such a module therefore names the sha256 of those modules'
+sources: an edited one fails the import until the digest, and with it the module's own source, changes
+too, so numba recompiles instead of serving machine code built from the old code.
 """
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
 
-def require_ir_digest(emitters: ModuleType, expected: str, holder: str) -> None:
-    """Raise ImportError unless `emitters`' source file has the sha256 `expected` (set in `holder`)."""
-    found = hashlib.sha256(Path(emitters.__file__).read_bytes()).hexdigest()
+def require_ir_digest(sources: ModuleType | Sequence[ModuleType], expected: str, holder: str) -> None:
+    """Raise ImportError unless the source files of `sources` (one module, or several read in order) have
+    the sha256 `expected` (set in `holder`)."""
+    modules = (sources,) if isinstance(sources, ModuleType) else tuple(sources)
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    found = digest.hexdigest()
     if found != expected:
+        names = ", ".join(m.__name__ for m in modules)
         raise ImportError(
-            f"{emitters.__name__} changed (sha256 {found}); set IR_SHA256 in {holder} to it so that numba "
-            "recompiles the kernels built from it instead of loading stale ones from its cache"
+            f"{names} changed (sha256 {found}); set the digest in {holder} to it so that numba "
+            "recompiles the kernels built from them instead of loading stale ones from its cache"
         )

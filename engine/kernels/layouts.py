@@ -68,6 +68,7 @@ class TernaryMatrix:
     _gemv: Callable = field(default=None, repr=False)
     _gemm: Callable = field(default=None, repr=False)
     prefetch: PrefetchChoice | None = None  # the avx2 kernels' prefetch distance, measured for this width
+    scale: np.float32 | None = None  # the one per-tensor scale of the i2s layout; None where rows keep scales
 
 
 # ---- scratch --------------------------------------------------------------------------------------------
@@ -264,6 +265,7 @@ def _i2s_matrix(
         run_gemv,
         run_gemm,
         prefetch,
+        scale=scale,
     )
 
 
