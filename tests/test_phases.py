@@ -112,6 +112,31 @@ def test_prefetch_targets_must_match_the_model_widths(receipt_path: Path, forger
     assert [g.name for g in result.failures] == want, result.lines()
 
 
+@pytest.mark.parametrize("forgery", ["none", "other variant", "other gemv", "removed"])
+def test_decode_block_must_agree_with_the_gemv_that_ran(receipt_path: Path, forgery: str) -> None:
+    """The tiny i2s model decodes through the compiled block, which the receipt names with its GEMV
+    variant; a block on another path, or beside a GEMV it never calls, fails. Without it (older receipts,
+    step-by-step models) the receipt still verifies."""
+    receipt = load_receipt(receipt_path)
+    choice = receipt["kernel_choice"]
+    assert choice["decode_block"] == choice["variants"]["i2s_gemv"]
+    if forgery == "other variant":
+        choice["decode_block"] = "portable" if choice["decode_block"] != "portable" else "avx2"
+    elif forgery == "other gemv":
+        receipt["kernel_counts"]["tl1_gemv"] = dict(receipt["kernel_counts"]["i2s_gemv"])
+        receipt["kernels"] = sorted(receipt["kernel_counts"])
+        choice["variants"]["tl1_gemv"] = "portable"
+    elif forgery == "removed":
+        del choice["decode_block"]
+    result = verify(finalize(receipt))
+    failed = [g.name for g in result.failures]
+    if forgery in ("none", "removed"):
+        assert failed == [], result.lines()
+    else:
+        assert "kernel_variants" in failed, result.lines()
+        assert any("decode_block" in line for line in result.lines()), result.lines()
+
+
 def test_benchmark_receipt_floor_and_noise(receipt_path: Path) -> None:
     """Two probes around the measured phases, each beyond the cache and 1 GiB; the floor is their pooled
     median; the noise section holds the system's figures over the measured phases."""

@@ -65,9 +65,11 @@ def kernel_choice_section(
     variants: dict[str, str],
     ran: set[str],
     prefetch: Iterable[kernel_choice.PrefetchChoice] = (),
+    decode_block: str | None = None,
 ) -> dict[str, Any]:
-    """The family per matrix shape, the instruction-set variant of each kernel that ran, and for `auto` how
-    each family was chosen (engine.kernel_choice): every round's timings, the verdict and its reason."""
+    """The family per matrix shape, the instruction-set variant of each kernel that ran, the variant of the
+    compiled decode block when decode ran through it, and for `auto` how each family was chosen
+    (engine.kernel_choice): every round's timings, the verdict and its reason."""
     per_shape = []
     for key, family in sorted(selection.kernels.items()):
         rows, cols = key.split(":", 1)[1].split("x")
@@ -81,6 +83,8 @@ def kernel_choice_section(
     record = kernel_choice.prefetch_record(c for c in prefetch if c.kind in avx2_kinds)
     if record is not None:
         section["prefetch"] = record
+    if decode_block is not None:
+        section["decode_block"] = decode_block
     if selection.mode == "auto":
         section["tuning"] = {
             "method": (
@@ -163,7 +167,7 @@ def _run_facts(
         "phases": phases,
         "threads": numba.get_num_threads(),
         "kernel_choice": kernel_choice_section(
-            model.kernel_selection, variants, set(counts), model.prefetch_choices()
+            model.kernel_selection, variants, set(counts), model.prefetch_choices(), model.decode_block
         ),
         "harness": harness_facts(harness_version()),
         "host": host_facts(),

@@ -274,6 +274,21 @@ def kernel_variants(c: Check) -> None:
                 "This variant cannot have run on this host; the receipt's kernel choice is not its own.",
             )
     _check_prefetch(c, r["kernel_choice"].get("prefetch"), variants, r["model"])
+    _check_decode_block(c, r["kernel_choice"].get("decode_block"), variants, ran)
+
+
+def _check_decode_block(c: Check, block: object, variants: dict[str, str], ran: set[str]) -> None:
+    """The compiled decode block calls one kernel for every matrix, i2s_gemv on the block's variant: a
+    receipt that names a block beside another GEMV, or beside i2s_gemv on another path, contradicts itself."""
+    if block is None:
+        return
+    gemvs = sorted(k for k in ran if k.endswith("_gemv"))
+    if gemvs != ["i2s_gemv"] or variants.get("i2s_gemv") != block:
+        c.fail(
+            f"decode_block {block} beside i2s_gemv alone, on the {block} path",
+            f"GEMV kernels {gemvs}, i2s_gemv on {variants.get('i2s_gemv')}",
+            "The decode block runs every matrix through i2s_gemv of its own variant.",
+        )
 
 
 def _check_prefetch(c: Check, prefetch: object, variants: dict[str, str], model: dict) -> None:
