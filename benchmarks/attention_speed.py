@@ -35,8 +35,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     caches = [
         (
-            (rng.standard_normal((context, KV_HEADS, HEAD_DIM)) * 0.5).astype(np.float32),
-            rng.standard_normal((context, KV_HEADS, HEAD_DIM)).astype(np.float32),
+            (rng.standard_normal((KV_HEADS, context, HEAD_DIM)) * 0.5).astype(np.float32),
+            rng.standard_normal((KV_HEADS, context, HEAD_DIM)).astype(np.float32),
         )
         for _ in range(LAYERS)
     ]

@@ -91,26 +91,35 @@ def _attention_numpy(q, keys, values, pos0, n_heads):
 
 @pytest.mark.parametrize(
     ("n_heads", "n_kv", "head_dim", "pos0", "n_tok"),
-    [(4, 2, 8, 3, 4), (4, 1, 12, 13, 11), (8, 2, 64, 13, 11), (8, 2, 76, 13, 11), (20, 5, 128, 13, 11)],
+    [
+        (4, 2, 8, 3, 4),
+        (4, 1, 12, 13, 11),
+        (8, 2, 64, 13, 11),
+        (8, 2, 76, 13, 11),
+        (20, 5, 128, 13, 11),
+        (4, 4, 16, 9, 3),
+        (6, 2, 24, 9, 3),
+    ],
 )
 def test_attention_block_matches_numpy_and_stores_cache(
     trace: Trace, n_heads: int, n_kv: int, head_dim: int, pos0: int, n_tok: int
 ) -> None:
     """Head sizes with 64-value blocks, a lone 8-value vector and single values; queries whose contexts end
-    inside and at the end of the 8-position steps."""
+    inside and at the end of the 8-position steps; heads paired over a KV head (groups of 2 and 4) and alone
+    (groups of 1 and 3)."""
     ctx = pos0 + n_tok + 5
-    k_cache = np.zeros((ctx, n_kv, head_dim), np.float32)
+    k_cache = np.zeros((n_kv, ctx, head_dim), np.float32)
     v_cache = np.zeros_like(k_cache)
-    k_cache[:pos0], v_cache[:pos0] = _f32(pos0, n_kv, head_dim), _f32(pos0, n_kv, head_dim)
+    k_cache[:, :pos0], v_cache[:, :pos0] = _f32(n_kv, pos0, head_dim), _f32(n_kv, pos0, head_dim)
     q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
     scores = np.zeros((n_heads, ctx), np.float32)
     out = np.zeros((n_tok, n_heads * head_dim), np.float32)
     ops.attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, trace.counts)
     new = slice(pos0, pos0 + n_tok)
-    np.testing.assert_array_equal(k_cache[new], k.reshape(n_tok, n_kv, head_dim))
-    np.testing.assert_array_equal(v_cache[new], v.reshape(n_tok, n_kv, head_dim))
+    np.testing.assert_array_equal(k_cache[:, new], k.reshape(n_tok, n_kv, head_dim).swapaxes(0, 1))
+    np.testing.assert_array_equal(v_cache[:, new], v.reshape(n_tok, n_kv, head_dim).swapaxes(0, 1))
     seen = slice(0, pos0 + n_tok)
-    expected = _attention_numpy(q, k_cache[seen].swapaxes(0, 1), v_cache[seen].swapaxes(0, 1), pos0, n_heads)
+    expected = _attention_numpy(q, k_cache[:, seen], v_cache[:, seen], pos0, n_heads)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
     attended = sum(pos0 + t + 1 for t in range(n_tok))
     elements = 2 * n_heads * head_dim * attended
@@ -121,7 +130,7 @@ def test_attention_block_equals_token_by_token(trace: Trace) -> None:
     n_heads, n_kv, head_dim, ctx, n_tok = 4, 1, 8, 8, 5
     q, k, v = _f32(n_tok, n_heads * head_dim), _f32(n_tok, n_kv * head_dim), _f32(n_tok, n_kv * head_dim)
     scores = np.zeros((n_heads, ctx), np.float32)
-    caches = [np.zeros((ctx, n_kv, head_dim), np.float32) for _ in range(4)]
+    caches = [np.zeros((n_kv, ctx, head_dim), np.float32) for _ in range(4)]
     block = np.zeros((n_tok, n_heads * head_dim), np.float32)
     ops.attention_gqa(q, k, v, caches[0], caches[1], 0, n_heads, scores, block, trace.counts)
     step = np.zeros((1, n_heads * head_dim), np.float32)
@@ -142,13 +151,20 @@ def test_attention_block_equals_token_by_token(trace: Trace) -> None:
 
 
 @njit
-def _scores_of(q, k_cache, g, n_ctx, scores):
-    return ops._attention_scores(q, 0, 1, k_cache, g, n_ctx, np.float32(0.25), scores)
+def _scores_of(q, k_cache, g, n_ctx, scores, paired):
+    """Head 1's scores and largest score, computed alone or beside head 2 (which shares its KV head)."""
+    if paired:
+        return ops._attention_scores2(q, 0, 1, k_cache, g, n_ctx, np.float32(0.25), scores)[0]
+    return ops._attention_scores(q, 0, 1, k_cache, g, n_ctx, np.float32(0.25), scores)[0]
 
 
 @njit
-def _weighted_sum_of(scores, inv, v_cache, g, n_ctx, out):
-    ops._attention_weighted_sum(scores, 1, inv, v_cache, g, n_ctx, out, 0)
+def _weighted_sum_of(scores, inv, v_cache, g, n_ctx, out, paired):
+    """Head 1's weighted sum, alone or beside head 2 (weights scores[2] * 0.5)."""
+    if paired:
+        ops._attention_weighted_sum2(scores, 1, (inv, np.float32(0.5)), v_cache, g, n_ctx, out, 0)
+    else:
+        ops._attention_weighted_sum(scores, 1, (inv,), v_cache, g, n_ctx, out, 0)
 
 
 def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -157,16 +173,17 @@ def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
 
 
+@pytest.mark.parametrize("paired", [False, True])
 @pytest.mark.parametrize("head_dim", [12, 16, 128])
-def test_attention_scores_sum_in_the_documented_lane_order(head_dim: int) -> None:
+def test_attention_scores_sum_in_the_documented_lane_order(head_dim: int, paired: bool) -> None:
     """Lane l sums d = l, l + 8, ... by FMA, lanes add as ((0+4)+(2+6))+((1+5)+(3+7)), the last head_dim % 8
     values follow by FMA: the scores equal that order emulated in numpy, bit for bit, for positions inside
-    and after the 8-position steps."""
+    and after the 8-position (4 when paired) steps, whether the head runs alone or beside another."""
     n_kv, ctx, n_ctx = 3, 24, 21
-    q, k_cache = _f32(1, 2 * head_dim), _f32(ctx, n_kv, head_dim)
-    scores = np.zeros((2, ctx), np.float32)
-    best = _scores_of(q, k_cache, 2, n_ctx, scores)
-    qh, keys = q[0, head_dim:], k_cache[:n_ctx, 2]
+    q, k_cache = _f32(1, 3 * head_dim), _f32(n_kv, ctx, head_dim)
+    scores = np.zeros((3, ctx), np.float32)
+    best = _scores_of(q, k_cache, 2, n_ctx, scores, paired)
+    qh, keys = q[0, head_dim : 2 * head_dim], k_cache[2, :n_ctx]
     full = head_dim - head_dim % 8
     lanes = np.zeros((n_ctx, 8), np.float32)
     for d in range(0, full, 8):
@@ -179,6 +196,7 @@ def test_attention_scores_sum_in_the_documented_lane_order(head_dim: int) -> Non
     expected = dots * np.float32(0.25)
     np.testing.assert_array_equal(scores[1, :n_ctx], expected)
     assert best == expected.max()
+    assert scores[2, :n_ctx].any() == paired  # the second head's row, written only when paired
 
 
 @njit
@@ -231,20 +249,27 @@ def test_attention_softmax_sums_in_the_documented_lane_order() -> None:
         assert total == expected, h
 
 
-@pytest.mark.parametrize("head_dim", [12, 72, 128])
-def test_attention_weighted_sum_adds_positions_in_order(head_dim: int) -> None:
+@pytest.mark.parametrize("paired", [False, True])
+@pytest.mark.parametrize("head_dim", [12, 40, 72, 128])
+def test_attention_weighted_sum_adds_positions_in_order(head_dim: int, paired: bool) -> None:
     """out[d] = fma(p[j] * inv, v[j, d], out[d]) for j = 0, 1, ... from 0: equal, bit for bit, to that
-    order emulated in numpy, for the 64-value blocks, a lone 8-value vector and single values."""
+    order emulated in numpy, for the 64-value (32 when paired) blocks, lone 8-value vectors and single
+    values, whether the head runs alone or beside another."""
     n_kv, ctx, n_ctx = 2, 16, 13
-    scores, v_cache = np.abs(_f32(2, ctx)), _f32(ctx, n_kv, head_dim)
+    scores, v_cache = np.abs(_f32(3, ctx)), _f32(n_kv, ctx, head_dim)
     inv = np.float32(1.0) / scores[1, :n_ctx].sum()
-    out = np.zeros((1, 2 * head_dim), np.float32)
-    _weighted_sum_of(scores, inv, v_cache, 1, n_ctx, out)
-    expected = np.zeros(head_dim, np.float32)
-    for j in range(n_ctx):
-        weight = np.full(head_dim, scores[1, j] * inv)
-        expected = _fma32(weight, v_cache[j, 1], expected)
-    np.testing.assert_array_equal(out[0, head_dim:], expected)
+    out = np.zeros((1, 3 * head_dim), np.float32)
+    _weighted_sum_of(scores, inv, v_cache, 1, n_ctx, out, paired)
+    for h, scale in ((1, inv), (2, np.float32(0.5))):
+        expected = np.zeros(head_dim, np.float32)
+        for j in range(n_ctx):
+            weight = np.full(head_dim, scores[h, j] * scale)
+            expected = _fma32(weight, v_cache[1, j], expected)
+        got = out[0, h * head_dim : (h + 1) * head_dim]
+        if h == 1 or paired:
+            np.testing.assert_array_equal(got, expected)
+        else:
+            assert not got.any()  # head 2's columns, written only when paired
     assert not out[0, :head_dim].any()  # head 0's columns are untouched
 
 

@@ -4,14 +4,20 @@ All work on <8 x float> vectors with `llvm.fma`, which LLVM lowers for any x86-6
 under AVX2 and AVX-512 alike), so the order of every sum is the one written here on every host:
 - Scores: lane l of a position's accumulator sums q[d] * k[d] over d = l, l + 8, ... in order (one fused
   multiply-add each), the eight lanes are added as ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), and
-  the last head_dim % 8 products follow one by one. Eight positions run side by side so that one load of q
-  serves eight rows of k and eight independent chains keep the FMA units busy; a single position (the
-  tail) runs the same arithmetic.
+  the last head_dim % 8 products follow one by one. Eight (head, position) accumulators run side by side:
+  one head over eight positions (one load of q serves eight rows of k), or, where query heads share a KV
+  head, two heads over four positions (one load of k serves both heads, halving the reads of the cache,
+  which come from L2 at 512 bytes per position and head). A single position (the tail) runs the same
+  arithmetic.
 - Softmax weights: e[j] = exp(s[j] - max) eight at a time by the polynomial of `exp_lanes` (under 1 ulp
   from the exact value; 0 below -87.3, where float32 turns subnormal), their sum lane by lane over j = l,
   l + 8, ..., the lanes added as in the scores, then the last n % 8 one by one.
 - Weighted sum: out[d] = fma(w[j], v[j, d], out[d]) for j = 0, 1, ... from 0.0, w[j] = p[j] * inv, the
-  accumulators held in registers for 64 values of d at a time instead of read and written per position.
+  accumulators held in registers for 64 values of d at a time (32 per head for two heads sharing each
+  load of v) instead of read and written per position.
+
+Every head's arithmetic is the same whether it runs alone or beside another, so the grouping never
+changes a result.
 """
 
 from llvmlite import ir
@@ -23,8 +29,7 @@ I64 = ir.IntType(64)
 F32 = ir.FloatType()
 LANES = 8
 VF = ir.VectorType(F32, LANES)
-POSITIONS = 8  # positions whose scores one step computes
-OUT_VECTORS = 8  # accumulators of the weighted sum held in registers at once (64 values of d)
+ACCUMULATORS = 8  # (head, position) dot products, or (head, 8 values of d) weighted sums, one step holds
 
 
 def _call(builder: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value:
@@ -67,69 +72,90 @@ def lane_sum(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
     return builder.fadd(builder.extract_element(v, I32(0)), builder.extract_element(v, I32(1)))
 
 
-def _position_dots(builder, qptr, kptr, stride, j0, count: int, head_dim):
-    """Dot products of q with the `count` key rows j0 .. j0 + count - 1 (rows `stride` floats apart)."""
+def _position_dots(builder, qptrs, kptr, stride, j0, count: int, head_dim):
+    """[head][position] dot products of each q in `qptrs` with the `count` key rows j0 .. j0 + count - 1
+    (rows `stride` floats apart); every key load serves all the heads."""
     nvec = builder.udiv(head_dim, I64(LANES))
     rows = [builder.gep(kptr, [builder.mul(builder.add(j0, I64(p)), stride)]) for p in range(count)]
-    accs = [cgutils.alloca_once_value(builder, ir.Constant(VF, None)) for _ in range(count)]
+    accs = [[cgutils.alloca_once_value(builder, ir.Constant(VF, None)) for _ in rows] for _ in qptrs]
     with cgutils.for_range(builder, nvec) as loop:
         d = builder.mul(loop.index, I64(LANES))
-        qv = _load(builder, qptr, d)
-        for row, acc in zip(rows, accs, strict=True):
-            builder.store(_fma(builder, qv, _load(builder, row, d), builder.load(acc)), acc)
-    sums = [cgutils.alloca_once_value(builder, lane_sum(builder, builder.load(acc))) for acc in accs]
+        keys = [_load(builder, row, d) for row in rows]
+        for qptr, head in zip(qptrs, accs, strict=True):
+            qv = _load(builder, qptr, d)
+            for key, acc in zip(keys, head, strict=True):
+                builder.store(_fma(builder, qv, key, builder.load(acc)), acc)
+    sums = [
+        [cgutils.alloca_once_value(builder, lane_sum(builder, builder.load(a))) for a in head]
+        for head in accs
+    ]
     done = builder.mul(nvec, I64(LANES))
     with cgutils.for_range(builder, builder.sub(head_dim, done)) as loop:
         d = builder.add(done, loop.index)
-        qd = builder.load(builder.gep(qptr, [d]))
-        for row, total in zip(rows, sums, strict=True):
-            builder.store(_fma(builder, qd, builder.load(builder.gep(row, [d])), builder.load(total)), total)
-    return [builder.load(total) for total in sums]
+        for qptr, head in zip(qptrs, sums, strict=True):
+            qd = builder.load(builder.gep(qptr, [d]))
+            for row, total in zip(rows, head, strict=True):
+                builder.store(
+                    _fma(builder, qd, builder.load(builder.gep(row, [d])), builder.load(total)), total
+                )
+    return [[builder.load(total) for total in head] for head in sums]
 
 
-def scores(builder, qptr, kptr, stride, n_ctx, head_dim, scale, sptr) -> ir.Value:
-    """sptr[j] = scale * (q . k_j) for j < n_ctx, k_j at kptr + j * stride; returns the largest score."""
-    best = cgutils.alloca_once_value(builder, ir.Constant(F32, float("-inf")))
+def scores(builder, qptrs, kptr, stride, n_ctx, head_dim, scale, sptrs) -> list[ir.Value]:
+    """sptrs[i][j] = scale * (q_i . k_j) for each head i and j < n_ctx, k_j at kptr + j * stride; returns
+    each head's largest score."""
+    best = [cgutils.alloca_once_value(builder, ir.Constant(F32, float("-inf"))) for _ in qptrs]
 
     def step(j0, count):
-        for p, dot in enumerate(_position_dots(builder, qptr, kptr, stride, j0, count, head_dim)):
-            value = builder.fmul(dot, scale)
-            builder.store(value, builder.gep(sptr, [builder.add(j0, I64(p))]))
-            old = builder.load(best)
-            builder.store(builder.select(builder.fcmp_ordered(">", value, old), value, old), best)
+        dots = _position_dots(builder, qptrs, kptr, stride, j0, count, head_dim)
+        for head, sptr, top in zip(dots, sptrs, best, strict=True):
+            for p, dot in enumerate(head):
+                value = builder.fmul(dot, scale)
+                builder.store(value, builder.gep(sptr, [builder.add(j0, I64(p))]))
+                old = builder.load(top)
+                builder.store(builder.select(builder.fcmp_ordered(">", value, old), value, old), top)
 
-    blocks = builder.udiv(n_ctx, I64(POSITIONS))
+    positions = ACCUMULATORS // len(qptrs)
+    blocks = builder.udiv(n_ctx, I64(positions))
     with cgutils.for_range(builder, blocks) as loop:
-        step(builder.mul(loop.index, I64(POSITIONS)), POSITIONS)
-    done = builder.mul(blocks, I64(POSITIONS))
+        step(builder.mul(loop.index, I64(positions)), positions)
+    done = builder.mul(blocks, I64(positions))
     with cgutils.for_range(builder, builder.sub(n_ctx, done)) as loop:
         step(builder.add(done, loop.index), 1)
-    return builder.load(best)
+    return [builder.load(top) for top in best]
 
 
-def _weighted_columns(builder, pptr, inv, vptr, stride, n_ctx, optr, d0, count: int, lanes: int = LANES):
-    """out[d0 .. d0 + lanes count) = sum over j of (p[j] * inv) * v_j[...], j in order, one FMA per step;
-    `lanes` 8 (vectors) or 1 (single values)."""
+def _weighted_columns(builder, pptrs, invs, vptr, stride, n_ctx, optrs, d0, count: int, lanes: int = LANES):
+    """out_i[d0 .. d0 + lanes count) = sum over j of (p_i[j] * inv_i) * v_j[...] for each head i, j in order,
+    one FMA per step; `lanes` 8 (vectors) or 1 (single values). Every load of v serves all the heads."""
     vtype = VF if lanes == LANES else F32
-    accs = [cgutils.alloca_once_value(builder, ir.Constant(vtype, None)) for _ in range(count)]
+    accs = [
+        [cgutils.alloca_once_value(builder, ir.Constant(vtype, None)) for _ in range(count)] for _ in pptrs
+    ]
     with cgutils.for_range(builder, n_ctx) as loop:
-        w = builder.fmul(builder.load(builder.gep(pptr, [loop.index])), inv)
-        w = _splat(builder, w) if lanes == LANES else w
+        weights = []
+        for pptr, inv in zip(pptrs, invs, strict=True):
+            w = builder.fmul(builder.load(builder.gep(pptr, [loop.index])), inv)
+            weights.append(_splat(builder, w) if lanes == LANES else w)
         row = builder.gep(vptr, [builder.add(builder.mul(loop.index, stride), d0)])
-        for i, acc in enumerate(accs):
+        for i in range(count):
             v = _load(builder, row, I64(lanes * i), vtype)
-            builder.store(_fma(builder, w, v, builder.load(acc)), acc)
-    for i, acc in enumerate(accs):
-        ptr = builder.gep(optr, [builder.add(d0, I64(lanes * i))])
-        builder.store(builder.load(acc), builder.bitcast(ptr, vtype.as_pointer()), align=4)
+            for w, head in zip(weights, accs, strict=True):
+                builder.store(_fma(builder, w, v, builder.load(head[i])), head[i])
+    for optr, head in zip(optrs, accs, strict=True):
+        for i, acc in enumerate(head):
+            ptr = builder.gep(optr, [builder.add(d0, I64(lanes * i))])
+            builder.store(builder.load(acc), builder.bitcast(ptr, vtype.as_pointer()), align=4)
 
 
-def weighted_sum(builder, pptr, inv, vptr, stride, n_ctx, head_dim, optr) -> None:
-    """optr[d] = sum_j (pptr[j] * inv) * v_j[d] for d < head_dim, v_j at vptr + j * stride: 64 values of d
-    at a time, then single vectors of 8, then single values."""
-    args = (builder, pptr, inv, vptr, stride, n_ctx, optr)
+def weighted_sum(builder, pptrs, invs, vptr, stride, n_ctx, head_dim, optrs) -> None:
+    """optrs[i][d] = sum_j (pptrs[i][j] * invs[i]) * v_j[d] for each head i and d < head_dim, v_j at
+    vptr + j * stride: 64 values of d at a time (32 per head for two heads), then single vectors of 8, then
+    single values."""
+    args = (builder, pptrs, invs, vptr, stride, n_ctx, optrs)
+    vectors = ACCUMULATORS // len(pptrs)
     done = I64(0)
-    for width, count, lanes in ((LANES * OUT_VECTORS, OUT_VECTORS, LANES), (LANES, 1, LANES), (1, 1, 1)):
+    for width, count, lanes in ((LANES * vectors, vectors, LANES), (LANES, 1, LANES), (1, 1, 1)):
         steps = builder.udiv(builder.sub(head_dim, done), I64(width))
         with cgutils.for_range(builder, steps) as loop:
             _weighted_columns(*args, builder.add(done, builder.mul(loop.index, I64(width))), count, lanes)

@@ -21,7 +21,7 @@ from engine.kernels.ir_digest import require_ir_digest
 
 # numba's cache keys this module's blocks on this file alone, never on the kernels they call and link in:
 # this names the sources of those kernels, so an edit to any of them fails the import until this changes.
-KERNELS_SHA256 = "a18a783397391891afaa25abc8c8954623dcae78692f171f5299cd273c41664a"
+KERNELS_SHA256 = "fbb548f7a1c1dd231571dbd8640f132cdc18b06deb8b725782797d86adf5de95"
 require_ir_digest((actquant, avx2, ops, ternary, vnni), KERNELS_SHA256, "engine/kernels/decode_block.py")
 
 

@@ -21,7 +21,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import CALLS, ELEMENTS, ROWS, kid
 
 # numba's cache cannot see edits to attention_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "507a09254d7c0ab832a1ba3e43dd1d204f4f121670bc33019d97da26a77ddcbe"
+IR_SHA256 = "4552fe1f1ebead0f9be235daa95b416999984676a59df95f7f03ba746f6fd5df"
 require_ir_digest(attention_ir, IR_SHA256, "engine/kernels/ops.py")
 
 _EMBED = kid("embed_lookup")
@@ -140,32 +140,73 @@ def _at(builder, ary, row, col):
 
 
 def _cache_group(builder, cache, g):
-    """(head_dim, floats from one position to the next, pointer to KV head g at position 0) of a cache."""
+    """(head_dim, floats from one position to the next, pointer to KV head g at position 0) of a cache
+    [n_kv, context, head_dim]: a KV head's positions follow one another."""
     head_dim = builder.extract_value(cache.shape, 2)
-    stride = builder.mul(builder.extract_value(cache.shape, 1), head_dim)
-    return head_dim, stride, builder.gep(cache.data, [builder.mul(g, head_dim)])
+    per_group = builder.mul(builder.extract_value(cache.shape, 1), head_dim)
+    return head_dim, head_dim, builder.gep(cache.data, [builder.mul(g, per_group)])
 
 
-@intrinsic
-def _attention_scores(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
-    """scores[h, j] = scale * (q[t, head h] . k_cache[j, g]) for j < n_ctx; returns the largest."""
-    ok = (
-        c_array(q, types.float32, 2)
-        and c_array(k_cache, types.float32, 3)
-        and c_array(scores, types.float32, 2)
-    )
-    if not (ok and integers(t, h, g, n_ctx) and scale == types.float32):
-        return None
+def _scores_intrinsic(heads: int):
+    """scores[h + i, j] = scale * (q[t, head h + i] . k_cache[g, j]) for i < `heads` and j < n_ctx, the
+    heads sharing each load of k; returns each head's largest score (a tuple of `heads`)."""
+    ret = types.UniTuple(types.float32, heads)
 
-    def codegen(context, builder, sig, args):
-        qa, t, h, ka, g, n_ctx = (arg(context, builder, sig, args, i) for i in range(6))
-        sa = arg(context, builder, sig, args, 7)
-        head_dim, stride, kptr = _cache_group(builder, ka, g)
-        qptr = _at(builder, qa, t, builder.mul(h, head_dim))
-        sptr = _at(builder, sa, h, attention_ir.I64(0))
-        return attention_ir.scores(builder, qptr, kptr, stride, n_ctx, head_dim, args[6], sptr)
+    def typer(typingctx, q, t, h, k_cache, g, n_ctx, scale, scores):
+        ok = (
+            c_array(q, types.float32, 2)
+            and c_array(k_cache, types.float32, 3)
+            and c_array(scores, types.float32, 2)
+        )
+        if not (ok and integers(t, h, g, n_ctx) and scale == types.float32):
+            return None
 
-    return types.float32(q, t, h, k_cache, g, n_ctx, scale, scores), codegen
+        def codegen(context, builder, sig, args):
+            qa, t, h, ka, g, n_ctx = (arg(context, builder, sig, args, i) for i in range(6))
+            sa = arg(context, builder, sig, args, 7)
+            head_dim, stride, kptr = _cache_group(builder, ka, g)
+            heads_at = [builder.add(h, attention_ir.I64(i)) for i in range(heads)]
+            qptrs = [_at(builder, qa, t, builder.mul(hi, head_dim)) for hi in heads_at]
+            sptrs = [_at(builder, sa, hi, attention_ir.I64(0)) for hi in heads_at]
+            best = attention_ir.scores(builder, qptrs, kptr, stride, n_ctx, head_dim, args[6], sptrs)
+            return context.make_tuple(builder, ret, best)
+
+        return ret(q, t, h, k_cache, g, n_ctx, scale, scores), codegen
+
+    return intrinsic(typer)
+
+
+def _weighted_sum_intrinsic(heads: int):
+    """out[t, head h + i] = sum_j (scores[h + i, j] * invs[i]) * v_cache[g, j] over j < n_ctx for i <
+    `heads` (`invs` a tuple of `heads` floats), the heads sharing each load of v."""
+
+    def typer(typingctx, scores, h, invs, v_cache, g, n_ctx, out, t):
+        ok = (
+            c_array(scores, types.float32, 2)
+            and c_array(v_cache, types.float32, 3)
+            and c_array(out, types.float32, 2)
+        )
+        if not (ok and integers(h, g, n_ctx, t) and invs == types.UniTuple(types.float32, heads)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            sa, h = (arg(context, builder, sig, args, i) for i in range(2))
+            va, g, n_ctx, oa, t = (arg(context, builder, sig, args, i) for i in range(3, 8))
+            head_dim, stride, vptr = _cache_group(builder, va, g)
+            heads_at = [builder.add(h, attention_ir.I64(i)) for i in range(heads)]
+            pptrs = [_at(builder, sa, hi, attention_ir.I64(0)) for hi in heads_at]
+            optrs = [_at(builder, oa, t, builder.mul(hi, head_dim)) for hi in heads_at]
+            invs = [builder.extract_value(args[2], i) for i in range(heads)]
+            attention_ir.weighted_sum(builder, pptrs, invs, vptr, stride, n_ctx, head_dim, optrs)
+            return context.get_dummy_value()
+
+        return types.none(scores, h, invs, v_cache, g, n_ctx, out, t), codegen
+
+    return intrinsic(typer)
+
+
+_attention_scores, _attention_scores2 = _scores_intrinsic(1), _scores_intrinsic(2)
+_attention_weighted_sum, _attention_weighted_sum2 = _weighted_sum_intrinsic(1), _weighted_sum_intrinsic(2)
 
 
 @intrinsic
@@ -182,55 +223,41 @@ def _attention_softmax(typingctx, scores, h, n_ctx, best):
     return types.float32(scores, h, n_ctx, best), codegen
 
 
-@intrinsic
-def _attention_weighted_sum(typingctx, scores, h, inv, v_cache, g, n_ctx, out, t):
-    """out[t, head h] = sum_j (scores[h, j] * inv) * v_cache[j, g] over j < n_ctx."""
-    ok = (
-        c_array(scores, types.float32, 2)
-        and c_array(v_cache, types.float32, 3)
-        and c_array(out, types.float32, 2)
-    )
-    if not (ok and integers(h, g, n_ctx, t) and inv == types.float32):
-        return None
-
-    def codegen(context, builder, sig, args):
-        sa, h = (arg(context, builder, sig, args, i) for i in range(2))
-        va, g, n_ctx, oa, t = (arg(context, builder, sig, args, i) for i in range(3, 8))
-        head_dim, stride, vptr = _cache_group(builder, va, g)
-        pptr = _at(builder, sa, h, attention_ir.I64(0))
-        optr = _at(builder, oa, t, builder.mul(h, head_dim))
-        attention_ir.weighted_sum(builder, pptr, args[2], vptr, stride, n_ctx, head_dim, optr)
-        return context.get_dummy_value()
-
-    return types.none(scores, h, inv, v_cache, g, n_ctx, out, t), codegen
-
-
 @njit(cache=True, parallel=True)
 def attention_gqa(q, k, v, k_cache, v_cache, pos0, n_heads, scores, out, counts):
     """Store k/v of T new tokens at positions pos0.. of the cache, then causal grouped-query attention.
 
-    q: [T, n_heads*head_dim]; k, v: [T, n_kv*head_dim]; caches: [context, n_kv, head_dim]; scores: scratch
+    q: [T, n_heads*head_dim]; k, v: [T, n_kv*head_dim]; caches: [n_kv, context, head_dim]; scores: scratch
     [n_heads, context]; out: [T, n_heads*head_dim]. Query t sees positions 0..pos0+t; softmax in float32 with
-    the max subtracted; scale 1/sqrt(head_dim). Heads run in parallel; q.k, the softmax and the weighted sum
-    of v run as attention_ir emits them, in one order on every host. rows = T, elements = 2 * n_heads *
+    the max subtracted; scale 1/sqrt(head_dim). Heads run in parallel, in pairs where two query heads share
+    a KV head (each load of the cache serves both); q.k, the softmax and the weighted sum of v run as
+    attention_ir emits them, in one order on every host, alone or paired. rows = T, elements = 2 * n_heads *
     head_dim * sum_t(pos0+t+1) (the multiply-adds of q.k and p.v).
     """
     n_tok = q.shape[0]
-    _, n_kv, head_dim = k_cache.shape
+    n_kv, _, head_dim = k_cache.shape
     group = n_heads // n_kv
     for t in range(n_tok):
         for g in range(n_kv):
             for d in range(head_dim):
-                k_cache[pos0 + t, g, d] = k[t, g * head_dim + d]
-                v_cache[pos0 + t, g, d] = v[t, g * head_dim + d]
+                k_cache[g, pos0 + t, d] = k[t, g * head_dim + d]
+                v_cache[g, pos0 + t, d] = v[t, g * head_dim + d]
     scale = np.float32(1.0 / math.sqrt(head_dim))
-    for h in prange(n_heads):
+    pair = 2 if group % 2 == 0 else 1  # heads of one KV head that share each load of the cache
+    for u in prange(n_heads // pair):
+        h = u * pair
         g = h // group
         for t in range(n_tok):
             n_ctx = pos0 + t + 1
-            best = _attention_scores(q, t, h, k_cache, g, n_ctx, scale, scores)
-            total = _attention_softmax(scores, h, n_ctx, best)
-            _attention_weighted_sum(scores, h, np.float32(1.0) / total, v_cache, g, n_ctx, out, t)
+            if pair == 2:
+                b0, b1 = _attention_scores2(q, t, h, k_cache, g, n_ctx, scale, scores)
+                inv0 = np.float32(1.0) / _attention_softmax(scores, h, n_ctx, b0)
+                inv1 = np.float32(1.0) / _attention_softmax(scores, h + 1, n_ctx, b1)
+                _attention_weighted_sum2(scores, h, (inv0, inv1), v_cache, g, n_ctx, out, t)
+            else:
+                (best,) = _attention_scores(q, t, h, k_cache, g, n_ctx, scale, scores)
+                inv = np.float32(1.0) / _attention_softmax(scores, h, n_ctx, best)
+                _attention_weighted_sum(scores, h, (inv,), v_cache, g, n_ctx, out, t)
     attended = n_tok * pos0 + n_tok * (n_tok + 1) // 2
     _count(counts, _ATTN, n_tok, 2 * n_heads * head_dim * attended)
 
