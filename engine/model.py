@@ -231,15 +231,16 @@ class Model:
         gate, gate_tokens = (relu2_gate, relu2_gate_tokens) if relu2 else (silu_gate, silu_gate_tokens)
         logits = Model._logits_int8 if logits_mode == "int8" else Model._logits_f32
         gemv, gemm = (_gemv, _gemm) if act_quant == "token" else (_Q8KProjection(),) * 2
-        self._decode_parts = (gemv, gate, rmsnorm, logits)
-        self._decode_steps = _kernels(*self._decode_parts)
+        self._decode_steps = _kernels(gemv, gate, rmsnorm, logits)
         self._prefill_ops = _kernels(gemm, gate_tokens, rmsnorm_tokens, logits)
         # the GEMV variant of the compiled decode block, or None: decode runs its layers step by step
         self.decode_block = self._block_variant()
+        self._decode_blocks: _Kernels | None = None
         if self.decode_block is not None:
             self._block_fn = DECODE_BLOCKS[self.decode_block]
             self._block_args = self._block_arguments()
-        self.set_decode_block(self.decode_block is not None)
+            self._decode_blocks = _kernels(gemv, gate, rmsnorm, logits, Model._layer_block)
+        self._decode_ops = self._decode_blocks or self._decode_steps
 
     def _block_variant(self) -> str | None:
         """The GEMV variant of engine.kernels.decode_block that runs this model's decode layers: all matrices
@@ -255,6 +256,7 @@ class Model:
         """Per layer, the decode block's arguments before (pos, eps, relu2, counts): buffers, norms, the
         seven matrices' codes, scales, output scales and prefetch plans, the KV cache, RoPE tables, shape."""
         b, cfg = self._dec, self.config
+        # in the order engine.kernels.decode_block._block unpacks them
         bufs = (b.x, b.xn, b.q_h, b.s_h, b.q, b.k, b.v, b.att, b.proj)
         bufs += (b.gate, b.up, b.act, b.act_n, b.q_f, b.s_f)
         rope = (self._cos, self._sin, self._scores)
@@ -318,11 +320,9 @@ class Model:
     def set_decode_block(self, enabled: bool) -> None:
         """Run decode's layers as one compiled call each (the default where `decode_block` names a variant)
         or step by step through the kernel table (for A/B timing of the two)."""
-        if enabled and self.decode_block is None:
+        if enabled and self._decode_blocks is None:
             raise EngineError("no decode block: this model's matrices do not all run one-scale i2s")
-        self._decode_ops = (
-            _kernels(*self._decode_parts, Model._layer_block) if enabled else self._decode_steps
-        )
+        self._decode_ops = self._decode_blocks if enabled else self._decode_steps
 
     def reset(self) -> None:
         """Empty the KV cache (positions restart at 0; stale entries are never read)."""

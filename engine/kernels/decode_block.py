@@ -43,9 +43,11 @@ def _i2s_gemv_variant(variant, w, scale, q, s, out, cols, counts, plan):
         return lambda variant, w, scale, q, s, out, cols, counts, plan: avx2.i2s_gemv_avx2(
             w, scale, q, s, out, cols, counts, plan
         )
-    return lambda variant, w, scale, q, s, out, cols, counts, plan: ternary.i2s_gemv(
-        w, scale, q, s, out, cols, counts
-    )
+    if name == "portable":
+        return lambda variant, w, scale, q, s, out, cols, counts, plan: ternary.i2s_gemv(
+            w, scale, q, s, out, cols, counts
+        )
+    return None
 
 
 @njit(cache=True)
