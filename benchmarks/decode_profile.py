@@ -5,6 +5,8 @@ Run from a checkout (PYTHONPATH selects which one, so two trees can be compared 
     python benchmarks/decode_profile.py --threads 2 --steps 32 --json
 
 Prints medians over the steps; the "kernels" profile needs a checkout whose Model.decode has `by_kernel`.
+A decode profiled by kernel runs its layers step by step even where plain decode runs each layer as one
+compiled call (Model.decode_block), so "profiled_step_ms" can exceed "decode_ms" by the calls' cost.
 The *_cpu figures are process CPU seconds: with --threads 1 they do not count time the scheduler gave to
 other processes, so they compare two trees fairly on a busy machine.
 """
