@@ -112,20 +112,22 @@ def test_prefetch_targets_must_match_the_model_widths(receipt_path: Path, forger
     assert [g.name for g in result.failures] == want, result.lines()
 
 
-@pytest.mark.parametrize("forgery", ["none", "other variant", "other gemv", "removed"])
+@pytest.mark.parametrize("forgery", ["none", "other variant", "other layout", "other family", "removed"])
 def test_decode_block_must_agree_with_the_gemv_that_ran(receipt_path: Path, forgery: str) -> None:
     """The tiny i2s model decodes through the compiled block, which the receipt names with its GEMV
-    variant; a block on another path, or beside a GEMV it never calls, fails. Without it (older receipts,
-    step-by-step models) the receipt still verifies."""
+    variant; a block on another path, beside another layout's GEMV or with a shape on another family
+    fails. Without it (older receipts, step-by-step models) the receipt still verifies."""
     receipt = load_receipt(receipt_path)
     choice = receipt["kernel_choice"]
     assert choice["decode_block"] == choice["variants"]["i2s_gemv"]
     if forgery == "other variant":
         choice["decode_block"] = "portable" if choice["decode_block"] != "portable" else "avx2"
-    elif forgery == "other gemv":
-        receipt["kernel_counts"]["tl1_gemv"] = dict(receipt["kernel_counts"]["i2s_gemv"])
+    elif forgery == "other layout":
+        receipt["kernel_counts"]["i2s_blk_gemv"] = dict(receipt["kernel_counts"]["i2s_gemv"])
         receipt["kernels"] = sorted(receipt["kernel_counts"])
-        choice["variants"]["tl1_gemv"] = "portable"
+        choice["variants"]["i2s_blk_gemv"] = "portable"
+    elif forgery == "other family":
+        choice["per_shape"][0]["kernel"] = "tl1"
     elif forgery == "removed":
         del choice["decode_block"]
     result = verify(finalize(receipt))
@@ -203,6 +205,7 @@ def test_probe_json_covers_every_tensor_and_kernel_family(tmp_path: Path) -> Non
     assert result.ok, result.lines()
     assert "kernel_expectations" in result.passed and "model_binding" in result.passed
     assert {"i2s_gemv", "tl1_gemv", "tl2_gemv"} <= set(receipt["kernels"])  # the probe's own calls
+    assert "decode_block" not in receipt["kernel_choice"]  # a probe decodes no token
 
 
 def test_timing_reports_every_layer_of_every_step(tmp_path: Path) -> None:

@@ -143,6 +143,9 @@ def noise_section(
     return noise.assess(usage, benchmark, [reason] if reason else [])
 
 
+DECODE_PHASES = {"timing", "benchmark"}  # the phases that decode tokens (a probe alone decodes none)
+
+
 def _run_facts(
     *,
     started_at: str,
@@ -167,7 +170,11 @@ def _run_facts(
         "phases": phases,
         "threads": numba.get_num_threads(),
         "kernel_choice": kernel_choice_section(
-            model.kernel_selection, variants, set(counts), model.prefetch_choices(), model.decode_block
+            model.kernel_selection,
+            variants,
+            set(counts),
+            model.prefetch_choices(),
+            model.decode_block if DECODE_PHASES & set(phases) else None,
         ),
         "harness": harness_facts(harness_version()),
         "host": host_facts(),

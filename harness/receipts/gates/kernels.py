@@ -274,19 +274,24 @@ def kernel_variants(c: Check) -> None:
                 "This variant cannot have run on this host; the receipt's kernel choice is not its own.",
             )
     _check_prefetch(c, r["kernel_choice"].get("prefetch"), variants, r["model"])
-    _check_decode_block(c, r["kernel_choice"].get("decode_block"), variants, ran)
+    choice = r["kernel_choice"]
+    _check_decode_block(c, choice.get("decode_block"), variants, ran, choice["per_shape"])
 
 
-def _check_decode_block(c: Check, block: object, variants: dict[str, str], ran: set[str]) -> None:
-    """The compiled decode block calls one kernel for every matrix, i2s_gemv on the block's variant: a
-    receipt that names a block beside another GEMV, or beside i2s_gemv on another path, contradicts itself."""
+def _check_decode_block(
+    c: Check, block: object, variants: dict[str, str], ran: set[str], per_shape: list
+) -> None:
+    """The compiled decode block runs every matrix through i2s_gemv of its own variant: a receipt that names a
+    block beside i2s_gemv on another path, a matrix shape on another family, or another layout's GEMV (the
+    probe may time tl1 / tl2 on the same shapes) contradicts itself."""
     if block is None:
         return
-    gemvs = sorted(k for k in ran if k.endswith("_gemv"))
-    if gemvs != ["i2s_gemv"] or variants.get("i2s_gemv") != block:
+    families = sorted({entry["kernel"] for entry in per_shape})
+    layouts = sorted(k for k in ran if k.endswith("_gemv") and k.startswith("i2s_") and k != "i2s_gemv")
+    if variants.get("i2s_gemv") != block or families != ["i2s"] or layouts:
         c.fail(
-            f"decode_block {block} beside i2s_gemv alone, on the {block} path",
-            f"GEMV kernels {gemvs}, i2s_gemv on {variants.get('i2s_gemv')}",
+            f"decode_block {block}: i2s_gemv on the {block} path, every shape on i2s, no other i2s layout",
+            f"i2s_gemv on {variants.get('i2s_gemv')}, families {families}, other layouts {layouts}",
             "The decode block runs every matrix through i2s_gemv of its own variant.",
         )
 
