@@ -386,6 +386,16 @@ def test_avx2_variant_is_refused_without_avx2(monkeypatch):
     assert prepare_matrix("i2s", raw, 4, 128).variant == "portable"
 
 
+def test_vnni_variant_is_refused_without_vnni(monkeypatch):
+    """The decode block asks for its GEMV by variant name: AVX-512 VNNI on a CPU without it is an error."""
+    from engine.kernels import cpu
+
+    monkeypatch.setattr(cpu, "host_features", lambda: frozenset({"avx2"}))
+    with pytest.raises(EngineError, match="AVX-512 VNNI"):
+        cpu.select_i2s("avx512vnni")
+    assert cpu.select_i2s("avx2")[2] == "avx2"
+
+
 @pytest.mark.parametrize("where", [0, 7, 8, 4095, 65536 * 8 + 3, 65536 * 8 + 12])
 def test_code3_is_found_wherever_it_sits(where):
     """The load-time check reads 64-bit words, then the bytes past the last whole word."""

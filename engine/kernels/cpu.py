@@ -51,6 +51,12 @@ def _i2s_path(prefer: str) -> str:
         if not has_avx2():
             raise EngineError("the avx2 kernel variant needs a CPU with AVX2; this one lacks it")
         return "avx2"
+    if prefer == "avx512vnni":
+        if not has_vnni():
+            raise EngineError(
+                "the avx512vnni kernel variant needs a CPU with AVX-512 VNNI; this one lacks it"
+            )
+        return "avx512vnni"
     if has_vnni():
         return "avx512vnni"
     return "avx2" if has_avx2() else "portable"

@@ -16,38 +16,33 @@ from numba import njit
 from numba.core import types
 from numba.extending import overload
 
-from engine.kernels import actquant, avx2, ops, ternary, vnni
+from engine.kernels import actquant, avx2, cpu, ops, ternary, vnni
 from engine.kernels.ir_digest import require_ir_digest
 
 # numba's cache keys this module's blocks on this file alone, never on the kernels they call and link in:
-# this names the sources of those kernels, so an edit to any of them fails the import until this changes.
-KERNELS_SHA256 = "fbb548f7a1c1dd231571dbd8640f132cdc18b06deb8b725782797d86adf5de95"
-require_ir_digest((actquant, avx2, ops, ternary, vnni), KERNELS_SHA256, "engine/kernels/decode_block.py")
+# this names the sources of those kernels and of their choice (cpu.py), so an edit to any of them fails the
+# import until this changes.
+KERNELS_SHA256 = "2359ec73c495d4ab18388acf27688a28c6277bd783370451f5fb65de429392f3"
+require_ir_digest((actquant, avx2, cpu, ops, ternary, vnni), KERNELS_SHA256, "engine/kernels/decode_block.py")
 
 
-def _i2s_gemv(variant, w, scale, q, s, out, cols, counts, plan):  # pragma: no cover - replaced by overload
-    raise NotImplementedError
+def _i2s_gemv(variant, w, scale, q, s, out, cols, counts, plan):
+    """The i2s GEMV of `variant` (engine.kernels.cpu.select_i2s); only the avx2 one takes the prefetch plan.
+    Compiled callers get the same choice made once, at typing, by the overload below."""
+    gemv = cpu.select_i2s(variant)[0]
+    gemv(w, scale, q, s, out, cols, counts, *((plan,) if variant == "avx2" else ()))
 
 
 @overload(_i2s_gemv, prefer_literal=True)
 def _i2s_gemv_variant(variant, w, scale, q, s, out, cols, counts, plan):
-    """The i2s GEMV of `variant` (a string literal): the avx2 one takes the prefetch plan, the others none."""
-    if not isinstance(variant, types.StringLiteral):
+    if not isinstance(variant, types.StringLiteral) or variant.literal_value not in DECODE_BLOCKS:
         return None
-    name = variant.literal_value
-    if name == "avx512vnni":
-        return lambda variant, w, scale, q, s, out, cols, counts, plan: vnni.i2s_gemv_vnni(
-            w, scale, q, s, out, cols, counts
-        )
-    if name == "avx2":
-        return lambda variant, w, scale, q, s, out, cols, counts, plan: avx2.i2s_gemv_avx2(
+    gemv = cpu.select_i2s(variant.literal_value)[0]
+    if variant.literal_value == "avx2":
+        return lambda variant, w, scale, q, s, out, cols, counts, plan: gemv(
             w, scale, q, s, out, cols, counts, plan
         )
-    if name == "portable":
-        return lambda variant, w, scale, q, s, out, cols, counts, plan: ternary.i2s_gemv(
-            w, scale, q, s, out, cols, counts
-        )
-    return None
+    return lambda variant, w, scale, q, s, out, cols, counts, plan: gemv(w, scale, q, s, out, cols, counts)
 
 
 @njit(cache=True)
