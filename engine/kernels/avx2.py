@@ -16,8 +16,9 @@ kernel's, and every kernel adds to its portable twin's trace row.
   rows (GEMV) or tokens (GEMM), then the per-lane float multiply-add in the portable order.
 - The int8 activations should start on a cache line (engine.kernels.aligned): a 32-byte load that splits
   two lines costs the GEMM about a sixth of its speed.
-- logits: |q| once per token; vpsignb + vpmaddubsw per row (needs emb_q within [-127, 127], which the
-  model's int8 embedding copy guarantees; q may hold -128).
+- logits: |q| once per token; vpsignb + vpmaddubsw, one row per step so that each thread streams its
+  rows in order (needs emb_q within [-127, 127], which the model's int8 embedding copy guarantees; q may
+  hold -128).
 """
 
 import time
@@ -32,7 +33,7 @@ from engine.kernels.ir_digest import require_ir_digest
 from engine.trace import Trace
 
 # numba's cache cannot see edits to avx2_ir.py: this file names the emitters it was built with.
-IR_SHA256 = "cbcb4f38d0c5260f1c557757f7cfb00783ff3ab1a007f628183e95171ef4a1c7"
+IR_SHA256 = "e7cbcbbd8adc56372487c20940a635166b0b82a362b94071e87140c2a9f43aa2"
 require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
 
 ROW_TILE = 4
@@ -127,28 +128,27 @@ _rows_blk1 = _rows_blk_intrinsic(1)
 
 
 @intrinsic
-def _i8_rows_dot4(typingctx, e, r0, u, q, plan):
-    """int32 sums e[r] . q for rows r0 .. r0 + 3 of e int8[rows, n] (n % 64 == 0); u = |q| as uint8[n]."""
+def _i8_row_dot(typingctx, e, r, u, q, plan):
+    """int32 sum e[r] . q for row r of e int8[rows, n] (n % 64 == 0); u = |q| as uint8[n]."""
     ok = (
         c_array(e, types.int8, 2)
         and c_array(u, types.uint8, 1)
         and c_array(q, types.int8, 1)
         and c_array(plan, types.int64, 1)
-        and isinstance(r0, types.Integer)
+        and isinstance(r, types.Integer)
     )
     if not ok:
         return None
-    ret = types.UniTuple(types.int32, ROW_TILE)
 
     def codegen(context, builder, sig, args):
         eary, row, uary, qary, sary = (arg(context, builder, sig, args, i) for i in range(5))
         n = builder.extract_value(eary.shape, 1)
-        rptrs = _row_ptrs(builder, eary, row, ROW_TILE)
+        (rptr,) = _row_ptrs(builder, eary, row, 1)
         qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
-        vecs = avx2_ir.i8_rows_dot(builder, rptrs, uary.data, qptr, n, _distance(builder, sary))
-        return context.make_tuple(builder, ret, [avx2_ir.hsum(builder, v) for v in vecs])
+        vec = avx2_ir.i8_row_dot(builder, rptr, uary.data, qptr, n, _distance(builder, sary))
+        return avx2_ir.hsum(builder, vec)
 
-    return ret(e, r0, u, q, plan), codegen
+    return types.int32(e, r, u, q, plan), codegen
 
 
 def _tile_args(builder, wary, row0, row1, qary, tok, oary, ntok):
@@ -388,19 +388,8 @@ def _logits_i8(emb_q, emb_s, q, s, u, out, counts, plan):
     inv = np.float32(1.0) / np.float32(s)
     for c in range(hidden):
         u[c] = np.uint8(abs(np.int32(q[c])))
-    tiles = vocab // ROW_TILE
-    for t in prange(tiles):
-        r = t * ROW_TILE
-        a0, a1, a2, a3 = _i8_rows_dot4(emb_q, r, u, q, plan)
-        out[r] = np.float32(a0) * emb_s[r] * inv
-        out[r + 1] = np.float32(a1) * emb_s[r + 1] * inv
-        out[r + 2] = np.float32(a2) * emb_s[r + 2] * inv
-        out[r + 3] = np.float32(a3) * emb_s[r + 3] * inv
-    for r in range(tiles * ROW_TILE, vocab):
-        acc = np.int32(0)
-        for c in range(hidden):
-            acc += np.int32(emb_q[r, c]) * np.int32(q[c])
-        out[r] = np.float32(acc) * emb_s[r] * inv
+    for r in prange(vocab):
+        out[r] = np.float32(_i8_row_dot(emb_q, r, u, q, plan)) * emb_s[r] * inv
     ops._count(counts, ops._LOGITS_I8, vocab, vocab * hidden)
 
 
@@ -427,8 +416,8 @@ def time_prefetch(
     """Best GB/s of the i2s GEMV (kind "matrix", cols % 128 == 0) or the int8 logits ("logits",
     cols % 64 == 0) over rows of `cols` values at each prefetch distance.
 
-    The kernels request the lines `distance` bytes ahead along a tile of ROW_TILE rows, so the distance
-    that keeps every row's next lines in flight grows with the row's width (at 6912 columns 2 KB ran at
+    The GEMV requests the lines `distance` bytes ahead along a tile of ROW_TILE rows (the logits along
+    one row), so the distance that keeps every row's next lines in flight grows with the row's width (at 6912 columns 2 KB ran at
     two thirds of 4-8 KB where 2560 columns ran alike): each width is timed on its own. One buffer of
     `nbytes` (larger than the last-level cache) is streamed per call; the distances are timed in turns
     (one call each per round) so that a burst of load from other processes falls on all of them alike,

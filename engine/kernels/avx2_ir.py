@@ -287,26 +287,23 @@ def rows_blk(builder, wptrs, dptrs, qptr, sptr, nsum, distance):
     return builder.load(facc)
 
 
-# ---------------------------------------------------------------- int8 rows x one token (logits)
-def i8_rows_dot(builder, rptrs, uptr, qptr, n, distance):
-    """<8 x i32> partial sums of e . q for int8 rows `rptrs` (n bytes each, n % 64 == 0).
+# ---------------------------------------------------------------- int8 row x one token (logits)
+def i8_row_dot(builder, rptr, uptr, qptr, n, distance):
+    """<8 x i32> partial sums of e . q for the int8 row at `rptr` (n bytes, n % 64 == 0).
 
     `uptr` holds |q| as unsigned bytes; vpsignb puts q's sign on e, so each product is |q| * e * sign(q).
+    One row at a time, so that each thread reads one sequential stream (four interleaved rows read
+    slower from DRAM); the prefetch runs `distance` bytes ahead along it.
     """
-    zero = ir.Constant(V32, None)
-    accs = [cgutils.alloca_once_value(builder, zero) for _ in rptrs]
+    acc = cgutils.alloca_once_value(builder, ir.Constant(V32, None))
     with cgutils.for_range(builder, builder.udiv(n, I64(LINE))) as loop:
-        emit_prefetch(
-            builder, rptrs[0], distance, builder.mul(loop.index, I64(LINE * len(rptrs))), len(rptrs)
-        )
+        emit_prefetch(builder, rptr, distance, builder.mul(loop.index, I64(LINE)), 1)
         for half in range(2):
             off = builder.add(builder.mul(loop.index, I64(LINE)), I64(32 * half))
-            u = load32(builder, uptr, off)
-            q = load32(builder, qptr, off)
-            for rptr, acc in zip(rptrs, accs, strict=True):
-                e = sign_bytes(builder, load32(builder, rptr, off), q)
-                builder.store(builder.add(builder.load(acc), widen(builder, maddubs(builder, u, e))), acc)
-    return [builder.load(acc) for acc in accs]
+            e = sign_bytes(builder, load32(builder, rptr, off), load32(builder, qptr, off))
+            product = widen(builder, maddubs(builder, load32(builder, uptr, off), e))
+            builder.store(builder.add(builder.load(acc), product), acc)
+    return builder.load(acc)
 
 
 # ---------------------------------------------------------------- ternary row tiles x several tokens (GEMM)
