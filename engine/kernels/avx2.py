@@ -6,8 +6,10 @@ bytes, 0 = none, measured per host and row width (engine.kernel_choice.prefetch_
 exact and the float math runs in the portable order, so every result is bit-identical to the portable
 kernel's, and every kernel adds to its portable twin's trace row.
 
-- GEMV: ROW_TILE consecutive rows per step share each activation load; eight blocks (four cache lines) of
-  each row per step, summed in int16 and widened once (avx2_ir.GEMV_GROUP).
+- GEMV: consecutive rows per step share each activation load (I2S_GEMV_ROWS for i2s, ROW_TILE for the
+  TQ blocks and QK256); eight blocks (four cache lines) of each row per step, summed in int16 and widened
+  once (avx2_ir.GEMV_GROUP). Two rows per step read the i2s weights faster from DRAM than four (fewer
+  streams per thread for the hardware prefetcher), at two threads clearly, at one no slower.
 - GEMM (prefill): tiles of avx2_ir.GEMM_ROWS rows against GEMM_TOKENS tokens, column chunks outermost in
   the tile so that a chunk's activations stay in L1; a block's codes are unpacked once (1x) for all tokens,
   one int16 sum per token over a chunk (avx2_ir.GEMM_GROUP). The tile writes float32(int sum - qsum) (or
@@ -37,6 +39,7 @@ IR_SHA256 = "e7cbcbbd8adc56372487c20940a635166b0b82a362b94071e87140c2a9f43aa2"
 require_ir_digest(avx2_ir, IR_SHA256, "engine/kernels/avx2.py")
 
 ROW_TILE = 4
+I2S_GEMV_ROWS = 2
 GEMM_TOKENS = 8
 
 
@@ -85,7 +88,7 @@ def _rows_dot_intrinsic(nrows: int, qk256: bool):
     return intrinsic(typer)
 
 
-_rows_dot4 = _rows_dot_intrinsic(ROW_TILE, False)
+_rows_dot2 = _rows_dot_intrinsic(I2S_GEMV_ROWS, False)
 _rows_dot1 = _rows_dot_intrinsic(1, False)
 _rows_qk4 = _rows_dot_intrinsic(ROW_TILE, True)
 _rows_qk1 = _rows_dot_intrinsic(1, True)
@@ -245,19 +248,17 @@ _tile_blk_tokens1 = _tile_blk_tokens_intrinsic(1)
 # ---------------------------------------------------------------- i2s (one scale per tensor)
 @njit(cache=True, parallel=True)
 def i2s_gemv_avx2(w, scale, q, s, out, cols, counts, plan):
-    """Same contract and result as ternary.i2s_gemv; ROW_TILE rows per step."""
+    """Same contract and result as ternary.i2s_gemv; I2S_GEMV_ROWS rows per step."""
     rows = w.shape[0]
     ternary._count(counts, ternary._I2S_GEMV, rows, cols, 1)
     sq = ternary._qsum_total(q)
-    tiles = rows // ROW_TILE
+    tiles = rows // I2S_GEMV_ROWS
     for c in prange(tiles):
-        r = c * ROW_TILE
-        a0, a1, a2, a3 = _rows_dot4(w, r, q, plan)
+        r = c * I2S_GEMV_ROWS
+        a0, a1 = _rows_dot2(w, r, q, plan)
         out[r] = np.float32(a0 - sq) / s * scale
         out[r + 1] = np.float32(a1 - sq) / s * scale
-        out[r + 2] = np.float32(a2 - sq) / s * scale
-        out[r + 3] = np.float32(a3 - sq) / s * scale
-    for r in range(tiles * ROW_TILE, rows):
+    for r in range(tiles * I2S_GEMV_ROWS, rows):
         out[r] = np.float32(_rows_dot1(w, r, q, plan)[0] - sq) / s * scale
 
 
@@ -416,8 +417,8 @@ def time_prefetch(
     """Best GB/s of the i2s GEMV (kind "matrix", cols % 128 == 0) or the int8 logits ("logits",
     cols % 64 == 0) over rows of `cols` values at each prefetch distance.
 
-    The GEMV requests the lines `distance` bytes ahead along a tile of ROW_TILE rows (the logits along
-    one row), so the distance that keeps every row's next lines in flight grows with the row's width (at 6912 columns 2 KB ran at
+    The GEMV requests the lines `distance` bytes ahead along a tile of I2S_GEMV_ROWS rows (the logits
+    along one row), so the distance that keeps every row's next lines in flight grows with the row's width (at 6912 columns 2 KB ran at
     two thirds of 4-8 KB where 2560 columns ran alike): each width is timed on its own. One buffer of
     `nbytes` (larger than the last-level cache) is streamed per call; the distances are timed in turns
     (one call each per round) so that a burst of load from other processes falls on all of them alike,

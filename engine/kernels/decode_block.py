@@ -22,7 +22,7 @@ from engine.kernels.ir_digest import require_ir_digest
 # numba's cache keys this module's blocks on this file alone, never on the kernels they call and link in:
 # this names the sources of those kernels and of their choice (cpu.py), so an edit to any of them fails the
 # import until this changes.
-KERNELS_SHA256 = "0a53e244bcfef0448c1175d79b082dce2bdab9e0c6e66c058b946821dc418cd9"
+KERNELS_SHA256 = "840e5b08e3c311016f02dbc309476765a3d9ca99e4afa6866948c2035aa3dd59"
 require_ir_digest((actquant, avx2, cpu, ops, ternary, vnni), KERNELS_SHA256, "engine/kernels/decode_block.py")
 
 
