@@ -56,7 +56,8 @@ def main() -> None:
     variants = {int(n): gemv(int(n)) for n in args.rows.split(",")}
 
     want = np.zeros(640, np.float32)
-    avx2.i2s_gemv_avx2(mats[1], np.float32(1), qs[2560], np.float32(1), want, 2560, Trace().counts, plans[2560])
+    one = np.float32(1)
+    avx2.i2s_gemv_avx2(mats[1], one, qs[2560], one, want, 2560, Trace().counts, plans[2560])
     for n, run in variants.items():
         run(mats[1], qs[2560], outs[640], plans[2560])
         assert np.array_equal(outs[640], want), f"{n} rows per step differ from the kernel in use"
