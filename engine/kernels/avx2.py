@@ -420,10 +420,9 @@ def time_prefetch(
     The GEMV requests the lines `distance` bytes ahead along a tile of I2S_GEMV_ROWS rows (the logits
     along one row), so the distance that keeps every row's next lines in flight grows with the row's
     width (at 6912 columns 2 KB ran at two thirds of 4-8 KB where 2560 columns ran alike): each width is
-    timed on its own. One buffer of
-    `nbytes` (larger than the last-level cache) is streamed per call; the distances are timed in turns
-    (one call each per round) so that a burst of load from other processes falls on all of them alike,
-    and the best call of each is kept.
+    timed on its own. One buffer of `nbytes` (larger than the last-level cache) is streamed per call; the
+    distances are timed in turns (one call each per round) so that a burst of load from other processes
+    falls on all of them alike, and the best call of each is kept.
     """
     row_bytes = cols // 4 if kind == "matrix" else cols
     data = np.full(nbytes // (row_bytes * ROW_TILE) * (row_bytes * ROW_TILE), _FILL, np.uint8)
