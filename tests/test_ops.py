@@ -73,6 +73,21 @@ def test_rope_neox_split_half(trace: Trace) -> None:
     assert trace.snapshot() == {"rope_neox": {"calls": 1, "rows": 2, "elements": 48}}
 
 
+def test_rope_neox_rounds_each_product_in_float32(trace: Trace) -> None:
+    """Vectorized or not, every value is float32(float32(a c) - float32(b s)) (and the sum likewise):
+    no fused multiply-add, so the result does not depend on the host's instructions."""
+    n_heads, head_dim, pos0 = 5, 128, 7
+    cos, sin = _rope_tables(64, head_dim, 500000.0)
+    x = _f32(9, n_heads * head_dim) * 3
+    got = x.copy()
+    ops.rope_neox(got, n_heads, head_dim, pos0, cos, sin, trace.counts)
+    heads = x.reshape(9, n_heads, 2, head_dim // 2)
+    a, b = heads[:, :, 0], heads[:, :, 1]
+    c, s = cos[pos0 : pos0 + 9, None, :], sin[pos0 : pos0 + 9, None, :]
+    want = np.stack([a * c - b * s, a * s + b * c], axis=2).reshape(x.shape)
+    np.testing.assert_array_equal(got, want)
+
+
 def _attention_numpy(q, keys, values, pos0, n_heads):
     """float64 causal GQA over full key/value histories [n_kv, n_pos, head_dim]."""
     n_tok = q.shape[0]

@@ -22,7 +22,7 @@ from engine.kernels.ir_digest import require_ir_digest
 # numba's cache keys this module's blocks on this file alone, never on the kernels they call and link in:
 # this names the sources of those kernels and of their choice (cpu.py), so an edit to any of them fails the
 # import until this changes.
-KERNELS_SHA256 = "39533941439b340525e610d4cc2ab833709c801d1a42cb1290cf8ac422c412ce"
+KERNELS_SHA256 = "c80f0b19564f3099950c2f69381644d1651aab365ce9b176adfeb54625e6198d"
 require_ir_digest((actquant, avx2, cpu, ops, ternary, vnni), KERNELS_SHA256, "engine/kernels/decode_block.py")
 
 

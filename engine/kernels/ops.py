@@ -156,16 +156,17 @@ def rope_neox(x, n_heads, head_dim, pos0, cos_tab, sin_tab, counts):
     n_tok = x.shape[0]
     half = head_dim // 2
     for t in range(n_tok):
-        pos = pos0 + t
+        cos_row = cos_tab[pos0 + t]
+        sin_row = sin_tab[pos0 + t]
         for h in range(n_heads):
-            base = h * head_dim
+            # the two halves as views: LLVM then vectorizes the loop (indexing x twice, it did not)
+            first = x[t, h * head_dim : h * head_dim + half]
+            second = x[t, h * head_dim + half : (h + 1) * head_dim]
             for i in range(half):
-                c = cos_tab[pos, i]
-                s = sin_tab[pos, i]
-                a = x[t, base + i]
-                b = x[t, base + half + i]
-                x[t, base + i] = a * c - b * s
-                x[t, base + half + i] = a * s + b * c
+                a = first[i]
+                b = second[i]
+                first[i] = a * cos_row[i] - b * sin_row[i]
+                second[i] = a * sin_row[i] + b * cos_row[i]
     _count(counts, _ROPE, n_tok, n_tok * n_heads * head_dim)
 
 
