@@ -749,6 +749,27 @@ def test_a_benchmark_much_faster_than_the_timing_phase_fails_unless_noisy():
     assert "noisy: speed unreliable" in result.verdict()
 
 
+@pytest.mark.parametrize(("benchmark_step", "fails"), [(93e-6, False), (45e-6, True)])
+def test_a_sub_millisecond_step_allows_for_the_timing_phases_own_costs(benchmark_step, fails):
+    """A tiny model's honest run (a timing step of 158 us with its timers, benchmark steps of 93 us, a
+    quiet machine) passes; benchmark steps edited to half of that still fail."""
+    from harness.receipts.checks import Check
+    from harness.receipts.gates.measurements import timing_consistency
+
+    def tiny(receipt):
+        receipt["noise"] = {"noisy": False}
+        for step in receipt["phases"]["timing"]["steps"]:
+            step.update(embed=6e-6, forward=118e-6, logits=34e-6)
+        for rep in receipt["phases"]["benchmark"]["repetitions"]:
+            rep["decode_seconds"] = [
+                benchmark_step * (1 + 0.01 * i) for i in range(len(rep["decode_seconds"]))
+            ]
+
+    c = Check(mutated(tiny), Evidence())
+    timing_consistency(c)
+    assert bool(c.problems) == fails
+
+
 def test_the_bandwidth_floor_binds_weights_larger_than_the_cache():
     def big_model(llc, tps_factor=1.0):
         def edit(receipt):
