@@ -19,9 +19,10 @@ import numpy as np
 from numba import njit, prange
 
 from engine.kernels import avx2, ternary
+from engine.presets import get_preset
 from engine.trace import Trace
 
-SHAPES = [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)]
+MODEL = get_preset("2b-4t")
 
 
 def gemv(nrows: int):
@@ -44,23 +45,30 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--rows", default="4,2,1", help="rows per step to compare; the first is the reference")
-    ap.add_argument("--prefetch", default="4096,4096", help="prefetch bytes for 2560- and 6912-column rows")
+    ap.add_argument("--prefetch", default="4096,4096", help="prefetch bytes for hidden- and ffn-column rows")
     args = ap.parse_args()
     numba.set_num_threads(args.threads)
     rng = np.random.default_rng(1)
-    mats = [rng.integers(0, 256, (r, c // 128, 32), dtype=np.uint8) for _ in range(30) for r, c in SHAPES]
+    shapes = list(MODEL.matrix_shapes().values())  # forward order
+    widths = (MODEL.hidden, MODEL.ffn)
+    mats = [
+        rng.integers(0, 256, (r, c // 128, 32), dtype=np.uint8)
+        for _ in range(MODEL.n_layers)
+        for r, c in shapes
+    ]
     nbytes = sum(m.nbytes for m in mats)
-    qs = {c: rng.integers(-128, 128, (c // 128, 4, 32), dtype=np.int8) for c in (2560, 6912)}
-    outs = {r: np.zeros(r, np.float32) for r in (640, 2560, 6912)}
-    plans = dict(zip((2560, 6912), (np.array([int(d)]) for d in args.prefetch.split(",")), strict=True))
+    qs = {c: rng.integers(-128, 128, (c // 128, 4, 32), dtype=np.int8) for c in widths}
+    outs = {r: np.zeros(r, np.float32) for r, _ in shapes}
+    plans = dict(zip(widths, (np.array([int(d)]) for d in args.prefetch.split(",")), strict=True))
     variants = {int(n): gemv(int(n)) for n in args.rows.split(",")}
 
-    want = np.zeros(640, np.float32)
+    check, cols = mats[1], mats[1].shape[1] * 128  # the K matrix
+    want = np.zeros(check.shape[0], np.float32)
     one = np.float32(1)
-    avx2.i2s_gemv_avx2(mats[1], one, qs[2560], one, want, 2560, Trace().counts, plans[2560])
+    avx2.i2s_gemv_avx2(check, one, qs[cols], one, want, cols, Trace().counts, plans[cols])
     for n, run in variants.items():
-        run(mats[1], qs[2560], outs[640], plans[2560])
-        assert np.array_equal(outs[640], want), f"{n} rows per step differ from the kernel in use"
+        run(check, qs[cols], outs[check.shape[0]], plans[cols])
+        assert np.array_equal(outs[check.shape[0]], want), f"{n} rows per step differ from the kernel in use"
 
     def sweep(run) -> float:
         start = time.perf_counter()

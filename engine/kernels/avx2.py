@@ -424,8 +424,8 @@ def time_prefetch(
     distances are timed in turns (one call each per round) so that a burst of load from other processes
     falls on all of them alike, and the best call of each is kept.
     """
-    row_bytes = cols // 4 if kind == "matrix" else cols
-    data = np.full(nbytes // (row_bytes * ROW_TILE) * (row_bytes * ROW_TILE), _FILL, np.uint8)
+    row_bytes, step_rows = (cols // 4, I2S_GEMV_ROWS) if kind == "matrix" else (cols, 1)
+    data = np.full(nbytes // (row_bytes * step_rows) * (row_bytes * step_rows), _FILL, np.uint8)
     counts = Trace().counts
     plan = np.zeros(1, np.int64)
     if kind == "matrix":

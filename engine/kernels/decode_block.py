@@ -22,7 +22,7 @@ from engine.kernels.ir_digest import require_ir_digest
 # numba's cache keys this module's blocks on this file alone, never on the kernels they call and link in:
 # this names the sources of those kernels and of their choice (cpu.py), so an edit to any of them fails the
 # import until this changes.
-KERNELS_SHA256 = "87f849292532f7691343830d532d96976315f80876f7db981a326a9d30222ee9"
+KERNELS_SHA256 = "a1609f4016059d94ad6dec10428592d3e26c19ff21ae50b7ffa054605e2635bc"
 require_ir_digest((actquant, avx2, cpu, ops, ternary, vnni), KERNELS_SHA256, "engine/kernels/decode_block.py")
 
 
