@@ -4,8 +4,9 @@
     python benchmarks/avx2_gemv_ab.py --baseline-ir /tmp/base_ir.py --threads 1 --rows 2560 --cols 6912
     python benchmarks/avx2_gemv_ab.py --baseline-ir /tmp/base_ir.py --rows 40960 --cols 6912 --prefetch 8192
 
-Both kernels are built from their module's `rows_dot` over the same ROW_TILE rows per step and run over the
-same random ternary matrix (valid codes only); their int32 row sums are checked equal to numpy's first.
+Both kernels are built from their module's `rows_dot` over the i2s GEMV's I2S_GEMV_ROWS rows per step and
+run over the same random ternary matrix (valid codes only); their int32 row sums are checked equal to
+numpy's first.
 Each round times `--calls` calls of each kernel in turn and keeps the fastest call of each: on a shared
 machine the fastest call is the one least disturbed. Prints one JSON record (microseconds, GB/s of weight
 bytes, the baseline / this-tree ratio per round).
@@ -23,6 +24,8 @@ from numba.extending import intrinsic
 
 from engine.kernels import avx2, avx2_ir, intrinsic_args
 
+ROWS = avx2.I2S_GEMV_ROWS  # rows per step, as in the kernel in use
+
 
 def load_emitters(path: str):
     spec = importlib.util.spec_from_file_location("baseline_avx2_ir", path)
@@ -32,13 +35,13 @@ def load_emitters(path: str):
 
 
 def rows_intrinsic(emit):
-    """ROW_TILE int32 row sums of code * q from the emitter `emit` (avx2_ir.rows_dot's signature)."""
-    ret = types.UniTuple(types.int32, avx2.ROW_TILE)
+    """I2S_GEMV_ROWS int32 row sums of code * q from the emitter `emit` (avx2_ir.rows_dot's signature)."""
+    ret = types.UniTuple(types.int32, ROWS)
 
     def typer(typingctx, w, r0, q, plan):
         def codegen(context, builder, sig, args):
             wary, row, qary, plan_ary = (intrinsic_args.arg(context, builder, sig, args, i) for i in range(4))
-            wptrs = avx2._row_ptrs(builder, wary, row, avx2.ROW_TILE)
+            wptrs = avx2._row_ptrs(builder, wary, row, ROWS)
             nb = builder.extract_value(wary.shape, 1)
             qptr = builder.bitcast(qary.data, avx2_ir.I8.as_pointer())
             distance = avx2._distance(builder, plan_ary)
@@ -50,15 +53,13 @@ def rows_intrinsic(emit):
     return intrinsic(typer)
 
 
-def gemv(rows4):
+def gemv(rows_dot):
     @njit(parallel=True)
     def run(w, q, out, plan):
-        for c in prange(w.shape[0] // 4):
-            a0, a1, a2, a3 = rows4(w, c * 4, q, plan)
-            out[c * 4] = a0
-            out[c * 4 + 1] = a1
-            out[c * 4 + 2] = a2
-            out[c * 4 + 3] = a3
+        for c in prange(w.shape[0] // ROWS):
+            sums = rows_dot(w, c * ROWS, q, plan)
+            for j in range(ROWS):
+                out[c * ROWS + j] = sums[j]
 
     return run
 
@@ -67,14 +68,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline-ir", required=True, help="an avx2_ir.py of the tree to compare against")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rows", type=int, default=2560, help="a multiple of 4")
+    ap.add_argument("--rows", type=int, default=2560, help="a multiple of I2S_GEMV_ROWS")
     ap.add_argument("--cols", type=int, default=6912, help="a multiple of 128")
     ap.add_argument("--prefetch", type=int, default=0, help="prefetch distance in bytes (0 = none)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=0, help="calls per round (default: ~200 MB of weights)")
     args = ap.parse_args()
-    if avx2.ROW_TILE != 4 or args.rows % 4 or args.cols % 128:
-        raise SystemExit("avx2_gemv_ab: rows must be a multiple of 4 and cols of 128 (ROW_TILE 4)")
+    if args.rows % ROWS or args.cols % 128:
+        raise SystemExit(f"avx2_gemv_ab: rows must be a multiple of {ROWS} and cols of 128")
     numba.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 3, size=(args.rows, args.cols // 128, 4, 32), dtype=np.uint8)  # [r, k, g, b]
