@@ -21,27 +21,29 @@ from engine.formats import FORMATS
 from engine.kernels import avx2, matvec, prepare_matrix, ternary
 from engine.trace import Trace
 
+ROWS = avx2.I2S_GEMV_ROWS  # rows per step, as in the i2s GEMV in use
+
 
 @njit(cache=True, parallel=True)
 def _gemv3(w0, w1, w2, q, sq, outs, plan):
-    """Exact int32 row sums minus sq of three matrices in one parallel loop over their 4-row tiles."""
-    t0 = w0.shape[0] // 4
-    t1 = t0 + w1.shape[0] // 4
-    t2 = t1 + w2.shape[0] // 4
+    """Exact int32 row sums minus sq of three matrices in one parallel loop over their row tiles."""
+    t0 = w0.shape[0] // ROWS
+    t1 = t0 + w1.shape[0] // ROWS
+    t2 = t1 + w2.shape[0] // ROWS
     for c in prange(t2):
         if c < t0:
-            r = 4 * c
-            a = avx2._rows_dot4(w0, r, q, plan)
+            r = ROWS * c
+            a = avx2._rows_dot2(w0, r, q, plan)
             o = 0
         elif c < t1:
-            r = 4 * (c - t0)
-            a = avx2._rows_dot4(w1, r, q, plan)
+            r = ROWS * (c - t0)
+            a = avx2._rows_dot2(w1, r, q, plan)
             o = w0.shape[0]
         else:
-            r = 4 * (c - t1)
-            a = avx2._rows_dot4(w2, r, q, plan)
+            r = ROWS * (c - t1)
+            a = avx2._rows_dot2(w2, r, q, plan)
             o = w0.shape[0] + w1.shape[0]
-        for i in range(4):
+        for i in range(ROWS):
             outs[o + r + i] = np.float32(a[i] - sq)
 
 
